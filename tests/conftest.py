@@ -1,0 +1,59 @@
+"""Shared fixtures: the shared data folders, an isolated torch cache with the real MobileNetV2
+ImageNet weights imported from the pip package, and small generated image folders."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
+HYMENOPTERA = SHARED_DATA / "hymenoptera_data"
+OOD_TEL = SHARED_DATA / "ood_tel"
+
+
+@pytest.fixture(scope="session")
+def torch_home(tmp_path_factory) -> Path:
+    """A fresh $TORCH_HOME holding only the bundled MobileNetV2 weights, imported through the
+    project's own `weights import --bundled` path (the same step `make install` runs)."""
+    home = tmp_path_factory.mktemp("torch_home")
+    old = os.environ.get("TORCH_HOME")
+    os.environ["TORCH_HOME"] = str(home)
+    from trainables.weights import bundled_files, import_file
+
+    for f in bundled_files():
+        import_file(f)
+    yield home
+    if old is None:
+        os.environ.pop("TORCH_HOME", None)
+    else:
+        os.environ["TORCH_HOME"] = old
+
+
+def write_image(path: Path, color: tuple[int, int, int], size: tuple[int, int] = (48, 40),
+                seed: int = 0) -> Path:
+    """A small noisy RGB JPEG/PNG whose mean colour carries its class."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    arr = np.clip(rng.normal(0, 25, size=(size[1], size[0], 3)) + np.array(color), 0, 255)
+    Image.fromarray(arr.astype(np.uint8), "RGB").save(path)
+    return path
+
+
+@pytest.fixture
+def make_pool(tmp_path):
+    """make_pool({"a": 10, "b": 12}) -> a pool folder with that many images per class."""
+
+    def make(counts: dict[str, int], root: Path | None = None, ext: str = ".jpg") -> Path:
+        root = root or tmp_path / "pool"
+        colors = [(200, 40, 40), (40, 40, 200), (40, 200, 40), (200, 200, 40)]
+        for ci, (cls, n) in enumerate(sorted(counts.items())):
+            for i in range(n):
+                write_image(root / cls / f"img_{i:03d}{ext}", colors[ci % len(colors)], seed=i)
+        return root
+
+    return make

@@ -1,0 +1,229 @@
+"""One trial of the study, without Ray, and the function the Ray trainable wraps.
+
+    python -m trainables.train --arch mobilenet_v2 --regime finetune --seed 0 --out runs/one
+
+Writes the trial's rows to OUT/{epochs,trials,predictions}/<trial_id>.parquet (the schema of
+trainables/results.py, the same the sweep writes), the split manifest to OUT/manifest.json,
+and prints a one-line summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import resource
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from trainables import results
+from trainables.config import BN_MODES, PRESETS, REGIMES, TrialConfig, get_preset, trial_id
+from trainables.data import DataRoots, Manifest, load_trial_data, prepare_data
+from trainables.engine import (FitState, confusion_matrix, evaluate_split, fit, per_class_recall,
+                               pick_device, seed_everything)
+from trainables.errors import UserError
+from trainables.models import ARCHS, build_model, count_params, get_arch
+from trainables.provenance import code_version, device_name, hostname, library_versions
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _key(config: TrialConfig, tid: str) -> dict[str, Any]:
+    return {"trial_id": tid, "arch": config.arch, "regime": config.regime, "seed": config.seed,
+            "train_size": config.train_size}
+
+
+def base_trial_row(config: TrialConfig, manifest: Manifest, tid: str) -> dict[str, Any]:
+    return {**_key(config, tid), "preset": config.preset, "config_json": config.to_json(),
+            "epochs": config.epochs, "classes_json": json.dumps(manifest.classes),
+            "ood_kind": manifest.ood_kind, "split_manifest_hash": manifest.hash,
+            "code_version": code_version(), "library_versions_json": library_versions(),
+            "hostname": hostname(), "schema_version": results.SCHEMA_VERSION}
+
+
+def failed_trial_row(config: TrialConfig, manifest: Manifest, tid: str, error: BaseException,
+                     started_at: str) -> dict[str, Any]:
+    text = "".join(traceback.format_exception_only(type(error), error)).strip()
+    return {**base_trial_row(config, manifest, tid), "status": "failed", "error": text,
+            "device": device_name(pick_device()), "started_at": started_at,
+            "finished_at": _now()}
+
+
+def _prediction_rows(key: dict[str, Any], split_name: str, paths: list[str], result: Any,
+                     classes: list[str]) -> list[dict[str, Any]]:
+    rows = []
+    preds = result.preds.tolist()
+    for i, path in enumerate(paths):
+        t, p = int(result.labels[i]), preds[i]
+        rows.append({**key, "split": split_name, "path": path, "true_label": classes[t],
+                     "pred_label": classes[p], "prob": float(result.probs[i, p]),
+                     "true_prob": float(result.probs[i, t]), "correct": t == p})
+    return rows
+
+
+def run_trial(config: TrialConfig, manifest: Manifest, roots: DataRoots, out: str,
+              state: FitState | None = None,
+              on_epoch: Callable[[dict[str, Any], FitState], None] | None = None,
+              keep_model: bool = False) -> dict[str, Any]:
+    """Train, pick the best-val epoch, evaluate it on test and OOD, write all three tables.
+
+    Returns the `trials` row. On an exception, a failed row is written and the error re-raised
+    (so Ray can retry; a later success replaces the failed row)."""
+    tid = trial_id(config, manifest.hash)
+    started_at = _now()
+    t0 = time.perf_counter()
+    try:
+        device = pick_device()
+        arch = get_arch(config.arch)
+        crop = config.input_size or arch.input_size
+        data = load_trial_data(manifest, roots, config.train_size, config.decode_once)
+        seed_everything(config.seed)
+        model = build_model(config, num_classes=len(data.classes))
+        trainable, total = count_params(model)
+        state = fit(model, arch, config, data.train, data.val, device, state=state,
+                    on_epoch=on_epoch)
+        key = _key(config, tid)
+        test = evaluate_split(model, data.test, crop, device, config)
+        test_cm = confusion_matrix(test.labels, test.preds, len(data.classes))
+        predictions = _prediction_rows(key, "test", data.test.paths, test, data.classes)
+        ood_acc = ood_cm = ood_recall = None
+        if data.ood is not None:
+            ood = evaluate_split(model, data.ood, crop, device, config)
+            ood_acc = ood.acc
+            ood_cm = confusion_matrix(ood.labels, ood.preds, len(data.classes))
+            ood_recall = per_class_recall(ood_cm, data.classes)
+            predictions += _prediction_rows(key, "ood", data.ood.paths, ood, data.classes)
+        model_path = None
+        if keep_model:
+            model_path = save_model(out, tid, config, data.classes, state.best_state)
+        counts = torch.bincount(data.train.labels, minlength=len(data.classes))
+        trial = {
+            **base_trial_row(config, manifest, tid), "status": "ok", "error": None,
+            "best_epoch": state.best_epoch, "best_val_acc": state.best_acc,
+            "best_val_loss": state.best_loss, "test_acc": test.acc, "ood_acc": ood_acc,
+            "test_recall_json": json.dumps(per_class_recall(test_cm, data.classes)),
+            "ood_recall_json": json.dumps(ood_recall) if ood_recall else None,
+            "test_confusion_json": json.dumps(test_cm),
+            "ood_confusion_json": json.dumps(ood_cm) if ood_cm else None,
+            "train_images": len(data.train), "train_images_per_class": float(counts.float().mean()),
+            "trainable_params": trainable, "total_params": total,
+            "train_seconds": state.train_seconds, "total_seconds": time.perf_counter() - t0,
+            "peak_memory_mb": _peak_memory_mb(device),
+            "resumed_from_epoch": state.resumed_from_epoch, "model_path": model_path,
+            "device": device_name(device), "started_at": started_at, "finished_at": _now(),
+        }
+        epochs = [{**key, **row} for row in state.rows]
+        results.write_trial(out, tid, epochs, trial, predictions)
+        return trial
+    except BaseException as exc:
+        if not isinstance(exc, KeyboardInterrupt):
+            results.write_table_atomic(out, "trials", tid,
+                                       [failed_trial_row(config, manifest, tid, exc, started_at)])
+        raise
+
+
+def save_model(out: str, tid: str, config: TrialConfig, classes: list[str],
+               state_dict: dict[str, torch.Tensor] | None) -> str:
+    """The best epoch's weights (with what is needed to rebuild the model) at OUT/models/."""
+    import io
+
+    fs, base = results.resolve(out)
+    fs.create_dir(f"{base}/models", recursive=True)
+    final = f"{base}/models/{tid}.pt"
+    tmp = f"{base}/models/.tmp-{tid}.pt"
+    buf = io.BytesIO()
+    torch.save({"config": config.to_dict(), "classes": classes, "state_dict": state_dict}, buf)
+    with fs.open_output_stream(tmp) as f:
+        f.write(buf.getvalue())
+    fs.move(tmp, final)
+    return final if "://" in out else os.path.relpath(final, base)
+
+
+def parse_caps(items: list[str] | None) -> dict[str, int]:
+    caps = {}
+    for item in items or []:
+        name, sep, value = item.rpartition("=")
+        if not sep or not value.isdigit() or int(value) < 1:
+            raise UserError(f"--cap {item!r}: use CLASS=N with N a positive whole number")
+        caps[name] = int(value)
+    return caps
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m trainables.train", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--arch", required=True, help=f"one of: {', '.join(ARCHS)}")
+    p.add_argument("--regime", required=True, help=f"one of: {', '.join(REGIMES)}")
+    p.add_argument("--seed", type=int, default=0, help="trial seed (default 0)")
+    p.add_argument("--preset", default="paper", help=f"one of: {', '.join(PRESETS)} "
+                   "(default paper: the study's exact config)")
+    p.add_argument("--data", default=None, help="pool folder (DATA/<class>/...) or pre-split "
+                   "folder (DATA/{train,val,test}/<class>/...); default: the embedded demo set")
+    p.add_argument("--ood", default=None, help="OOD folder with the same class subfolders")
+    p.add_argument("--out", required=True, help="results folder or URI (e.g. s3://bucket/run)")
+    p.add_argument("--train-size", default="all", help="images per class (e.g. 20), a fraction "
+                   "(e.g. 0.5) or 'all' (default)")
+    p.add_argument("--split-seed", type=int, default=0, help="seed of the 60/20/20 split")
+    p.add_argument("--cap", action="append", metavar="CLASS=N",
+                   help="keep at most N images of CLASS in the pool (repeatable)")
+    p.add_argument("--bn-mode", default="train", choices=BN_MODES,
+                   help="BatchNorm in feature extraction: train (the study's) or frozen")
+    p.add_argument("--skip-bad-images", action="store_true",
+                   help="skip unreadable files (recorded in the manifest) instead of failing")
+    p.add_argument("--keep-model", action="store_true", help="save the best epoch's weights")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.seed < 0:
+            raise UserError(f"--seed must be a non-negative integer, got {args.seed}")
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        preset = get_preset(args.preset)
+        config = preset.trial(args.arch, args.regime, args.seed, args.train_size,
+                              bn_mode=args.bn_mode)
+        roots, manifest = prepare_data(args.data, args.ood, args.split_seed,
+                                       parse_caps(args.cap), args.skip_bad_images)
+        if config.pretrained:
+            from trainables.weights import ensure_available
+
+            ensure_available(get_arch(config.arch))
+        results.resolve(args.out)
+        if "://" not in args.out:
+            Path(args.out).mkdir(parents=True, exist_ok=True)
+            manifest.save(Path(args.out) / "manifest.json")
+        if preset.name != "paper":
+            print(f"preset {preset.name}: {preset.cuts}", file=sys.stderr)
+        row = run_trial(config, manifest, roots, args.out, keep_model=args.keep_model)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    ood = "n/a" if row["ood_acc"] is None else f"{row['ood_acc']:.3f}"
+    print(f"{config.arch} {config.regime} seed={config.seed} train_size={config.train_size}: "
+          f"best val {row['best_val_acc']:.3f} (epoch {row['best_epoch']}/{config.epochs}) "
+          f"test {row['test_acc']:.3f} OOD {ood} [{manifest.ood_kind}] "
+          f"trainable {row['trainable_params']:,} params, {row['total_seconds']:.0f}s "
+          f"-> {args.out} (trial {row['trial_id']})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
