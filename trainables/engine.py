@@ -21,6 +21,7 @@ from torch import nn
 
 from trainables.config import TrialConfig
 from trainables.data import SplitTensors
+from trainables.faults import maybe_inject
 from trainables.models import Arch, split_backbone_tail
 from trainables.presets import ClassificationPresetEval, ClassificationPresetTrain, normalize
 
@@ -249,13 +250,16 @@ def fit(model: nn.Module, arch: Arch, config: TrialConfig, train: SplitTensors,
         if use_cache:
             train_loss, train_acc = train_one_epoch_cached(model, arch, optimizer, criterion,
                                                            train, device, config, crop)
-            model.eval()
-            result = evaluate(tail, criterion, val_feats, val.labels, device, config,
-                              normalized=True)
         else:
             batches = train_batches(train, config.batch_size, crop)
             train_loss, train_acc = train_one_epoch(model, optimizer, criterion, batches, device,
                                                     config)
+        maybe_inject(config, epoch, where="train")
+        if use_cache:
+            model.eval()
+            result = evaluate(tail, criterion, val_feats, val.labels, device, config,
+                              normalized=True)
+        else:
             crops = val_crops if val_crops is not None else eval_crops(val, crop)
             result = evaluate(model, criterion, crops, val.labels, device, config)
         scheduler.step()
@@ -287,11 +291,11 @@ def evaluate_split(model: nn.Module, split: SplitTensors, crop: int, device: tor
 def confusion_matrix(labels: torch.Tensor, preds: torch.Tensor, num_classes: int) -> list[list[int]]:
     """Rows = true label, columns = predicted label."""
     cm = torch.zeros(num_classes, num_classes, dtype=torch.long)
-    for t, p in zip(labels.tolist(), preds.tolist()):
+    for t, p in zip(labels.tolist(), preds.tolist(), strict=False):
         cm[t, p] += 1
     return cm.tolist()
 
 
 def per_class_recall(cm: list[list[int]], classes: list[str]) -> dict[str, float | None]:
     return {c: (row[i] / sum(row) if sum(row) else None) for i, (c, row) in enumerate(zip(classes,
-                                                                                          cm))}
+                                                                                          cm, strict=False))}

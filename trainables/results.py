@@ -146,7 +146,7 @@ def finished_trial_ids(root: str, status: str | None = "ok") -> set[str]:
     if status is None:
         return {f.base_name.removesuffix(".parquet") for f in files}
     table = read_table(root, "trials", columns=["trial_id", "status"])
-    return {tid for tid, st in zip(table["trial_id"].to_pylist(), table["status"].to_pylist())
+    return {tid for tid, st in zip(table["trial_id"].to_pylist(), table["status"].to_pylist(), strict=False)
             if st == status}
 
 

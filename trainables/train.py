@@ -26,15 +26,22 @@ import torch
 from trainables import results
 from trainables.config import BN_MODES, PRESETS, REGIMES, TrialConfig, get_preset, trial_id
 from trainables.data import DataRoots, Manifest, load_trial_data, prepare_data
-from trainables.engine import (FitState, confusion_matrix, evaluate_split, fit, per_class_recall,
-                               pick_device, seed_everything)
+from trainables.engine import (
+    FitState,
+    confusion_matrix,
+    evaluate_split,
+    fit,
+    per_class_recall,
+    pick_device,
+    seed_everything,
+)
 from trainables.errors import UserError
 from trainables.models import ARCHS, build_model, count_params, get_arch
 from trainables.provenance import code_version, device_name, hostname, library_versions
 
 
 def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
 def _peak_memory_mb(device: torch.device) -> float:
