@@ -1,0 +1,73 @@
+"""Pretrained weights through torchvision's real loading path and cache, offline."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+import torchvision
+from torchvision.models import MobileNet_V2_Weights
+
+from tests.conftest import HYMENOPTERA
+from trainables.data import decode_pil
+from trainables.errors import UserError, WeightsError
+from trainables.models import ARCHS
+from trainables.weights import bundled_files, cache_dir, ensure_available, import_file, main
+
+
+@pytest.mark.parametrize(("photo", "expected"), [
+    ("val/ants/1124525276_816a07c17f.jpg", "ant"),
+    ("val/bees/10870992_eebeeb3a12.jpg", "bee"),
+])
+def test_real_mobilenet_weights_classify_known_photo(torch_home, photo, expected):
+    """The pip package's file, imported into $TORCH_HOME/hub/checkpoints, is what torchvision's
+    own `weights=` enum loads -- no network -- and it recognises an ant and a bee."""
+    assert (cache_dir() / "mobilenet_v2-b0353104.pth").is_file()
+    assert str(cache_dir()).startswith(str(torch_home))
+    weights = MobileNet_V2_Weights.IMAGENET1K_V1
+    model = torchvision.models.mobilenet_v2(weights=weights).eval()
+    x = weights.transforms()(decode_pil(HYMENOPTERA / photo)).unsqueeze(0)
+    with torch.inference_mode():
+        probs = model(x).softmax(1)[0]
+    top = int(probs.argmax())
+    assert weights.meta["categories"][top] == expected
+    assert float(probs[top]) > 0.5
+
+
+def test_missing_weights_error_names_file_and_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty"))
+    arch = ARCHS["resnet18"]
+    with pytest.raises(WeightsError) as info:
+        ensure_available(arch)
+    message = str(info.value)
+    assert "resnet18-f37072fd.pth" in message
+    assert str(tmp_path / "empty" / "hub" / "checkpoints") in message
+
+
+def test_import_rejects_unknown_name(tmp_path, torch_home):
+    bogus = tmp_path / "my_model.pth"
+    bogus.write_bytes(b"x")
+    with pytest.raises(UserError, match="not a weights file torchvision expects"):
+        import_file(bogus)
+
+
+def test_import_rejects_hash_mismatch(tmp_path, torch_home):
+    source = bundled_files()[0]
+    corrupt = tmp_path / source.name
+    data = bytearray(source.read_bytes())
+    data[1000] ^= 0xFF
+    corrupt.write_bytes(bytes(data))
+    with pytest.raises(UserError, match="sha256"):
+        import_file(corrupt)
+
+
+def test_import_cli_copies_into_cache(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "home"))
+    source = bundled_files()[0]
+    local = tmp_path / source.name
+    shutil.copyfile(source, local)
+    assert main(["import", str(local)]) == 0
+    assert (tmp_path / "home" / "hub" / "checkpoints" / source.name).is_file()
+    assert main(["import", str(tmp_path / "nope.pth")]) == 2
+    assert "no such file" in capsys.readouterr().err
