@@ -19,6 +19,7 @@ import io
 import json
 import os
 import random
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +34,8 @@ from trainables.errors import DataError
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm",
                     ".pgm"}
-STRAY_NAMES = {"thumbs.db", "desktop.ini", ".ds_store"}
+STRAY_NAMES = {"thumbs.db", "desktop.ini", ".ds_store", "__macosx", "@eadir"}
+"""OS and NAS droppings (Windows, macOS zip archives, Synology), ignored like hidden files."""
 SPLITS = ("train", "val", "test")
 SPLIT_FRACTIONS = (0.6, 0.2, 0.2)
 MAX_SHORT_SIDE = 1024
@@ -143,6 +145,8 @@ def pil_to_tensor(img: Image.Image) -> torch.Tensor:
 def check_image(path: Path) -> str | None:
     """None if the file decodes fully, else the reason it does not."""
     try:
+        if path.is_symlink() and not path.exists():
+            return f"broken symbolic link (points to {os.readlink(path)}, which does not exist)"
         if path.stat().st_size == 0:
             return "empty file (0 bytes)"
         with Image.open(path) as img:
@@ -174,6 +178,44 @@ def _class_dirs(root: Path) -> list[Path]:
                   key=lambda p: p.name)
 
 
+def class_name(folder: Path) -> str:
+    """A class folder's name in Unicode NFC, so that "café" copied from macOS (NFD) and typed on
+    Linux (NFC) are the same class; the path itself keeps the bytes found on disk."""
+    return unicodedata.normalize("NFC", folder.name)
+
+
+def _walk_images(folder: Path, root: Path) -> list[Path]:
+    """Candidate images under `folder`, sorted by path relative to `root`.
+
+    Symlinked files and folders are followed (each real folder once, so a link back up the tree
+    cannot loop); a dangling link with an image extension is returned too, so that validation
+    reports it instead of silently dropping an image the user meant to include."""
+    found: list[Path] = []
+    seen: set[str] = set()
+    top = Path(os.path.realpath(folder))
+
+    def visit(d: Path) -> None:
+        real = os.path.realpath(d)
+        if real in seen or (d != folder and top.is_relative_to(real)):
+            return  # already listed, or a link back up to an ancestor (a loop)
+        seen.add(real)
+        try:
+            children = sorted(d.iterdir(), key=lambda p: p.name)
+        except OSError as exc:
+            raise DataError(f"cannot list folder {d} ({exc.strerror or exc}). Fix: make it "
+                            "readable or remove it") from None
+        for child in children:
+            if _is_stray(child.name):
+                continue
+            if child.is_dir():
+                visit(child)
+            elif _is_candidate(child) and (child.is_file() or child.is_symlink()):
+                found.append(child)
+
+    visit(folder)
+    return sorted(found, key=lambda p: p.relative_to(root).as_posix())
+
+
 def scan_classes(root: Path, what: str) -> dict[str, list[Path]]:
     """<root>/<class>/**/<image> -> {class: sorted image paths}. Errors name the folder."""
     if not root.is_dir():
@@ -185,11 +227,14 @@ def scan_classes(root: Path, what: str) -> dict[str, list[Path]]:
     found: dict[str, list[Path]] = {}
     empty = []
     for cdir in classes:
-        files = sorted((p for p in cdir.rglob("*") if p.is_file() and _is_candidate(p)),
-                       key=lambda p: p.relative_to(root).as_posix())
+        files = _walk_images(cdir, root)
         if not files:
             empty.append(str(cdir))
-        found[cdir.name] = files
+        name = class_name(cdir)
+        if name in found:
+            raise DataError(f"{what}: two class folders in {root} are both named {name!r} "
+                            "(they differ only in Unicode normalization). Fix: merge them")
+        found[name] = files
     if empty:
         raise DataError(f"{what}: class folder(s) with no images: {', '.join(empty)}. "
                         "Fix: add images (" + ", ".join(sorted(IMAGE_EXTENSIONS)) +
@@ -201,7 +246,7 @@ def detect_layout(root: Path) -> str:
     """"presplit" when ROOT has train/, val/ and test/; otherwise "pool"."""
     if not root.is_dir():
         raise DataError(f"--data folder {root} does not exist or is not a folder")
-    names = {p.name for p in root.iterdir() if p.is_dir()}
+    names = {p.name for p in root.iterdir() if p.is_dir() and not _is_stray(p.name)}
     present = names & set(SPLITS)
     if present == set(SPLITS):
         return "presplit"
@@ -254,6 +299,26 @@ def _min_split_message(counts: dict[str, int]) -> str | None:
             "folder with train/, val/ and test/")
 
 
+def _one_class_message(data: Path, name: str) -> str:
+    message = (f"--data {data}: found only one class folder ({name!r}); a classifier needs at "
+               "least two. Fix: add a folder of images for each other class")
+    inner = data / name
+    subdirs = _class_dirs(inner) if inner.is_dir() else []
+    if len(subdirs) >= 2:
+        message += (f", or, if {inner} holds the class folders "
+                    f"({', '.join(p.name for p in subdirs[:4])}), pass --data {inner}")
+    return message
+
+
+def _require_every_class(entries: list[Entry], classes: list[str], data: Path) -> None:
+    """After skipping bad files, each split of a pre-split folder must still hold every class."""
+    have = {(e.split, e.label) for e in entries}
+    missing = [f"{s}/{c}" for s in SPLITS for c in classes if (s, c) not in have]
+    if missing:
+        raise DataError(f"--data {data}: no readable images left in {', '.join(missing)}. "
+                        "Fix: add images there or replace the unreadable ones")
+
+
 def build_manifest(data: str | Path, ood: str | Path | None = None, split_seed: int = 0,
                    caps: dict[str, int] | None = None, skip_bad: bool = False) -> Manifest:
     """Discover, validate and split a user's folders. `caps` limit images per class (drawn with
@@ -275,8 +340,7 @@ def build_manifest(data: str | Path, ood: str | Path | None = None, split_seed: 
         classes = sorted(by_class)
         roots["data"] = (data, [p for c in classes for p in by_class[c]])
     if len(classes) < 2:
-        raise DataError(f"--data {data}: found only one class ({classes[0]!r}); a classifier "
-                        "needs at least two class folders")
+        raise DataError(_one_class_message(data, classes[0]))
     unknown_caps = set(caps) - set(classes)
     if unknown_caps:
         raise DataError(f"class caps name unknown classes {sorted(unknown_caps)}; classes are "
@@ -311,6 +375,7 @@ def build_manifest(data: str | Path, ood: str | Path | None = None, split_seed: 
         for s in SPLITS:
             for c in classes:
                 add("data", data, s, c, good(per_split[s][c]))
+        _require_every_class(entries, classes, data)
     else:
         counts = {}
         kept_by_class = {}

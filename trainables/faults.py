@@ -2,10 +2,12 @@
 
     FEATURE_REUSE_FAULT="KIND@key=value,key=value,..."
 
-KIND is "oom" (raise torch.OutOfMemoryError, as CUDA does when a trial does not fit) or "kill"
-(SIGKILL the trial's own process mid-epoch, as when a worker dies). The keys arch, regime, seed
-and epoch select where it fires (absent keys match anything); `once=PATH` makes it fire only while
-PATH does not exist (the file is created when it fires), so a retried trial runs clean.
+KIND is "oom" (raise torch.OutOfMemoryError, as CUDA does when a trial does not fit), "kill"
+(SIGKILL the trial's own process mid-epoch, as when a worker dies) or "sleep" (stall for
+`seconds=N`, default 60, as a slow or hung worker does; the tests use it to hold a trial
+mid-epoch while they kill the driver). The keys arch, regime, seed, epoch and where select where
+it fires (absent keys match anything); `once=PATH` makes it fire only while PATH does not exist
+(the file is created when it fires), so a retried trial runs clean.
 Unset (the normal case), this module does nothing.
 """
 
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from pathlib import Path
 
 import torch
@@ -49,4 +52,7 @@ def maybe_inject(config, epoch: int, where: str = "epoch") -> None:
             f"seed {config.seed} epoch {epoch}")
     if kind == "kill":
         os.kill(os.getpid(), signal.SIGKILL)
-    raise ValueError(f"{ENV}: unknown fault kind {kind!r}; use oom or kill")
+    if kind == "sleep":
+        time.sleep(float(params.get("seconds", 60)))
+        return
+    raise ValueError(f"{ENV}: unknown fault kind {kind!r}; use oom, kill or sleep")

@@ -98,10 +98,22 @@ TABLES: dict[str, pa.Schema] = {
 }
 
 
+URI_SCHEMES = ("file://", "s3://", "gs://", "abfs://", "hdfs://")
+"""Storage URIs pyarrow's filesystems understand (hdfs:// also needs a JVM and libhdfs)."""
+
+
 def resolve(root: str) -> tuple[pafs.FileSystem, str]:
     """A results root (local path or URI) -> (filesystem, path inside it)."""
     if "://" in root:
-        return pafs.FileSystem.from_uri(root)
+        try:
+            return pafs.FileSystem.from_uri(root)
+        except pa.ArrowInvalid as exc:
+            if "Unrecognized filesystem type" not in str(exc):
+                raise
+            from trainables.errors import UserError
+
+            raise UserError(f"storage {root!r}: unknown URI scheme {root.split('://')[0]!r}; use "
+                            f"a local folder or one of {', '.join(URI_SCHEMES)}") from None
     import os
 
     return pafs.LocalFileSystem(), os.path.abspath(root)
@@ -160,3 +172,43 @@ def read_table(root: str, table: str, columns: list[str] | None = None) -> pa.Ta
         return empty.select(columns) if columns else empty
     dataset = ds.dataset(folder, schema=schema, format="parquet", filesystem=fs)
     return dataset.to_table(columns=columns)
+
+
+def check_writable(root: str, timeout_s: float = 60.0) -> None:
+    """Fail fast, before any training, when results cannot be written under `root`.
+
+    Creates the root and writes and deletes a hidden probe file the way the writers above do.
+    Raises UserError naming the root, the reason and the fix; a store that does not answer
+    within `timeout_s` (an unreachable endpoint retries for minutes) counts as unreachable."""
+    import threading
+
+    from trainables.errors import UserError
+
+    outcome: list[BaseException | None] = []
+
+    def probe() -> None:
+        try:
+            fs, base = resolve(root)
+            fs.create_dir(base, recursive=True)
+            name = f"{base}/.write-probe-{uuid.uuid4().hex[:8]}"
+            with fs.open_output_stream(name) as f:
+                f.write(b"ok")
+            fs.delete_file(name)
+            outcome.append(None)
+        except BaseException as exc:  # reported to the caller below
+            outcome.append(exc)
+
+    worker = threading.Thread(target=probe, daemon=True, name="storage-probe")
+    worker.start()
+    worker.join(timeout_s)
+    fix = ("Fix: pass a writable local folder, or a reachable URI (" + ", ".join(URI_SCHEMES) +
+           ") with its credentials set")
+    if not outcome:
+        raise UserError(f"storage {root!r} did not answer within {timeout_s:.0f} s. {fix}")
+    exc = outcome[0]
+    if exc is None:
+        return
+    if isinstance(exc, UserError):
+        raise UserError(str(exc)) from None
+    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    raise UserError(f"cannot write results to {root!r}: {reason}. {fix}") from None

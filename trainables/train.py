@@ -25,7 +25,7 @@ import torch
 
 from trainables import results
 from trainables.config import BN_MODES, PRESETS, REGIMES, TrialConfig, get_preset, trial_id
-from trainables.data import DataRoots, Manifest, load_trial_data, prepare_data
+from trainables.data import DataRoots, Manifest, load_trial_data, prepare_data, select_train
 from trainables.engine import (
     FitState,
     confusion_matrix,
@@ -202,18 +202,22 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.seed < 0:
             raise UserError(f"--seed must be a non-negative integer, got {args.seed}")
+        if args.threads is not None and args.threads < 1:
+            raise UserError(f"--threads must be at least 1, got {args.threads}")
         if args.threads:
             torch.set_num_threads(args.threads)
         preset = get_preset(args.preset)
         config = preset.trial(args.arch, args.regime, args.seed, args.train_size,
                               bn_mode=args.bn_mode)
+        results.check_writable(args.out)
         roots, manifest = prepare_data(args.data, args.ood, args.split_seed,
                                        parse_caps(args.cap), args.skip_bad_images)
+        select_train(manifest.split_entries("train"), manifest.classes, config.train_size,
+                     manifest.split_seed)  # a too-large --train-size fails before training
         if config.pretrained:
             from trainables.weights import ensure_available
 
             ensure_available(get_arch(config.arch))
-        results.resolve(args.out)
         if "://" not in args.out:
             Path(args.out).mkdir(parents=True, exist_ok=True)
             manifest.save(Path(args.out) / "manifest.json")

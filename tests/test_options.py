@@ -1,0 +1,233 @@
+"""Invalid options: each is refused with a message that names the option and lists the valid
+choices, before any work starts (no manifest, no results, no Ray).
+
+The CLIs run in-process here (`main(argv)`, as `python -m ...` calls it) for speed;
+tests/test_faults.py runs them as real processes.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import write_image
+from trainables.config import BN_MODES, PRESETS, REGIMES, TrialConfig, get_preset
+from trainables.errors import UserError
+from trainables.models import ARCHS
+from trainables.results import URI_SCHEMES
+
+CHOICES = {"arch": list(ARCHS), "regime": list(REGIMES), "preset": list(PRESETS),
+           "bn_mode": list(BN_MODES), "storage": list(URI_SCHEMES)}
+TRAIN_SIZE_HELP = "use 'all', a whole number of images per class (e.g. 20) or a fraction"
+
+
+@pytest.fixture(scope="module")
+def pool(tmp_path_factory) -> Path:
+    """6 images per class: the train split gets 4 of each."""
+    root = tmp_path_factory.mktemp("options") / "pool"
+    for ci, cls in enumerate(("a", "b")):
+        for i in range(6):
+            write_image(root / cls / f"{i}.jpg", (200 * ci, 60, 60), seed=i)
+    return root
+
+
+@pytest.fixture
+def file_not_folder(tmp_path) -> Path:
+    path = tmp_path / "results.txt"
+    path.write_text("a file where a folder is expected\n")
+    return path
+
+
+def assert_refused(code: int, err: str, *needles: str) -> None:
+    assert code == 2, err
+    assert "Traceback" not in err
+    for needle in needles:
+        assert needle in err, f"{needle!r} missing from: {err}"
+
+
+# ----------------------------------------------------------------------- TrialConfig itself
+@pytest.mark.parametrize(("changes", "needles"), [
+    ({"arch": "resnet1000"}, ["--arch 'resnet1000' is unknown", *CHOICES["arch"]]),
+    ({"arch": "MobileNet_V2"}, ["--arch 'MobileNet_V2' is unknown", "mobilenet_v2"]),
+    ({"regime": "transfer"}, ["--regime 'transfer' is unknown", *CHOICES["regime"]]),
+    ({"bn_mode": "eval"}, ["bn_mode 'eval' is unknown", *CHOICES["bn_mode"]]),
+    ({"seed": -1}, ["--seed must be a non-negative integer, got -1"]),
+    ({"seed": "3"}, ["--seed must be a non-negative integer, got '3'"]),
+    ({"seed": True}, ["--seed must be a non-negative integer, got True"]),
+    ({"seed": 1.5}, ["--seed must be a non-negative integer, got 1.5"]),
+    ({"epochs": 0}, ["epochs must be at least 1, got 0"]),
+    ({"batch_size": -6}, ["batch_size must be at least 1, got -6"]),
+    ({"step_size": 0}, ["step_size must be at least 1"]),
+    ({"train_size": "0"}, ["'0' is invalid", TRAIN_SIZE_HELP]),
+    ({"train_size": "-5"}, ["'-5' is invalid", TRAIN_SIZE_HELP]),
+    ({"train_size": "1.5"}, ["'1.5' is invalid", TRAIN_SIZE_HELP]),
+    ({"train_size": "0.0"}, ["'0.0' is invalid", TRAIN_SIZE_HELP]),
+    ({"train_size": "twenty"}, ["'twenty' is invalid", TRAIN_SIZE_HELP]),
+    ({"train_size": "nan"}, ["'nan' is invalid", TRAIN_SIZE_HELP]),
+], ids=lambda v: str(v) if isinstance(v, dict) else "")
+def test_trial_config_refuses_bad_values_listing_choices(changes, needles):
+    base = {"arch": "mobilenet_v2", "regime": "finetune"}
+    with pytest.raises(UserError) as info:
+        TrialConfig(**{**base, **changes})
+    for needle in needles:
+        assert needle in str(info.value)
+
+
+def test_trial_config_reports_every_problem_at_once():
+    with pytest.raises(UserError) as info:
+        TrialConfig(arch="nope", regime="nope", seed=-1, train_size="x", epochs=0)
+    message = str(info.value)
+    for option in ("--arch", "--regime", "--seed", "--train-sizes", "epochs"):
+        assert option in message
+
+
+def test_unknown_preset_lists_presets():
+    with pytest.raises(UserError, match=r"--preset 'fast' is unknown; choose from paper, demo, "
+                                        r"smoke"):
+        get_preset("fast")
+
+
+# -------------------------------------------------------------- python -m trainables.train
+TRAIN_BASE = ["--arch", "mobilenet_v2", "--regime", "scratch", "--preset", "smoke"]
+
+
+def _train(args: list[str], out: Path, capsys) -> tuple[int, str]:
+    from trainables.train import main
+
+    try:
+        code = main([*args, "--out", str(out)] if "--out" not in args else args)
+    except SystemExit as exc:  # argparse: usage + "error: ..." and status 2
+        code = exc.code
+    return code, capsys.readouterr().err
+
+
+def _replace(base: list[str], flag: str, value: str) -> list[str]:
+    args = list(base)
+    if flag in args:
+        args[args.index(flag) + 1] = value
+        return args
+    return [*args, flag, value]
+
+
+TRAIN_CASES = {
+    "unknown_arch": ("--arch", "alexnet", ["--arch 'alexnet' is unknown", *CHOICES["arch"]]),
+    "unknown_regime": ("--regime", "linear_probe", ["--regime 'linear_probe'", *CHOICES["regime"]]),
+    "unknown_preset": ("--preset", "quick", ["--preset 'quick' is unknown", *CHOICES["preset"]]),
+    "negative_seed": ("--seed", "-1", ["--seed must be a non-negative integer, got -1"]),
+    "seed_not_a_number": ("--seed", "one", ["argument --seed: invalid int value: 'one'"]),
+    "train_size_zero": ("--train-size", "0", ["'0' is invalid", TRAIN_SIZE_HELP]),
+    "train_size_fraction_above_1": ("--train-size", "2.5", ["'2.5' is invalid", TRAIN_SIZE_HELP]),
+    "train_size_word": ("--train-size", "lots", ["'lots' is invalid", TRAIN_SIZE_HELP]),
+    "train_size_larger_than_split": ("--train-size", "5", ["class 'a' has only 4 training images",
+                                                           "use at most 4 or a fraction"]),
+    "bn_mode": ("--bn-mode", "eval", ["argument --bn-mode: invalid choice: 'eval'",
+                                      *CHOICES["bn_mode"]]),
+    "threads_zero": ("--threads", "-2", ["--threads must be at least 1, got -2"]),
+    "cap_malformed": ("--cap", "a:3", ["--cap 'a:3': use CLASS=N"]),
+    "cap_unknown_class": ("--cap", "wasps=3", ["unknown classes ['wasps']; classes are ['a', 'b']"]),
+    "unknown_storage_scheme": ("--out", "nosuch://bucket/run", ["unknown URI scheme 'nosuch'",
+                                                               *CHOICES["storage"]]),
+    "storage_is_a_file": ("--out", "FILE", ["cannot write results to", "Not a directory", "Fix:"]),
+    "data_missing": ("--data", "/nonexistent/photos", ["--data folder /nonexistent/photos does "
+                                                       "not exist"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(TRAIN_CASES))
+def test_train_cli_refuses_before_any_work(case, pool, file_not_folder, tmp_path, capsys):
+    flag, value, needles = TRAIN_CASES[case]
+    out = tmp_path / "out"
+    base = [*TRAIN_BASE, "--data", str(pool), "--out", str(out)]
+    if value == "FILE":
+        value = str(file_not_folder / "run")
+    code, err = _train(_replace(base, flag, value), out, capsys)
+    assert_refused(code, err, *needles)
+    assert err.splitlines()[-1].startswith(("error:", "python -m trainables.train: error:"))
+    assert not (out / "trials").exists() and not (out / "manifest.json").exists()
+
+
+# ------------------------------------------------------------------------ python -m sweep.run
+@pytest.fixture
+def sweep_main(monkeypatch, torch_home):
+    """sweep.run.main in this process; restores what it changes (SIGTERM handler, env)."""
+    from sweep.run import main
+
+    monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")
+    monkeypatch.setenv("TUNE_DISABLE_SIGINT_HANDLER", "1")
+    previous = signal.getsignal(signal.SIGTERM)
+    yield main
+    signal.signal(signal.SIGTERM, previous)
+
+
+SWEEP_CASES = {
+    "unknown_arch": (["--archs", "mobilenet_v2", "alexnet"], ["alexnet", *CHOICES["arch"]]),
+    "unknown_regime": (["--regimes", "finetune", "sideways"], ["sideways", *CHOICES["regime"]]),
+    "unknown_preset": (["--preset", "quick"], ["--preset 'quick' is unknown", *CHOICES["preset"]]),
+    "zero_seeds": (["--seeds", "0"], ["--seeds must be at least 1"]),
+    "negative_seeds": (["--seeds", "-2"], ["--seeds must be at least 1"]),
+    "seeds_not_a_number": (["--seeds", "three"], ["argument --seeds: invalid int value: 'three'"]),
+    "train_size_zero": (["--train-sizes", "4", "0"], ["'0' is invalid", TRAIN_SIZE_HELP]),
+    "train_size_negative": (["--train-sizes", "-3"], ["'-3' is invalid", TRAIN_SIZE_HELP]),
+    "train_size_fraction_above_1": (["--train-sizes", "1.5"], ["'1.5' is invalid",
+                                                               TRAIN_SIZE_HELP]),
+    "train_size_word": (["--train-sizes", "half"], ["'half' is invalid", TRAIN_SIZE_HELP]),
+    "train_size_larger_than_split": (["--train-sizes", "2", "9"],
+                                     ["class 'a' has only 4 training images"]),
+    "unknown_storage_scheme": (["--storage", "nosuch://bucket/runs"],
+                               ["unknown URI scheme 'nosuch'", *CHOICES["storage"]]),
+    "storage_is_a_file": (["--storage", "FILE"], ["--storage", "Not a directory", "Fix:"]),
+    "gpus_per_trial": (["--gpus-per-trial", "2"], ["--gpus-per-trial '2'", "'auto'"]),
+    "cpus_per_trial": (["--cpus-per-trial", "0"], ["--cpus-per-trial '0'"]),
+    "keep_models": (["--keep-models", "some"], ["invalid choice: 'some'", "none", "best", "all"]),
+    "name_with_slash": (["--name", "a/b"], ["--name 'a/b'"]),
+    "max_failures": (["--max-failures", "-1"], ["--max-failures must be 0 or more"]),
+    "data_missing": (["--data", "/nonexistent/photos"], ["/nonexistent/photos does not exist"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SWEEP_CASES))
+def test_sweep_cli_refuses_before_any_work(case, sweep_main, pool, file_not_folder, tmp_path,
+                                           capsys):
+    extra, needles = SWEEP_CASES[case]
+    storage = tmp_path / "runs"
+    extra = [str(file_not_folder) if a == "FILE" else a for a in extra]
+    args = ["--preset", "smoke", "--data", str(pool), "--storage", str(storage), "--name", "x",
+            *extra]
+    try:
+        code = sweep_main(args)
+    except SystemExit as exc:
+        code = exc.code
+    err = capsys.readouterr().err
+    assert_refused(code, err, *needles)
+    ray = sys.modules.get("ray")
+    assert ray is None or not ray.is_initialized(), "Ray must not start for refused options"
+    for what in ("manifest.json", "results", "ray"):
+        assert not (storage / "x" / what).exists(), f"{what} written before the refusal"
+
+
+def test_sweep_cli_reports_several_option_problems_in_one_message(sweep_main, pool, tmp_path,
+                                                                  capsys):
+    code = sweep_main(["--preset", "smoke", "--data", str(pool), "--storage", str(tmp_path),
+                       "--regimes", "sideways", "--seeds", "0", "--train-sizes", "zero"])
+    err = capsys.readouterr().err
+    assert_refused(code, err, "sideways", "--seeds must be at least 1", "'zero' is invalid")
+
+
+@pytest.mark.slow
+def test_sweep_cli_refuses_an_unreachable_object_store(sweep_main, pool, tmp_path, monkeypatch,
+                                                       capsys):
+    """An S3 endpoint nobody listens on: refused by the storage probe (after the SDK's retries
+    or the probe's timeout), before anything runs."""
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    storage = "s3://bucket/runs?endpoint_override=127.0.0.1:1&scheme=http&region=us-east-1"
+    code = sweep_main(["--preset", "smoke", "--data", str(pool), "--storage", storage])
+    err = capsys.readouterr().err
+    assert_refused(code, err, f"--storage {storage}", "Fix:")
+    assert "cannot write to" in err or "did not answer" in err
+    ray = sys.modules.get("ray")
+    assert ray is None or not ray.is_initialized()
