@@ -1,0 +1,264 @@
+"""Fig. 2 (val accuracy per epoch, one panel per architecture), learning curves and the
+accuracy-vs-parameters plot. Matplotlib's Agg backend; each function returns the Figure.
+
+The study's markers: square = fine-tune, x = feature extraction, circle = scratch. Seeds are
+thin lines, their mean bold; horizontal lines mark the best model's test accuracy (dotted) and the
+OOD accuracy of the best transfer (solid) and best scratch (dashed) model.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.collections import LineCollection  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+
+from analysis.load import REGIME_LABELS, regime_order  # noqa: E402
+from analysis.tables import fmt_params  # noqa: E402
+
+MARKERS = {"finetune": "s", "feature_extract": "x", "scratch": "o"}
+COLORS = {"finetune": "#1f5fa8", "feature_extract": "#d9781a", "scratch": "#3a8f3a"}
+SHORT = {"finetune": "FT", "feature_extract": "FE", "scratch": "SC"}
+OOD_COLOR = "#b0204a"
+TEST_COLOR = "#222222"
+MAX_SEED_LINES = 40
+"""Thin per-seed lines drawn per regime and panel (the mean always uses every seed)."""
+
+
+def _grid(n: int, n_legend: int, ncols_max: int = 3, panel: tuple[float, float] = (4.4, 3.3),
+          right_gap: float = 0.25, title_lines: int = 1) -> tuple[Figure, list, int]:
+    """A grid of n panels with fixed margins (in inches) and room for a figure legend below.
+
+    Fixed margins instead of a layout engine: the engine measures every text several times per
+    save, which costs seconds on a 7-panel figure. `right_gap` leaves room on each panel's right
+    for the labels of its horizontal lines. Returns (figure, axes, legend columns)."""
+    n = max(n, 1)
+    ncols = min(ncols_max, n)
+    nrows = math.ceil(n / ncols)
+    left, top_title, xlabel, ylabel = 0.65, 0.22 + 0.17 * title_lines, 0.5, 0.62
+    gap_w = ylabel + right_gap
+    gap_h = xlabel + top_title
+    needed = left + ncols * panel[0] + (ncols - 1) * gap_w + right_gap + 0.15
+    width = max(needed, 7.0)
+    left += (width - needed) / 2  # a narrow grid is centred
+    legend_cols = max(1, min(n_legend, int(width // 3.0)))
+    legend_h = 0.22 * math.ceil(n_legend / legend_cols) + 0.2
+    height = top_title + 0.1 + nrows * panel[1] + (nrows - 1) * gap_h + xlabel + legend_h
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width, height), squeeze=False)
+    used_w = ncols * panel[0] + (ncols - 1) * gap_w
+    fig.subplots_adjust(left=left / width, right=(left + used_w) / width,
+                        top=1 - (top_title + 0.1) / height, bottom=(xlabel + legend_h) / height,
+                        wspace=gap_w / panel[0], hspace=gap_h / panel[1])
+    flat = list(axes.ravel())
+    for ax in flat[n:]:
+        fig.delaxes(ax)
+    return fig, flat[:n], legend_cols
+
+
+def _legend(fig: Figure, handles: list, ncol: int) -> None:
+    fig.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.5, 0.005), ncol=ncol,
+               fontsize=8.5, frameon=False)
+
+
+def _marker_kw(regime: str) -> dict:
+    marker = MARKERS.get(regime, "D")
+    kw = {"marker": marker, "color": COLORS.get(regime, "#555555"), "markersize": 5.5}
+    if marker != "x":
+        kw["markerfacecolor"] = "white"
+        kw["markeredgewidth"] = 1.4
+    else:
+        kw["markeredgewidth"] = 1.8
+    return kw
+
+
+def params_title(arch: str, regimes: pd.DataFrame) -> str:
+    sub = regimes[regimes["arch"] == arch]
+    parts = [f"{SHORT.get(r['regime'], r['regime'])} {fmt_params(r['trainable_params'])}"
+             for _, r in sub.iterrows()]
+    return f"{arch}\ntrainable params: {' · '.join(parts)}"
+
+
+def fig2(curves: pd.DataFrame, regimes: pd.DataFrame, best: pd.DataFrame,
+         best_overall: dict[str, pd.Series | None], ood_label: str) -> Figure:
+    """One panel per architecture: val accuracy (%) per epoch at the full train size."""
+    archs = list(dict.fromkeys(regimes["arch"]))
+    all_regimes = regime_order(curves["regime"].unique().tolist())
+    fig, axes, legend_cols = _grid(len(archs), len(all_regimes) + 4, right_gap=0.95, title_lines=2)
+    for ax, arch in zip(axes, archs, strict=True):
+        sub = curves[curves["arch"] == arch]
+        lows = []
+        for regime in regime_order(sub["regime"].unique().tolist()):
+            r = sub[sub["regime"] == regime]
+            color = COLORS.get(regime, "#555555")
+            seeds = sorted(r["seed"].unique())
+            segs = [np.column_stack([g["epoch"].to_numpy(), 100 * g["val_acc"].to_numpy()])
+                    for _, g in r[r["seed"].isin(seeds[:MAX_SEED_LINES])].groupby(["seed", "trial_id"])]
+            ax.add_collection(LineCollection(segs, colors=color, linewidths=0.8, alpha=0.35, zorder=2))
+            mean = r.groupby("epoch")["val_acc"].mean()
+            ax.plot(mean.index, 100 * mean.to_numpy(), linewidth=2.2, zorder=3,
+                    markevery=max(1, len(mean) // 10), **_marker_kw(regime))
+            lows.append(100 * r["val_acc"].min())
+        b = best[best["arch"] == arch]
+        b = b.iloc[0] if not b.empty else pd.Series(dtype=object)
+        top = best_overall.get(arch)
+        hlines = []
+        if top is not None and np.isfinite(top["test_acc"]):
+            hlines.append((100 * top["test_acc"], dict(color=TEST_COLOR, linestyle=":", linewidth=1.4),
+                           f"test {100 * top['test_acc']:.0f}%"))
+        for tag, style in (("transfer", "-"), ("scratch", "--")):
+            value = b.get(f"{tag}_ood")
+            if value is not None and isinstance(value, float) and np.isfinite(value):
+                hlines.append((100 * value, dict(color=OOD_COLOR, linestyle=style, linewidth=1.4),
+                               f"OOD {tag} {100 * value:.0f}%"))
+        for y, kw, _label in hlines:
+            ax.axhline(y, zorder=1, **kw)
+            lows.append(y)
+        max_epoch = int(sub["epoch"].max()) if not sub.empty else 1
+        ax.set_xlim(0.5, max_epoch + 0.5)
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+        low = min(lows) if lows else 0.0
+        ax.set_ylim(max(0.0, 10 * math.floor((low - 3) / 10)), 101)
+        ax.set_title(params_title(arch, regimes), fontsize=9.5)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("validation accuracy (%)")
+        ax.grid(alpha=0.25, linewidth=0.6)
+        # Label the horizontal lines on the right edge, without overlapping each other.
+        placed: list[float] = []
+        for y, kw, label in sorted(hlines, key=lambda h: h[0]):
+            y_text = y
+            while any(abs(y_text - p) < 4.0 for p in placed):
+                y_text += 4.0
+            placed.append(y_text)
+            ax.annotate(label, xy=(1.0, y_text), xycoords=("axes fraction", "data"), xytext=(3, 0),
+                        textcoords="offset points", va="center", fontsize=7.5, color=kw["color"],
+                        annotation_clip=False)
+    handles = [Line2D([], [], linewidth=2.2, label=REGIME_LABELS.get(r, r), **_marker_kw(r))
+               for r in all_regimes]
+    handles += [Line2D([], [], color="#777777", linewidth=0.8, alpha=0.6, label="single seeds"),
+                Line2D([], [], color=TEST_COLOR, linestyle=":", linewidth=1.4,
+                       label="test accuracy, best model"),
+                Line2D([], [], color=OOD_COLOR, linestyle="-", linewidth=1.4,
+                       label=f"{ood_label}, best transfer model"),
+                Line2D([], [], color=OOD_COLOR, linestyle="--", linewidth=1.4,
+                       label=f"{ood_label}, best scratch model")]
+    _legend(fig, handles, legend_cols)
+    return fig
+
+
+def learning_curves(lc: pd.DataFrame, ood_label: str) -> Figure:
+    """Accuracy vs training images per class, per regime, mean and 95% CI band across seeds:
+    test solid, OOD dashed."""
+    archs = list(dict.fromkeys(lc["arch"]))
+    has_ood = bool(lc["ood_acc_mean"].notna().any())
+    regimes_present = regime_order(lc["regime"].unique().tolist())
+    fig, axes, legend_cols = _grid(len(archs), len(regimes_present) + 1 + int(has_ood))
+    for ax, arch in zip(axes, archs, strict=True):
+        sub = lc[lc["arch"] == arch]
+        lows = []
+        for regime in regime_order(sub["regime"].unique().tolist()):
+            r = sub[sub["regime"] == regime].sort_values("x")
+            x = r["x"].to_numpy(float)
+            kw = _marker_kw(regime)
+            for metric, style in (("test_acc", "-"), ("ood_acc", "--")):
+                m = 100 * r[f"{metric}_mean"].to_numpy(float)
+                if not np.isfinite(m).any():
+                    continue
+                h = np.nan_to_num(100 * r[f"{metric}_half"].to_numpy(float))
+                lo, hi = np.clip(m - h, 0, 100), np.clip(m + h, 0, 100)
+                ax.plot(x, m, linestyle=style, linewidth=1.8, **kw)
+                if len(x) > 1:
+                    ax.fill_between(x, lo, hi, color=kw["color"], alpha=0.13 if style == "-" else 0.07,
+                                    linewidth=0)
+                else:
+                    ax.errorbar(x, m, yerr=[m - lo, hi - m], linestyle="none", capsize=3,
+                                color=kw["color"], elinewidth=1)
+                lows.append(np.nanmin(lo))
+        xs = np.unique(sub["x"].to_numpy(float))
+        if len(xs) and xs.max() / max(xs.min(), 1e-9) >= 4:
+            ax.set_xscale("log")
+        if 0 < len(xs) <= 12:  # label the sizes trained on, in plain numbers
+            ax.set_xticks(xs, [f"{x:g}" for x in xs])
+            ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+        if sub["train_size"].nunique() < 2:
+            ax.text(0.5, 0.04, "one train size only: run the sweep with several --train-sizes",
+                    transform=ax.transAxes, ha="center", fontsize=7.5, color="#666666")
+        ax.set_title(arch, fontsize=10)
+        ax.set_xlabel("training images per class")
+        ax.set_ylabel("accuracy (%)")
+        ax.set_ylim(_floor(lows), 101)
+        ax.grid(alpha=0.25, linewidth=0.6)
+    handles = [Line2D([], [], linewidth=1.8, label=REGIME_LABELS.get(r, r), **_marker_kw(r))
+               for r in regimes_present]
+    handles.append(Line2D([], [], color="#555555", linestyle="-", label="test (mean, 95% CI)"))
+    if has_ood:
+        handles.append(Line2D([], [], color="#555555", linestyle="--", label=f"{ood_label} (mean, 95% CI)"))
+    _legend(fig, handles, legend_cols)
+    return fig
+
+
+def _floor(lows: list[float]) -> float:
+    """A y-axis bottom a little under the lowest value, on a multiple of 10, never below 0."""
+    finite = [v for v in lows if np.isfinite(v)]
+    return max(0.0, 10 * math.floor((min(finite) - 3) / 10)) if finite else 0.0
+
+
+def params_plot(regimes: pd.DataFrame, ood_label: str) -> Figure:
+    """Test and OOD accuracy (mean +/- 95% CI across seeds) against trainable parameters: colour =
+    architecture, marker = regime. Regimes are nudged apart horizontally so that fine-tune and
+    scratch (the same count) both show."""
+    metrics = [("test_acc", "test accuracy (%)")]
+    if regimes["ood_acc_mean"].notna().any():
+        metrics.append(("ood_acc", f"{ood_label} accuracy (%)"))
+    order = regime_order(regimes["regime"].unique().tolist())
+    archs = list(dict.fromkeys(regimes["arch"]))
+    fig, axes_list, legend_cols = _grid(len(metrics), len(order) + len(archs), panel=(4.9, 3.6),
+                                        right_gap=0.2)
+    axes = [axes_list]
+    nudge = {r: 1.12 ** (i - (len(order) - 1) / 2) for i, r in enumerate(order)}
+    palette = plt.get_cmap("tab10")
+    arch_color = {a: palette(i % 10) for i, a in enumerate(archs)}
+    for ax, (metric, label) in zip(axes[0], metrics, strict=True):
+        lows = []
+        for _, row in regimes.iterrows():
+            m = 100 * float(row[f"{metric}_mean"])
+            h = 100 * float(row[f"{metric}_half"]) if np.isfinite(row[f"{metric}_half"]) else 0.0
+            if not np.isfinite(m):
+                continue
+            lo, hi = max(m - h, 0.0), min(m + h, 100.0)
+            kw = _marker_kw(row["regime"])
+            kw["color"] = arch_color[row["arch"]]
+            ax.errorbar([row["trainable_params"] * nudge[row["regime"]]], [m], yerr=[[m - lo], [hi - m]],
+                        linestyle="none", capsize=3, elinewidth=1, **kw)
+            lows.append(lo)
+        ax.set_xscale("log")
+        ax.set_xlabel("trainable parameters (log scale)")
+        ax.set_ylabel(label)
+        ax.set_ylim(_floor(lows), 101)
+        ax.grid(alpha=0.25, linewidth=0.6, which="major")
+    handles = [Line2D([], [], linestyle="none", label=REGIME_LABELS.get(r, r),
+                      **{**_marker_kw(r), "color": "#333333"}) for r in order]
+    handles += [Line2D([], [], linestyle="none", marker="o", markersize=7, color=arch_color[a], label=a)
+                for a in archs]
+    _legend(fig, handles, legend_cols)
+    fig.suptitle("Accuracy against trainable parameters (mean ± 95% CI across seeds)", fontsize=10.5)
+    return fig
+
+
+def save(fig: Figure, out_dir: Path, name: str, pdf: bool = True) -> list[Path]:
+    """Write NAME.png (150 dpi) and, with `pdf`, NAME.pdf; closes the figure."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = [out_dir / f"{name}.png"]
+    fig.savefig(paths[0], dpi=150)
+    if pdf:
+        paths.append(out_dir / f"{name}.pdf")
+        fig.savefig(paths[1])
+    plt.close(fig)
+    return paths

@@ -1,0 +1,245 @@
+"""Read a results root (the Parquet tables of trainables/results.py) into pandas for analysis.
+
+Only what the sweep wrote is used: the three tables, the kept models they point to, and the
+split manifest beside the results (``<results>/manifest.json`` from ``trainables.train`` or
+``<results>/../manifest.json`` from ``sweep.run``).
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.fs as pafs
+
+from trainables.config import REGIMES, parse_train_size
+from trainables.errors import UserError
+from trainables.results import PREDICTIONS_SCHEMA, read_table, resolve
+
+DEFAULT_RESULTS = "runs/demo/results"
+PRODUCE_HINT = ("run the sweep first: `python -m sweep.run` (writes runs/demo/results), or pass "
+                "--results with the folder a sweep or `python -m trainables.train --out` wrote")
+TRANSFER_REGIMES: tuple[str, ...] = tuple(r for r in REGIMES if r != "scratch")
+REGIME_LABELS = {"finetune": "Fine-tune", "feature_extract": "Feature extraction",
+                 "scratch": "From scratch"}
+KEY_COLUMNS = ["trial_id", "arch", "regime", "seed", "train_size"]
+EPOCH_COLUMNS = ["trial_id", "epoch", "val_acc", "lr"]
+TRIAL_COLUMNS = KEY_COLUMNS + [
+    "preset", "status", "error", "epochs", "best_epoch", "best_val_acc", "best_val_loss", "test_acc",
+    "ood_acc", "classes_json", "train_images", "train_images_per_class", "trainable_params",
+    "total_params", "ood_kind", "model_path", "split_manifest_hash"]
+"""What the analysis reads of `trials` (not the large JSON and provenance columns)."""
+ANTS_BEES_CAVEAT = ("the classes are ants and bees: these photos most likely come from ImageNet "
+                    "itself, so ImageNet-pretrained models have seen photos like them and "
+                    "transfer looks better here than on a truly new domain")
+
+
+def regime_order(regimes: list[str] | pd.Series) -> list[str]:
+    present = list(dict.fromkeys(regimes))
+    return [r for r in REGIMES if r in present] + sorted(r for r in present if r not in REGIMES)
+
+
+def arch_order(archs: list[str] | pd.Series) -> list[str]:
+    """The study's order (trainables.config.STUDY_ARCHS), then any others alphabetically."""
+    from trainables.config import STUDY_ARCHS
+
+    present = set(archs)
+    known = [a for a in STUDY_ARCHS if a in present]
+    return known + sorted(present - set(known))
+
+
+def is_full_size(train_size: str) -> bool:
+    try:
+        return parse_train_size(train_size) is None
+    except UserError:
+        return False
+
+
+@dataclass
+class Results:
+    root: str
+    trials: pd.DataFrame
+    """Finished trials with status "ok" (the only ones statistics use)."""
+    failed: pd.DataFrame
+    """Trials whose last attempt failed: listed in the report, excluded from statistics."""
+    epochs: pd.DataFrame
+    """Per-epoch rows of the ok trials (EPOCH_COLUMNS plus the trial keys)."""
+    manifest_path: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @cached_property
+    def manifest_layout(self) -> str | None:
+        """The manifest's layout ("embedded-demo", "pool", "presplit"), read without torch."""
+        if self.manifest_path is None:
+            return None
+        return json.loads(_read_text(self.root, self.manifest_path)).get("layout")
+
+    @cached_property
+    def manifest(self) -> Any:
+        """The split manifest (trainables.data.Manifest) the trials used, or None. Loaded on
+        first use (it imports torch); a manifest of another split is noted and ignored."""
+        if self.manifest_path is None:
+            return None
+        from trainables.data import Manifest
+
+        manifest = Manifest.from_json(_read_text(self.root, self.manifest_path))
+        hashes = self.trials["split_manifest_hash"].dropna().unique().tolist()
+        if hashes and manifest.hash not in hashes:
+            self.notes.append(f"the manifest at {self.manifest_path} (hash {manifest.hash}) is not the "
+                              f"one the trials used ({', '.join(hashes)}); image paths are not resolved "
+                              "through it")
+            return None
+        return manifest
+
+    @cached_property
+    def full_size(self) -> str:
+        """The train size Table II and Fig. 2 use: "all" when present, else the largest."""
+        sizes = self.trials["train_size"].unique().tolist()
+        full = [s for s in sizes if is_full_size(s)]
+        if full:
+            return sorted(full)[0]
+        per_class = self.trials.groupby("train_size")["train_images_per_class"].mean()
+        return str(per_class.idxmax())
+
+    @cached_property
+    def full(self) -> pd.DataFrame:
+        return self.trials[self.trials["train_size"] == self.full_size]
+
+    @cached_property
+    def ood_kinds(self) -> list[str]:
+        kinds = self.trials["ood_kind"].fillna("none").unique().tolist()
+        return sorted(k for k in kinds if k != "none")
+
+    @property
+    def ood_label(self) -> str:
+        """How to name the OOD columns and lines: "OOD (real)" or "OOD (synthetic shift)"."""
+        return ood_label(self.ood_kinds)
+
+    @cached_property
+    def classes(self) -> list[str]:
+        for text in self.trials["classes_json"].dropna():
+            return list(json.loads(text))
+        if self.manifest_path is not None:
+            return list(json.loads(_read_text(self.root, self.manifest_path)).get("classes", []))
+        return []
+
+    @property
+    def caveat(self) -> str | None:
+        if self.manifest_layout == "embedded-demo":
+            from trainables.embedded import CAVEAT
+
+            return CAVEAT
+        if sorted(c.lower() for c in self.classes) == ["ants", "bees"]:
+            return ANTS_BEES_CAVEAT
+        return None
+
+    def predictions(self, trial_ids: list[str]) -> pd.DataFrame:
+        return read_predictions(self.root, trial_ids)
+
+
+def ood_label(kinds: list[str]) -> str:
+    if not kinds:
+        return "OOD (none)"
+    short = sorted({"synthetic shift" if k.startswith("synthetic shift") else k for k in kinds})
+    return f"OOD ({', '.join(short)})"
+
+
+def _join(base: str, *parts: str) -> str:
+    return posixpath.join(base, *parts)
+
+
+def find_manifest(root: str) -> str | None:
+    """Path of the split manifest next to the results (``<results>/manifest.json`` from
+    trainables.train, ``<results>/../manifest.json`` from sweep.run), or None."""
+    fs, base = resolve(root)
+    for candidate in (_join(base, "manifest.json"),
+                      _join(posixpath.dirname(base.rstrip("/")), "manifest.json")):
+        if fs.get_file_info(candidate).type == pafs.FileType.File:
+            return candidate
+    return None
+
+
+def _read_text(root: str, path: str) -> str:
+    fs, _ = resolve(root)
+    with fs.open_input_stream(path) as f:
+        return f.read().decode("utf-8")
+
+
+def load_results(root: str = DEFAULT_RESULTS, with_manifest: bool = True) -> Results:
+    """Read the trials and epochs tables; clear errors for a missing or empty results root."""
+    fs, base = resolve(root)
+    info = fs.get_file_info(base)
+    if info.type == pafs.FileType.NotFound:
+        raise UserError(f"results folder {root} does not exist; {PRODUCE_HINT}")
+    trials_tbl = read_table(root, "trials", columns=TRIAL_COLUMNS)
+    if trials_tbl.num_rows == 0:
+        raise UserError(f"results folder {root} holds no finished trials (no {root}/trials/*.parquet);"
+                        f" {PRODUCE_HINT}")
+    trials = trials_tbl.to_pandas()
+    ok = trials[trials["status"] == "ok"].reset_index(drop=True)
+    failed = trials[trials["status"] != "ok"].reset_index(drop=True)
+    if ok.empty:
+        first = failed["error"].dropna().head(3).tolist()
+        raise UserError(f"all {len(failed)} trial(s) in {root} failed, nothing to analyse; first "
+                        f"error(s): {' | '.join(first) or 'not recorded'}. Fix the cause and rerun "
+                        "the sweep (it resumes unfinished trials)")
+    epochs = _epochs_of(read_table(root, "epochs", columns=EPOCH_COLUMNS), ok)
+    notes = []
+    presets = sorted(ok["preset"].dropna().unique().tolist())
+    if len(presets) > 1:
+        notes.append(f"trials of several presets are pooled: {', '.join(presets)}")
+    hashes = ok["split_manifest_hash"].dropna().unique().tolist()
+    if len(hashes) > 1:
+        notes.append(f"trials use {len(hashes)} different split manifests; paired tests only "
+                     "pair images both trials saw")
+    return Results(root=root, trials=ok, failed=failed, epochs=epochs,
+                   manifest_path=find_manifest(root) if with_manifest else None, notes=notes)
+
+
+def _epochs_of(table: pa.Table, trials: pd.DataFrame) -> pd.DataFrame:
+    """The epoch rows of these trials, with their keys taken from `trials` (not from the
+    millions of repeated strings in the file). Key columns come out as categoricals."""
+    encoded = pc.dictionary_encode(table["trial_id"]).combine_chunks()
+    ids = pa.array(trials["trial_id"].tolist(), type=pa.string())
+    # per distinct id in the file: its row in `trials`, or -1 (failed or unknown trial)
+    where = pc.fill_null(pc.index_in(encoded.dictionary, value_set=ids), -1).to_numpy()
+    codes = encoded.indices.to_numpy(zero_copy_only=False)
+    row = where[codes]
+    keep = row >= 0
+    row = row[keep]
+    out = {"trial_id": pd.Categorical.from_codes(codes[keep], categories=encoded.dictionary.to_pandas()
+                                                 ) if len(encoded.dictionary) else pd.Categorical([])}
+    for name in ("arch", "regime", "train_size"):
+        cat = trials[name].astype("category")
+        out[name] = pd.Categorical.from_codes(cat.cat.codes.to_numpy()[row], categories=cat.cat.categories)
+    out["seed"] = trials["seed"].to_numpy()[row]
+    for name in ("epoch", "val_acc", "lr"):
+        out[name] = table[name].to_numpy()[keep]
+    return pd.DataFrame(out)
+
+
+def read_predictions(root: str, trial_ids: list[str]) -> pd.DataFrame:
+    """Predictions of a few trials. Reads their own files (<root>/predictions/<id>.parquet, the
+    layout trainables.results writes) when present, else filters the whole table."""
+    fs, base = resolve(root)
+    ids = list(dict.fromkeys(trial_ids))
+    if not ids:
+        return PREDICTIONS_SCHEMA.empty_table().to_pandas()
+    paths = [_join(base, "predictions", f"{tid}.parquet") for tid in ids]
+    infos = fs.get_file_info(paths)
+    if all(i.type == pafs.FileType.File for i in infos):
+        dataset = ds.dataset(paths, schema=PREDICTIONS_SCHEMA, format="parquet", filesystem=fs)
+        return dataset.to_table().to_pandas()
+    folder = _join(base, "predictions")
+    if fs.get_file_info(folder).type == pafs.FileType.NotFound:
+        return PREDICTIONS_SCHEMA.empty_table().to_pandas()
+    dataset = ds.dataset(folder, schema=PREDICTIONS_SCHEMA, format="parquet", filesystem=fs)
+    value_set = pa.array(ids, type=pa.string())
+    return dataset.to_table(filter=pc.field("trial_id").isin(value_set)).to_pandas()

@@ -1,0 +1,347 @@
+"""Analysis on synthetic Parquet results with known answers: bands, Table II, OOD labels,
+failed trials, paired tests, claims, and the report CLI's errors.
+
+`write_synthetic_trial` writes a trial through trainables.results (the real schema and writer), so
+these tests read exactly what a sweep would leave behind. Other analysis tests import it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis import claims as claims_mod
+from analysis import summary, tables
+from analysis.bands import format_band, plateau_mask, val_bands
+from analysis.load import ANTS_BEES_CAVEAT, load_results, read_predictions
+from trainables import results
+from trainables.shift import SHIFT_LABEL
+
+STEP_LR_15 = [1e-3] * 7 + [1e-4] * 7 + [1e-5]  # demo: StepLR(7) over 15 epochs
+
+
+def write_synthetic_trial(root: Path | str, arch: str, regime: str, seed: int, *,
+                          val: list[float] | None = None, lr: list[float] | None = None,
+                          test: float | list[bool] = 0.8, ood: float | list[bool] | None = 0.7,
+                          ood_kind: str = "real", train_size: str = "all", per_class: float = 60.0,
+                          params: int | None = None, status: str = "ok", error: str | None = None,
+                          classes: tuple[str, ...] = ("alpha", "beta"), best_val_loss: float = 0.3,
+                          model_path: str | None = None, manifest_hash: str = "m0") -> str:
+    """One trial's three tables. `test`/`ood` are accuracies or per-image correctness lists (the
+    predictions table then has one row per image, paths shared across trials)."""
+    val = val if val is not None else [0.5, 0.7, 0.8]
+    lr = lr if lr is not None else [1e-3] * len(val)
+    tid = f"{arch}-{regime}-{seed}-{train_size}"
+    key = {"trial_id": tid, "arch": arch, "regime": regime, "seed": seed, "train_size": train_size}
+    if status != "ok":
+        results.write_table_atomic(str(root), "trials", tid, [{**key, "status": status, "error": error,
+                                                                "ood_kind": ood_kind}])
+        return tid
+    epochs = [{**key, "epoch": i + 1, "train_loss": 0.5, "train_acc": 0.6, "val_loss": 0.4,
+               "val_acc": v, "lr": r, "seconds": 1.0} for i, (v, r) in enumerate(zip(val, lr, strict=True))]
+    best_epoch = int(np.argmax(val)) + 1
+    preds = []
+
+    def acc_and_rows(value: float | list[bool] | None, split: str) -> float | None:
+        if value is None:
+            return None
+        if isinstance(value, (int, float)):
+            return float(value)
+        for i, ok in enumerate(value):
+            true = classes[i % len(classes)]
+            pred = true if ok else classes[(i + 1) % len(classes)]
+            preds.append({**key, "split": split, "path": f"{true}/img_{i:03d}.jpg", "true_label": true,
+                          "pred_label": pred, "prob": 0.9, "true_prob": 0.9 if ok else 0.1,
+                          "correct": bool(ok)})
+        return float(np.mean(value))
+
+    test_acc = acc_and_rows(test, "test")
+    ood_acc = acc_and_rows(ood if ood_kind != "none" else None, "ood")
+    if params is None:
+        params = 2_000 if regime == "feature_extract" else 1_000_000
+    trial = {**key, "preset": "smoke", "status": "ok", "epochs": len(val), "best_epoch": best_epoch,
+             "best_val_acc": max(val), "best_val_loss": best_val_loss, "test_acc": test_acc,
+             "ood_acc": ood_acc, "ood_kind": ood_kind, "classes_json": json.dumps(list(classes)),
+             "train_images": int(per_class * len(classes)), "train_images_per_class": per_class,
+             "trainable_params": params, "total_params": 1_000_000, "model_path": model_path,
+             "split_manifest_hash": manifest_hash}
+    results.write_trial(str(root), tid, epochs, trial, preds)
+    return tid
+
+
+# ------------------------------------------------------------------------------------ bands
+def test_plateau_is_after_the_last_lr_step():
+    lr30 = [1e-3 * 0.1 ** ((e - 1) // 7) for e in range(1, 31)]  # StepLR(7, 0.1), 30 epochs
+    e = pd.DataFrame({"trial_id": "t", "epoch": range(1, 31), "lr": lr30, "val_acc": 0.5})
+    assert e.loc[plateau_mask(e), "epoch"].tolist() == [29, 30]
+    e15 = pd.DataFrame({"trial_id": "u", "epoch": range(1, 16), "lr": STEP_LR_15, "val_acc": 0.5})
+    assert e15.loc[plateau_mask(e15), "epoch"].tolist() == [15]
+    flat = pd.DataFrame({"trial_id": "v", "epoch": range(1, 5), "lr": [0.01] * 4, "val_acc": 0.5})
+    assert plateau_mask(flat).all()
+    # Row order does not matter; the mask keeps the frame's index.
+    both = pd.concat([e, e15, flat]).sample(frac=1.0, random_state=0)
+    mask = plateau_mask(both)
+    assert sorted(both.loc[mask, ["trial_id", "epoch"]].itertuples(index=False)) == [
+        ("t", 29), ("t", 30), ("u", 15), ("v", 1), ("v", 2), ("v", 3), ("v", 4)]
+
+
+def test_band_pools_plateau_epochs_over_seeds():
+    rows = []
+    for seed, (last, before) in enumerate([(0.98, 0.20), (1.00, 0.10)]):
+        vals = [0.5] * 13 + [before, last]  # epoch 14 is before the last step: not in the band
+        rows += [{"trial_id": f"s{seed}", "arch": "a", "regime": "finetune", "train_size": "all",
+                  "epoch": i + 1, "val_acc": v, "lr": r} for i, (v, r) in enumerate(zip(vals, STEP_LR_15,
+                                                                                        strict=True))]
+    bands = val_bands(pd.DataFrame(rows))
+    assert bands.loc[0, "band"] == "98-100%"
+    assert (bands.loc[0, "band_lo"], bands.loc[0, "band_hi"]) == (0.98, 1.0)
+    assert (bands.loc[0, "plateau_first"], bands.loc[0, "plateau_last"]) == (15, 15)
+
+
+@pytest.mark.parametrize(("lo", "hi", "text"), [
+    (0.98, 1.0, "98-100%"), (0.97, 0.974, "97%"), (0.985, 0.985, "99%"), (0.5, 0.5, "50%"),
+    (0.9849, 1.0, "98-100%"), (float("nan"), 0.9, "n/a"), (0.0, 0.004, "0%"),
+])
+def test_format_band(lo, hi, text):
+    assert format_band(lo, hi) == text
+
+
+# ------------------------------------------------------------------------------- Table II
+@pytest.fixture
+def study(tmp_path) -> Path:
+    """Two architectures x three regimes x two seeds, real OOD, plus one failed trial."""
+    root = tmp_path / "exp" / "results"
+    plan = {  # (arch, regime, seed): (plateau val, test, ood, best_val_loss)
+        ("resnet18", "finetune", 0): (0.96, 0.95, 0.70, 0.2),
+        ("resnet18", "finetune", 1): (0.98, 0.97, 0.72, 0.2),
+        ("resnet18", "feature_extract", 0): (0.99, 0.93, 0.60, 0.1),  # best transfer on val
+        ("resnet18", "feature_extract", 1): (0.94, 0.92, 0.90, 0.1),  # best OOD, not chosen
+        ("resnet18", "scratch", 0): (0.70, 0.68, 0.50, 0.5),
+        ("resnet18", "scratch", 1): (0.74, 0.66, 0.54, 0.5),
+        ("squeezenet1_0", "finetune", 0): (0.90, 0.88, 0.60, 0.3),
+        ("squeezenet1_0", "finetune", 1): (0.92, 0.90, 0.62, 0.3),
+        ("squeezenet1_0", "feature_extract", 0): (0.89, 0.87, 0.58, 0.3),
+        ("squeezenet1_0", "feature_extract", 1): (0.91, 0.89, 0.61, 0.3),
+        ("squeezenet1_0", "scratch", 0): (0.60, 0.58, 0.65, 0.6),
+        ("squeezenet1_0", "scratch", 1): (0.62, 0.60, 0.63, 0.6),
+    }
+    for (arch, regime, seed), (v, test, ood, loss) in plan.items():
+        vals = [0.4] * 14 + [v]
+        write_synthetic_trial(root, arch, regime, seed, val=vals, lr=STEP_LR_15, test=test, ood=ood,
+                              best_val_loss=loss)
+    write_synthetic_trial(root, "resnet18", "scratch", 2, status="failed",
+                          error="RuntimeError: CUDA out of memory")
+    return root
+
+
+def test_failed_trials_are_listed_and_excluded(study):
+    res = load_results(str(study))
+    assert len(res.trials) == 12 and len(res.failed) == 1
+    assert set(res.epochs["trial_id"]) == set(res.trials["trial_id"])
+    regimes = summary.regime_summary(res)
+    assert regimes.set_index(["arch", "regime"]).loc[("resnet18", "scratch"), "n"] == 2
+    failed = tables.failed_table(res.failed).markdown()
+    assert "CUDA out of memory" in failed and "resnet18" in failed
+
+
+def test_table2_known_answers(study):
+    res = load_results(str(study))
+    regimes = summary.regime_summary(res)
+    best = summary.best_models(res)
+    r = regimes.set_index(["arch", "regime"])
+    assert r.loc[("resnet18", "finetune"), "band"] == "96-98%"
+    assert r.loc[("resnet18", "finetune"), "best_val_acc_mean"] == pytest.approx(0.97)
+    # t-interval of (0.96, 0.98): t_{0.975,1} * s / sqrt(2) = 12.706 * 0.01414 / 1.414
+    assert r.loc[("resnet18", "finetune"), "best_val_acc_half"] == pytest.approx(12.7062047 * 0.01, rel=1e-6)
+    assert r.loc[("squeezenet1_0", "scratch"), "band"] == "60-62%"
+    assert r.loc[("resnet18", "feature_extract"), "trainable_params"] == 2_000
+    b = best.set_index("arch")
+    # the best transfer model is chosen on validation (feature_extract seed 0), not on OOD
+    assert b.loc["resnet18", "transfer_regime"] == "feature_extract"
+    assert b.loc["resnet18", "transfer_seed"] == 0
+    assert b.loc["resnet18", "transfer_ood"] == pytest.approx(0.60)
+    assert b.loc["resnet18", "scratch_seed"] == 1 and b.loc["resnet18", "scratch_ood"] == pytest.approx(0.54)
+    # per seed, the better transfer regime on val: seed 0 FE (ood .60), seed 1 FT (ood .72)
+    assert b.loc["resnet18", "transfer_ood_mean"] == pytest.approx(0.66)
+    t2 = tables.table2(res, regimes, best)
+    md = t2.markdown()
+    assert md.splitlines()[0] == ("| Architecture | Fine-tune | Feature extraction | From scratch | "
+                                  "OOD (real): best transfer | OOD (real): best scratch |")
+    row = next(line for line in md.splitlines() if line.startswith("| resnet18"))
+    assert "| 96-98% · 97.0 ± 12.7 |" in row
+    assert "60.0% (feature_extract, s0) · 66.0 ± 76.2" in row
+    assert "epoch 15" in md and "n=2 seeds" in md
+    csv = pd.read_csv(pd.io.common.StringIO(t2.csv()))
+    assert len(csv) == 6 and {"band", "best_val_acc_ci_lo", "transfer_ood"} <= set(csv.columns)
+    tex = t2.latex()
+    assert r"96-98\% $\cdot$ 97.0 $\pm$ 12.7" in tex and r"\begin{tabular}{lccccc}" in tex
+    assert "resnet18" in md and md.index("resnet18") < md.index("squeezenet1_0")
+
+
+@pytest.mark.parametrize(("kind", "label"), [("real", "OOD (real)"), (SHIFT_LABEL, "OOD (synthetic shift)")])
+def test_ood_columns_are_labelled_by_kind(tmp_path, kind, label):
+    for regime in ("finetune", "scratch"):
+        write_synthetic_trial(tmp_path, "resnet18", regime, 0, ood_kind=kind)
+    res = load_results(str(tmp_path))
+    assert res.ood_label == label
+    t2 = tables.table2(res, summary.regime_summary(res), summary.best_models(res))
+    assert f"{label}: best transfer" in t2.header
+
+
+def test_no_ood_set_means_no_ood_columns_or_claim(tmp_path):
+    for regime in ("finetune", "scratch"):
+        write_synthetic_trial(tmp_path, "resnet18", regime, 0, ood_kind="none")
+    res = load_results(str(tmp_path))
+    regimes, best = summary.regime_summary(res), summary.best_models(res)
+    t2 = tables.table2(res, regimes, best)
+    assert not any("OOD" in h for h in t2.header)
+    keys = [c.key for c in claims_mod.check_claims(res, regimes, best, summary.paired_tests(res, best))]
+    assert "transfer_beats_scratch_ood" not in keys
+
+
+# --------------------------------------------------------------------------------- paired
+def test_paired_test_on_the_same_images(tmp_path):
+    # 20 test images: transfer right on 15, scratch on 7; discordant: b=10, c=2
+    t = [True] * 10 + [True] * 5 + [False] * 3 + [False] * 2
+    s = [False] * 10 + [True] * 5 + [False] * 3 + [True] * 2
+    write_synthetic_trial(tmp_path, "resnet18", "finetune", 0, test=t, ood=t[:10])
+    write_synthetic_trial(tmp_path, "resnet18", "scratch", 0, test=s, ood=s[:10])
+    res = load_results(str(tmp_path))
+    paired = summary.paired_tests(res).set_index("split")
+    row = paired.loc["test"]
+    assert (row["n"], row["b"], row["c"]) == (20, 10, 2)
+    assert row["acc_transfer"] == pytest.approx(0.75) and row["acc_scratch"] == pytest.approx(0.35)
+    assert row["p_value"] == pytest.approx(2 * (1 + 12 + 66) / 4096)  # 2 * P(X <= 2 | 12, 1/2)
+    assert row["diff"] == pytest.approx(0.4)
+    assert row["boot_lo"] < row["diff"] < row["boot_hi"]
+    assert paired.loc["ood", "n"] == 10 and (paired.loc["ood", "b"], paired.loc["ood", "c"]) == (10, 0)
+    images, _ = tables.paired_tables(summary.paired_tests(res), summary.seed_paired(res), res.ood_label)
+    assert "10 / 2" in images.markdown()
+
+
+def test_predictions_fall_back_to_a_filtered_scan(tmp_path):
+    tid = write_synthetic_trial(tmp_path, "resnet18", "finetune", 0, test=[True, False, True])
+    other = write_synthetic_trial(tmp_path, "resnet18", "scratch", 0, test=[False, False])
+    # a compacted layout: both trials' predictions in one file, no per-trial files
+    merged = pd.concat([read_predictions(str(tmp_path), [tid]), read_predictions(str(tmp_path), [other])])
+    for f in (tmp_path / "predictions").glob("*.parquet"):
+        f.unlink()
+    results.write_table_atomic(str(tmp_path), "predictions", "part-0", merged.to_dict("records"))
+    got = read_predictions(str(tmp_path), [tid])
+    assert len(got) == 3 and set(got["trial_id"]) == {tid}
+
+
+def test_seed_paired_differences(tmp_path):
+    for seed, (ft, sc) in enumerate([(0.9, 0.6), (0.8, 0.6), (0.85, 0.55)]):
+        write_synthetic_trial(tmp_path, "resnet18", "finetune", seed, test=ft, ood=ft - 0.1)
+        write_synthetic_trial(tmp_path, "resnet18", "scratch", seed, test=sc, ood=sc)
+    d = summary.seed_paired(load_results(str(tmp_path))).set_index("metric")
+    assert d.loc["test_acc", "diff_mean"] == pytest.approx(0.2667, abs=1e-4)
+    assert d.loc["test_acc", "n"] == 3 and d.loc["test_acc", "diff_half"] > 0
+
+
+# --------------------------------------------------------------------------------- claims
+def _claims(root: Path) -> dict[str, claims_mod.Claim]:
+    res = load_results(str(root))
+    regimes, best = summary.regime_summary(res), summary.best_models(res)
+    return {c.key: c for c in claims_mod.check_claims(res, regimes, best, summary.paired_tests(res, best))}
+
+
+def test_claim_verdicts_known_answers(study):
+    c = _claims(study)
+    assert c["transfer_beats_scratch_test"].verdict == claims_mod.HOLDS
+    assert "2 of 2" in c["transfer_beats_scratch_test"].evidence
+    # OOD: resnet18 transfer .60 > scratch .54; squeezenet transfer .62 (FT seed 1) < scratch .63
+    ood = c["transfer_beats_scratch_ood"]
+    assert ood.verdict == claims_mod.PARTLY and "1 of 2" in ood.evidence
+    assert "OOD (real)" in ood.statement
+    # squeezenet: FT 91.0 vs FE 90.0 mean best val -> 1 pp apart: close
+    close = c["feature_extract_close_to_finetune_squeezenet1_0"]
+    assert close.verdict == claims_mod.HOLDS and "1.0 pp" in close.evidence
+    assert c["feature_extract_beats_scratch"].verdict == claims_mod.HOLDS
+    assert c["overparameterisation"].verdict == claims_mod.UNTESTABLE  # only 2 architectures
+    assert c["transfer_gap_larger_with_less_data"].verdict == claims_mod.UNTESTABLE
+
+
+def test_claim_verdicts_other_outcomes(tmp_path):
+    # squeezenet FE far behind FT; scratch beats transfer on test everywhere; 3 sizes of archs
+    specs = {"squeezenet1_0": 1_000_000, "resnet18": 10_000_000, "vgg11_bn": 100_000_000}
+    for i, (arch, params) in enumerate(specs.items()):
+        for seed in (0, 1):
+            ft_acc = 0.6 + 0.1 * i
+            write_synthetic_trial(tmp_path, arch, "finetune", seed, val=[0.9], test=ft_acc, params=params)
+            write_synthetic_trial(tmp_path, arch, "feature_extract", seed, val=[0.7], test=0.5)
+            write_synthetic_trial(tmp_path, arch, "scratch", seed, val=[0.6], test=0.95, params=params)
+            for size, per_class, gap in (("5", 5.0, 0.3), ("all", 60.0, 0.1)):
+                if size == "all":
+                    continue
+                write_synthetic_trial(tmp_path, arch, "finetune", seed, val=[0.8], test=0.5 + gap,
+                                      train_size=size, per_class=per_class, params=params)
+                write_synthetic_trial(tmp_path, arch, "scratch", seed, val=[0.5], test=0.5,
+                                      train_size=size, per_class=per_class, params=params)
+    c = _claims(tmp_path)
+    assert c["feature_extract_close_to_finetune_squeezenet1_0"].verdict == claims_mod.FAILS
+    assert c["transfer_beats_scratch_test"].verdict == claims_mod.FAILS
+    assert c["feature_extract_beats_scratch"].verdict == claims_mod.FAILS
+    over = c["overparameterisation"]
+    assert over.verdict == claims_mod.HOLDS and "+1.00" in over.evidence
+    # gap at "5": 0.8 - 0.5 = +30 pp; at "all": mean transfer (FT .6-.8, FE .5) - scratch .95 < 0
+    gap = c["transfer_gap_larger_with_less_data"]
+    assert gap.verdict == claims_mod.HOLDS and "3 of 3" in gap.evidence
+
+
+# --------------------------------------------------------------------------- loading, errors
+def test_missing_and_empty_results_give_a_clear_error(tmp_path, capsys):
+    from analysis.report import main
+
+    missing = tmp_path / "nope" / "results"
+    assert main(["--results", str(missing)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and str(missing) in err and "python -m sweep.run" in err
+    (tmp_path / "empty" / "trials").mkdir(parents=True)
+    assert main(["--results", str(tmp_path / "empty")]) == 2
+    err = capsys.readouterr().err
+    assert "no finished trials" in err and "python -m sweep.run" in err and "Traceback" not in err
+
+
+def test_all_failed_is_an_error_naming_the_errors(tmp_path, capsys):
+    from analysis.report import main
+
+    write_synthetic_trial(tmp_path, "resnet18", "finetune", 0, status="failed", error="ValueError: boom")
+    assert main(["--results", str(tmp_path)]) == 2
+    assert "ValueError: boom" in capsys.readouterr().err
+
+
+def test_caveat_from_manifest_layout_or_ants_bees_classes(tmp_path):
+    from trainables.data import Entry, Manifest
+    from trainables.embedded import CAVEAT
+
+    a = tmp_path / "a" / "results"
+    write_synthetic_trial(a, "resnet18", "finetune", 0, classes=("ants", "bees"))
+    assert load_results(str(a)).caveat == ANTS_BEES_CAVEAT
+    b = tmp_path / "b" / "results"
+    manifest = Manifest(classes=["x", "y"], entries=[Entry("data", "x/1.jpg", "x", "test", "h")],
+                        layout="embedded-demo", split_seed=0, ood_kind=SHIFT_LABEL)
+    manifest.save(tmp_path / "b" / "manifest.json")
+    write_synthetic_trial(b, "resnet18", "finetune", 0, classes=("x", "y"), manifest_hash=manifest.hash)
+    res = load_results(str(b))
+    assert res.manifest_path.endswith("b/manifest.json") and res.caveat == CAVEAT
+    c = tmp_path / "c" / "results"
+    write_synthetic_trial(c, "resnet18", "finetune", 0)
+    assert load_results(str(c)).caveat is None
+
+
+def test_learning_curves_use_every_train_size(tmp_path):
+    for size, per_class in (("5", 5.0), ("20", 20.0), ("all", 60.0)):
+        for seed in (0, 1):
+            write_synthetic_trial(tmp_path, "resnet18", "finetune", seed, train_size=size,
+                                  per_class=per_class, test=0.5 + per_class / 200 + 0.01 * seed)
+    res = load_results(str(tmp_path))
+    assert res.full_size == "all"
+    lc = summary.learning_curves(res)
+    assert lc["x"].tolist() == [5.0, 20.0, 60.0]
+    assert lc["test_acc_mean"].tolist() == pytest.approx([0.53, 0.605, 0.805])
+    assert (lc["test_acc_n"] == 2).all()
