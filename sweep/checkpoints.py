@@ -1,0 +1,105 @@
+"""Per-epoch trial checkpoints: what they hold, and how a rerun finds an unfinished trial's.
+
+Within one sweep, Ray hands a retried trial its own latest checkpoint (`tune.get_checkpoint()`).
+Across sweeps (the driver was killed, the command is run again), Ray starts new trials that know
+nothing of the old ones; so the driver records, for every checkpoint Ray persists, a pointer
+`<experiment>/resume/<trial_id>.json`, and a trial without a Ray checkpoint looks there first.
+A finished trial's checkpoint and pointer are deleted (its results are in Parquet; models are
+kept separately with --keep-models).
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pyarrow.fs as pafs
+from ray import tune
+
+from sweep.layout import Experiment, delete_file, join, read_text, write_text_atomic
+from trainables.engine import FitState
+
+STATE_FILE = "fit_state.pt"
+
+
+def _pointer(experiment: Experiment, tid: str) -> str:
+    return join(experiment.resume_dir, f"{tid}.json")
+
+
+def report_epoch(metrics: dict[str, Any], state: FitState, tid: str) -> None:
+    """tune.report with a checkpoint of everything needed to continue after this epoch."""
+    import torch
+
+    with tempfile.TemporaryDirectory(prefix="fr-ckpt-") as tmp:
+        torch.save({"trial_id": tid, "state": state.to_dict()}, Path(tmp) / STATE_FILE)
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
+
+
+def load_state(checkpoint: tune.Checkpoint, tid: str) -> FitState | None:
+    """The FitState in a checkpoint, or None if it belongs to another trial or is unreadable."""
+    import torch
+
+    try:
+        with checkpoint.as_directory() as folder:
+            saved = torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=False)
+    except (OSError, RuntimeError, EOFError, KeyError):
+        return None
+    if saved.get("trial_id") != tid:
+        return None
+    return FitState.from_dict(saved["state"])
+
+
+def previous_checkpoint(experiment: Experiment, tid: str) -> tune.Checkpoint | None:
+    """The checkpoint an earlier sweep recorded for this trial, if it still exists."""
+    text = read_text(_pointer(experiment, tid))
+    if text is None:
+        return None
+    path = json.loads(text)["path"]
+    fs, _ = experiment.fs()
+    if fs.get_file_info(path).type != pafs.FileType.Directory:
+        return None
+    return tune.Checkpoint(path, filesystem=fs)
+
+
+class ResumePointers(tune.Callback):
+    """Driver side: record each trial's latest persisted checkpoint; forget it once finished.
+
+    Ray deletes a trial's older checkpoints itself (CheckpointConfig(num_to_keep=1)); the one an
+    earlier sweep left behind for this trial is deleted here, once the trial has a newer one."""
+
+    def __init__(self, experiment: Experiment) -> None:
+        self.experiment = experiment
+        self._seen: set[str] = set()
+
+    def _previous_path(self, tid: str) -> str | None:
+        text = read_text(_pointer(self.experiment, tid))
+        return json.loads(text)["path"] if text else None
+
+    def on_checkpoint(self, iteration, trials, trial, checkpoint, **info) -> None:
+        tid = trial.config["point"]["trial_id"]
+        stale = None if tid in self._seen else self._previous_path(tid)
+        self._seen.add(tid)
+        write_text_atomic(_pointer(self.experiment, tid), json.dumps({"path": checkpoint.path}))
+        if stale and stale != checkpoint.path:
+            _delete_dir(checkpoint.filesystem, stale)
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        """Delete the trial's checkpoints: this run's latest, and the one the pointer names (an
+        earlier run's, when the trial resumed after its last epoch and saved none since)."""
+        tid = trial.config["point"]["trial_id"]
+        paths = {self._previous_path(tid)}
+        if trial.checkpoint is not None:
+            paths.add(trial.checkpoint.path)
+        delete_file(_pointer(self.experiment, tid))
+        fs, _ = self.experiment.fs()
+        for path in paths - {None}:
+            _delete_dir(fs, path)
+
+
+def _delete_dir(fs: pafs.FileSystem, path: str) -> None:
+    try:
+        fs.delete_dir(path)
+    except OSError:  # already gone (FileNotFoundError is an OSError too)
+        pass

@@ -1,0 +1,93 @@
+"""The trial grid: architecture x regime x seed x train size, as frozen TrialConfigs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from trainables.config import REGIMES, Preset, TrialConfig, parse_train_size, trial_id
+from trainables.errors import UserError
+from trainables.models import ARCHS
+
+
+@dataclass(frozen=True)
+class GridSpec:
+    """What the user asked for; None means "the preset's default"."""
+
+    preset: Preset
+    archs: tuple[str, ...] | None = None
+    regimes: tuple[str, ...] | None = None
+    seeds: int | None = None
+    train_sizes: tuple[str, ...] | None = None
+
+    @property
+    def resolved_archs(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(self.archs or self.preset.archs))
+
+    @property
+    def resolved_regimes(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(self.regimes or self.preset.regimes))
+
+    @property
+    def resolved_seeds(self) -> int:
+        return self.preset.seeds if self.seeds is None else self.seeds
+
+    @property
+    def resolved_train_sizes(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(self.train_sizes or self.preset.train_sizes))
+
+    def problems(self) -> list[str]:
+        """Every invalid option at once (each names the option and the valid choices)."""
+        out = []
+        unknown = [a for a in self.resolved_archs if a not in ARCHS]
+        if unknown:
+            out.append(f"--archs {' '.join(unknown)}: unknown; choose from {', '.join(ARCHS)}")
+        unknown = [r for r in self.resolved_regimes if r not in REGIMES]
+        if unknown:
+            out.append(f"--regimes {' '.join(unknown)}: unknown; choose from {', '.join(REGIMES)}")
+        if self.resolved_seeds < 1:
+            out.append(f"--seeds must be at least 1 (the number of seeds 0..N-1), "
+                       f"got {self.resolved_seeds}")
+        for size in self.resolved_train_sizes:
+            try:
+                parse_train_size(size)
+            except UserError as exc:
+                out.append(str(exc))
+        return out
+
+    @property
+    def pretrained_archs(self) -> list[str]:
+        """Architectures whose ImageNet weights this grid loads (any regime but scratch)."""
+        if all(r == "scratch" for r in self.resolved_regimes):
+            return []
+        return list(self.resolved_archs)
+
+
+def build_grid(spec: GridSpec) -> list[TrialConfig]:
+    """All trial configs in a stable order (arch, regime, train size, seed)."""
+    problems = spec.problems()
+    if problems:
+        raise UserError("; ".join(problems))
+    return [spec.preset.trial(arch, regime, seed, size)
+            for arch in spec.resolved_archs
+            for regime in spec.resolved_regimes
+            for size in spec.resolved_train_sizes
+            for seed in range(spec.resolved_seeds)]
+
+
+@dataclass(frozen=True)
+class GridPoint:
+    config: TrialConfig
+    trial_id: str
+
+
+def with_ids(configs: Sequence[TrialConfig], manifest_hash: str) -> list[GridPoint]:
+    return [GridPoint(c, trial_id(c, manifest_hash)) for c in configs]
+
+
+def split_done(points: Sequence[GridPoint], finished: set[str]) -> tuple[list[GridPoint],
+                                                                         list[GridPoint]]:
+    """(already finished with an ok row, still to run)."""
+    done = [p for p in points if p.trial_id in finished]
+    todo = [p for p in points if p.trial_id not in finished]
+    return done, todo

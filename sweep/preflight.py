@@ -1,0 +1,159 @@
+"""Everything checked on the driver before any trial is scheduled, in seconds.
+
+Options, data (validated, split manifest built once), weights of every pretrained architecture,
+and storage (a probe file written and deleted through pyarrow's filesystem). All problems are
+gathered into one message, so a user fixes them in one go.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from sweep.grid import GridPoint, GridSpec, build_grid, split_done, with_ids
+from sweep.layout import Experiment, read_text, write_text_atomic
+from trainables import results
+from trainables.data import DataRoots, Manifest, prepare_data, select_train
+from trainables.errors import UserError
+
+STORAGE_TIMEOUT_S = 20.0
+T = TypeVar("T")
+
+
+@dataclass
+class Ready:
+    """What preflight hands to the sweep: the shared manifest and the grid, split by status."""
+
+    experiment: Experiment
+    manifest: Manifest
+    roots: DataRoots
+    grid: list[GridPoint]
+    done: list[GridPoint]
+    todo: list[GridPoint]
+    embedded: bool
+
+
+class _Timeout(Exception):
+    pass
+
+
+def _with_timeout(fn: Callable[[], T], seconds: float) -> T:
+    """Run fn in a daemon thread; raise _Timeout if it has not returned in time (an unreachable
+    object store can otherwise hang for minutes on connection retries)."""
+    box: dict[str, object] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = fn()
+        except BaseException as exc:  # handed back to the caller
+            box["error"] = exc
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        raise _Timeout
+    if "error" in box:
+        raise box["error"]  # type: ignore[misc]
+    return box["value"]  # type: ignore[return-value]
+
+
+def check_storage(experiment: Experiment, storage_arg: str, write: bool = True,
+                  timeout_s: float = STORAGE_TIMEOUT_S) -> str | None:
+    """A problem message, or None when the experiment folder is writable (or, without `write`,
+    at least reachable)."""
+
+    def probe() -> None:
+        fs, root = experiment.fs()
+        if write:
+            fs.create_dir(root, recursive=True)
+            path = f"{root}/.probe-{uuid.uuid4().hex[:8]}"
+            with fs.open_output_stream(path) as f:
+                f.write(b"feature-reuse storage probe\n")
+            fs.delete_file(path)
+        else:
+            fs.get_file_info(root)
+
+    fix = ("Fix: choose a writable folder or bucket (--storage), or fix its permissions or "
+           "credentials")
+    try:
+        _with_timeout(probe, timeout_s)
+    except _Timeout:
+        return (f"--storage {storage_arg}: {experiment.root} did not answer within "
+                f"{timeout_s:.0f} s (unreachable endpoint or missing credentials?). {fix}")
+    except Exception as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return f"--storage {storage_arg}: cannot write to {experiment.root} ({reason}). {fix}"
+    return None
+
+
+def check_train_sizes(manifest: Manifest, sizes: tuple[str, ...]) -> list[str]:
+    problems = []
+    train = manifest.split_entries("train")
+    for size in sizes:
+        try:
+            select_train(train, manifest.classes, size, manifest.split_seed)
+        except UserError as exc:
+            problems.append(str(exc))
+    return problems
+
+
+def check_existing_manifest(experiment: Experiment, manifest: Manifest) -> str | None:
+    """Refuse to mix two different splits in one experiment's results."""
+    try:
+        text = read_text(experiment.manifest)
+    except Exception:
+        return None  # storage problems are reported by check_storage
+    if text is None:
+        return None
+    old = Manifest.from_json(text)
+    if old.hash == manifest.hash:
+        return None
+    return (f"experiment {experiment.root} was run on a different split (manifest {old.hash}, "
+            f"now {manifest.hash}): the data, --ood or --split-seed changed. Fix: pick a new "
+            f"--name, or delete {experiment.root} to start over")
+
+
+def run_preflight(spec: GridSpec, experiment: Experiment, storage_arg: str, data: str | None,
+                  ood: str | None, split_seed: int = 0, skip_bad: bool = False,
+                  write: bool = True) -> Ready:
+    """All checks; raises one UserError listing every problem. With `write` (not --dry-run),
+    also saves the manifest to the experiment."""
+    from trainables.weights import preflight as weights_preflight
+
+    problems = list(spec.problems())
+    manifest = roots = None
+    try:
+        roots, manifest = prepare_data(data, ood, split_seed, None, skip_bad)
+    except UserError as exc:
+        problems.append(str(exc))
+    if manifest is not None:
+        problems += check_train_sizes(manifest, spec.resolved_train_sizes)
+    problems += weights_preflight(spec.pretrained_archs)
+    storage_problem = check_storage(experiment, storage_arg, write=write)
+    if storage_problem:
+        problems.append(storage_problem)
+    elif manifest is not None:
+        mismatch = check_existing_manifest(experiment, manifest)
+        if mismatch:
+            problems.append(mismatch)
+    if problems:
+        if len(problems) == 1:
+            raise UserError(problems[0])
+        raise UserError(f"preflight found {len(problems)} problems:\n" +
+                        "\n".join(f"  - {p}" for p in problems))
+    assert manifest is not None and roots is not None
+    grid = with_ids(build_grid(spec), manifest.hash)
+    try:
+        finished = results.finished_trial_ids(experiment.results)
+    except (OSError, ValueError) as exc:  # pyarrow's errors derive from these
+        raise UserError(f"cannot read the finished trials in {experiment.results}/trials ({exc}). "
+                        "Fix: remove the unreadable file it names (its trial runs again)") from None
+    done, todo = split_done(grid, finished)
+    if write:
+        write_text_atomic(experiment.manifest, manifest.to_json())
+    return Ready(experiment, manifest, roots, grid, done, todo, embedded=data is None)
+

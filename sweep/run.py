@@ -1,0 +1,345 @@
+"""The sweep: architecture x regime x seed x train size on Ray Tune, results in Parquet.
+
+    python -m sweep.run                      # demo: mobilenet_v2 x 3 regimes x 3 seeds, embedded data
+    python -m sweep.run --preset paper --data DIR --ood DIR --storage s3://bucket/runs
+    python -m sweep.run --dry-run            # the grid and resources, nothing runs
+
+Layout under <storage>/<name>/: manifest.json (the split, built once here), results/ (Parquet:
+epochs, trials, predictions; models/), ray/ (Ray Tune's trial folders and logs). Running the
+same command again skips finished trials and finishes the rest; an interrupted trial continues
+from its last finished epoch. Exit status: 0 all trials ok, 1 some failed or did not run,
+2 bad options or a failed preflight (nothing ran), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from sweep.grid import GridSpec
+from sweep.layout import Experiment, remove_stale_temporaries
+from sweep.logs import ray_driver_log
+from sweep.preflight import Ready, run_preflight
+from sweep.resources import (
+    ClusterInfo,
+    ResourcePlan,
+    local_cluster_info,
+    parse_cpus_per_trial,
+    parse_gpus_per_trial,
+    plan_resources,
+    ray_cluster_info,
+)
+from trainables.config import PRESETS, REGIMES, get_preset
+from trainables.errors import UserError
+from trainables.models import ARCHS
+
+KEEP_MODELS = ("none", "best", "all")
+STORAGE_ENV = "FEATURE_REUSE_STORAGE"
+"""Default --storage (cluster.yaml sets it to an S3 prefix on every node)."""
+log = logging.getLogger("sweep")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m sweep.run", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", default="demo",
+                   help=f"one of: {', '.join(PRESETS)} (default demo)")
+    p.add_argument("--archs", nargs="+", metavar="ARCH",
+                   help=f"architectures (default: the preset's); from: {', '.join(ARCHS)}")
+    p.add_argument("--regimes", nargs="+", metavar="REGIME",
+                   help=f"regimes (default: all three); from: {', '.join(REGIMES)}")
+    p.add_argument("--seeds", type=int, help="number of seeds, 0..N-1 (default: the preset's)")
+    p.add_argument("--train-sizes", nargs="+", metavar="SIZE",
+                   help="training images per class: 'all', a count (20) or a fraction (0.5)")
+    p.add_argument("--data", help="pool folder (DATA/<class>/...) or pre-split folder "
+                   "(DATA/{train,val,test}/<class>/...); default: the embedded demo set. On a "
+                   "cluster the folder must exist at this path on every node")
+    p.add_argument("--ood", help="OOD folder with the same class subfolders")
+    p.add_argument("--split-seed", type=int, default=0, help="seed of the 60/20/20 split")
+    p.add_argument("--skip-bad-images", action="store_true",
+                   help="skip unreadable images (listed in the manifest) instead of failing")
+    p.add_argument("--storage", default=os.environ.get(STORAGE_ENV) or "runs",
+                   help="local folder or URI (s3://bucket/prefix) holding experiments "
+                        f"(default ${STORAGE_ENV} if set, else ./runs)")
+    p.add_argument("--name", help="experiment name under --storage (default: the preset name)")
+    p.add_argument("--gpus-per-trial", default="auto",
+                   help="'auto' (fraction per architecture from its peak memory; CPU when the "
+                        "cluster has no GPU) or a fraction such as 0.25 (0: CPU only)")
+    p.add_argument("--gpu-memory-gb", type=float,
+                   help="GPU memory for 'auto' fractions when no GPU node is up yet "
+                        "(autoscaling clusters); default: measured")
+    p.add_argument("--cpus-per-trial", default="1",
+                   help="CPUs per trial, also its torch threads (default 1)")
+    p.add_argument("--keep-models", default="best", choices=KEEP_MODELS,
+                   help="save trained weights: none, the best seed of each arch x regime x "
+                        "train size (default), or all")
+    p.add_argument("--max-failures", type=int, default=2,
+                   help="retries per trial after an error (default 2); a retry continues from "
+                        "its last finished epoch")
+    p.add_argument("--address", help="Ray cluster to join (e.g. 'auto' on a cluster's head "
+                   "node); default: $RAY_ADDRESS, else a local Ray started for this sweep")
+    p.add_argument("--progress-interval", type=float, default=30.0,
+                   help="seconds between progress prints when output is not a terminal")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the trial grid and resources, run nothing")
+    return p
+
+
+# ---------------------------------------------------------------------------------- printing
+def say(text: str = "") -> None:
+    print(text, flush=True)
+
+
+def print_grid(ready: Ready, plan: ResourcePlan) -> None:
+    done = {p.trial_id for p in ready.done}
+    say(f"{'trial_id':16s}  {'arch':14s} {'regime':16s} {'seed':>4s} {'train_size':>10s}  "
+        f"{'resources':18s} status")
+    for p in ready.grid:
+        c = p.config
+        say(f"{p.trial_id:16s}  {c.arch:14s} {c.regime:16s} {c.seed:4d} {c.train_size:>10s}  "
+            f"{plan.for_arch(c.arch).describe():18s} {'finished' if p.trial_id in done else 'to run'}")
+    for line in plan.describe():
+        say(line)
+
+
+# ---------------------------------------------------------------------------------- ray
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM behaves like Ctrl-C while the sweep runs: trials stop, finished results stay,
+    exit 130. The previous handler comes back afterwards."""
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread (embedded use): leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def joins_cluster(args: argparse.Namespace) -> bool:
+    return bool(args.address or os.environ.get("RAY_ADDRESS"))
+
+
+@contextlib.contextmanager
+def ray_session(address: str | None, experiment: Experiment | None = None) -> Iterator[bool]:
+    """Join (address or $RAY_ADDRESS) or start a local Ray, unless this process already has one;
+    yields whether it was started here. On the way out Ray is stopped again if it was started
+    here, and a local session's logs are copied into the experiment."""
+    import ray
+
+    if ray.is_initialized():
+        yield False
+        return
+    address = address or os.environ.get("RAY_ADDRESS")
+    # Trial output goes to each trial's folder (see run_tuner), not to this console; the
+    # driver's Ray logging is routed by sweep.logs.
+    common = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.INFO)
+    if address:
+        ray.init(address=address, **common)
+    else:
+        ray.init(object_store_memory=256 * 2**20, **common)
+    session_logs = None if address else ray_session_logs()
+    try:
+        yield True
+    finally:
+        ray.shutdown()
+        if experiment is not None:
+            keep_session_logs(experiment, session_logs)
+
+
+def ray_session_logs() -> str | None:
+    try:
+        from ray._private.worker import _global_node
+
+        return os.path.join(_global_node.get_session_dir_path(), "logs")
+    except Exception:
+        return None
+
+
+def keep_session_logs(experiment: Experiment, session_logs: str | None) -> None:
+    """Copy the local Ray session's logs (raylet, workers) next to Ray Tune's files."""
+    if not session_logs or not os.path.isdir(session_logs):
+        return
+    import pyarrow.fs as pafs
+
+    try:
+        fs, root = experiment.fs()
+        dest = f"{root}/{experiment.ray_name}/session-logs/{Path(session_logs).parent.name}"
+        pafs.copy_files(session_logs, dest, source_filesystem=pafs.LocalFileSystem(),
+                        destination_filesystem=fs)
+    except Exception as exc:  # logs are a convenience; never fail a sweep over them
+        log.debug("could not copy Ray session logs: %s", exc)
+
+
+def several_nodes() -> bool:
+    import ray
+
+    return sum(1 for n in ray.nodes() if n.get("Alive")) > 1
+
+
+def check_plan(plan: ResourcePlan, cluster: ClusterInfo, started_locally: bool) -> None:
+    if not started_locally:
+        return  # an autoscaling cluster can grow to fit
+    for arch, res in plan.per_arch.items():
+        if res.gpu and not cluster.gpus:
+            raise UserError(f"--gpus-per-trial {res.gpu:g}: this machine has no GPU; use auto or 0 "
+                            "(or join a cluster with --address)")
+        if res.cpu > cluster.cpus:
+            raise UserError(f"--cpus-per-trial {res.cpu:g}: {arch} trials would wait forever on "
+                            f"this machine's {cluster.cpus:g} CPUs; use at most {cluster.cpus:g}")
+
+
+def trial_dirname(trial) -> str:
+    """Ray's trial folder and name: readable, with our trial id and Ray's own (unique per run)."""
+    point = trial.config["point"]
+    c = point["trial"]
+    return f"{c['arch']}-{c['regime']}-s{c['seed']}-n{c['train_size']}-{point['trial_id']}-{trial.trial_id}"
+
+
+def run_tuner(ready: Ready, plan: ResourcePlan, args: argparse.Namespace, progress,
+              keep_model: bool):
+    from ray import tune
+
+    from sweep.checkpoints import ResumePointers
+    from sweep.trainable import forwarded_env, run_tune_trial
+
+    exp = ready.experiment
+    trainable = tune.with_parameters(
+        run_tune_trial, manifest_json=ready.manifest.to_json(),
+        roots={"data": ready.roots.data, "ood": ready.roots.ood}, embedded=ready.embedded,
+        experiment_root=exp.root, keep_model=keep_model, env=forwarded_env())
+    points = [{"trial_id": p.trial_id, "trial": p.config.to_dict()} for p in ready.todo]
+    tuner = tune.Tuner(
+        tune.with_resources(trainable, plan),
+        param_space={"point": tune.grid_search(points)},
+        tune_config=tune.TuneConfig(num_samples=1, reuse_actors=True, trial_dirname_creator=trial_dirname,
+                                    trial_name_creator=trial_dirname),
+        run_config=tune.RunConfig(
+            name=exp.ray_name, storage_path=exp.root, verbose=0,
+            # each trial's stdout/stderr, uploaded into its folder under ray/
+            log_to_file=True, sync_config=tune.SyncConfig(sync_artifacts=True),
+            callbacks=[progress, ResumePointers(exp)],
+            failure_config=tune.FailureConfig(max_failures=args.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1)),
+    )
+    return tuner.fit()
+
+
+# ---------------------------------------------------------------------------------- main
+def sweep(args: argparse.Namespace) -> int:
+    from sweep import summary as summ
+    from sweep.progress import SweepProgress, SweepState, TrialView
+
+    t_start = time.time()
+    preset = get_preset(args.preset)
+    spec = GridSpec(preset=preset, archs=tuple(args.archs) if args.archs else None,
+                    regimes=tuple(args.regimes) if args.regimes else None, seeds=args.seeds,
+                    train_sizes=tuple(args.train_sizes) if args.train_sizes else None)
+    gpus = parse_gpus_per_trial(args.gpus_per_trial)
+    cpus = parse_cpus_per_trial(args.cpus_per_trial)
+    if args.max_failures < 0:
+        raise UserError(f"--max-failures must be 0 or more, got {args.max_failures}")
+    if args.name is not None and (not args.name.strip() or "/" in args.name or args.name in (".", "..")):
+        raise UserError(f"--name {args.name!r}: use a plain folder name (no '/')")
+    experiment = Experiment.at(args.storage, args.name or preset.name)
+    if preset.name != "paper":
+        say(f"preset {preset.name}: {preset.cuts}")
+    ready = run_preflight(spec, experiment, args.storage, args.data, args.ood, args.split_seed,
+                          args.skip_bad_images, write=not args.dry_run)
+    counts = ready.manifest.counts()
+    say(f"preflight ok in {time.time() - t_start:.1f} s: split {ready.manifest.hash} "
+        + ", ".join(f"{s} {sum(counts.get(s, {}).values())}" for s in ("train", "val", "test", "ood"))
+        + f" images; OOD: {ready.manifest.ood_kind}")
+    say(f"grid: {len(ready.grid)} trials ({len(ready.done)} finished earlier, "
+        f"{len(ready.todo)} to run) -> {experiment.root}")
+
+    if args.dry_run:
+        cluster = local_cluster_info()
+        if joins_cluster(args):
+            with ray_session(args.address):
+                cluster = ray_cluster_info()
+        say(f"cluster: {cluster.describe()}")
+        print_grid(ready, plan_resources(spec.resolved_archs, cluster, gpus, cpus, args.gpu_memory_gb))
+        return 0
+
+    state = SweepState(skipped=len(ready.done))
+    for row in summ.summarize(experiment.results, ready.done)[1].values():
+        key = (row["arch"], row["regime"])
+        state.previous_best[key] = max(state.previous_best.get(key, -1.0), row["best_val_acc"] or 0)
+    for p in ready.todo:
+        c = p.config
+        state.trials[p.trial_id] = TrialView(c.arch, c.regime, c.seed, c.train_size, c.epochs)
+
+    removed = remove_stale_temporaries(experiment.results)
+    if removed:
+        say(f"removed {removed} partial file(s) left by an interrupted run")
+    t_run = time.time()
+    if ready.todo:
+        with ray_driver_log(experiment), ray_session(args.address, experiment) as started_here:
+            cluster = ray_cluster_info()
+            plan = plan_resources(spec.resolved_archs, cluster, gpus, cpus, args.gpu_memory_gb)
+            check_plan(plan, cluster, started_locally=started_here and not joins_cluster(args))
+            say(f"cluster: {cluster.describe()}; " + "; ".join(
+                f"{a} {r.describe()}" for a, r in plan.per_arch.items()))
+            if not experiment.is_remote and several_nodes():
+                say(f"warning: --storage {args.storage} is a local path, but this Ray cluster has "
+                    "several nodes: each trial writes to its own node's disk. Use shared storage "
+                    "(--storage s3://bucket/prefix, or a folder every node mounts)")
+            progress = SweepProgress(state, experiment.results, interval=args.progress_interval)
+            state.start = time.time()
+            run_tuner(ready, plan, args, progress, keep_model=args.keep_models != "none")
+    t_end = time.time()
+
+    summary, rows = summ.summarize(experiment.results, ready.grid)
+    say("")
+    for line in summ.describe(summary, ready.grid):
+        say(line)
+    if ready.todo:
+        for line in summ.timings(state, rows, t_run, t_end, ready.todo):
+            say(line)
+    if args.keep_models == "best":
+        summ.prune_models(experiment.results, ready.grid, rows)
+    say(f"results: {experiment.results}")
+    say(f"report:  {summ.report_command(experiment.results)}")
+    if not summary.complete:
+        say("rerun the same command to retry what failed or did not run; finished trials are "
+            "skipped")
+        return 1
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"  # with verbose=0: no Ray tables, only our view
+    os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")  # Ctrl-C stops at once; rerun resumes
+    # One experiment-state snapshot per checkpoint is what we want (rerun safety), not a warning.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    try:
+        with sigterm_as_interrupt():
+            return sweep(args)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted: finished trials are saved; run the same command again to finish "
+              "the rest (each unfinished trial continues from its last finished epoch)",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

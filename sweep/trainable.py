@@ -1,0 +1,91 @@
+"""The Ray Tune function trainable: one trial = trainables.train.run_trial, checkpointed per epoch.
+
+A trial's Tune config is {"point": {"trial_id": ..., "trial": TrialConfig as a dict}}: one
+grid_search over the points still to run. Everything shared by all trials (the split manifest,
+the data roots, where results go) is passed once through tune.with_parameters, so every trial
+reads the manifest the driver built.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import ray
+import torch
+from ray import tune
+
+from sweep.checkpoints import load_state, previous_checkpoint, report_epoch
+from sweep.layout import Experiment
+from trainables.config import TrialConfig, trial_id
+from trainables.data import DataRoots, Manifest
+from trainables.train import run_trial
+
+FORWARDED_ENV = ("TORCH_HOME", "FEATURE_REUSE_FAULT", "FEATURE_REUSE_DATA")
+"""Driver environment that trials must see, also when Ray was started elsewhere."""
+
+
+def forwarded_env() -> dict[str, str]:
+    return {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
+
+
+def apply_env(env: dict[str, str]) -> None:
+    """Set the driver's variables; a fault spec the driver does not have must not linger in a
+    reused worker process."""
+    os.environ.update(env)
+    if "FEATURE_REUSE_FAULT" not in env:
+        os.environ.pop("FEATURE_REUSE_FAULT", None)
+
+
+def _roots_here(roots: dict[str, str | None], embedded: bool) -> DataRoots:
+    """The data roots on this node: the driver's paths, or for the embedded demo set wherever
+    this node finds (or downloads) it."""
+    data = roots["data"]
+    if embedded and not Path(str(data)).is_dir():
+        from trainables.embedded import locate
+
+        data = str(locate())
+    return DataRoots(str(data), roots.get("ood"))
+
+
+def _threads(default: int = 1) -> int:
+    try:
+        cpus = tune.get_context().get_trial_resources().required_resources.get("CPU", default)
+    except Exception:
+        cpus = default
+    return max(1, int(round(cpus)))
+
+
+def run_tune_trial(param: dict[str, Any], *, manifest_json: str, roots: dict[str, str | None],
+                   embedded: bool, experiment_root: str, keep_model: bool,
+                   env: dict[str, str]) -> None:
+    apply_env(env)
+    torch.set_num_threads(_threads())
+    config = TrialConfig(**param["point"]["trial"])
+    manifest = Manifest.from_json(manifest_json)
+    tid = trial_id(config, manifest.hash)
+    if tid != param["point"]["trial_id"]:
+        raise RuntimeError(f"trial id mismatch: driver {param['point']['trial_id']}, worker {tid} "
+                           "(different code versions on driver and worker?)")
+    experiment = Experiment(experiment_root)
+    checkpoint = tune.get_checkpoint() or previous_checkpoint(experiment, tid)
+    state = load_state(checkpoint, tid) if checkpoint is not None else None
+
+    def on_epoch(row: dict[str, Any], fit_state) -> None:
+        metrics = {**row, "epochs": config.epochs, "best_val_acc": fit_state.best_acc,
+                   "done": False}
+        report_epoch(metrics, fit_state, tid)
+
+    row = run_trial(config, manifest, _roots_here(roots, embedded), experiment.results,
+                    state=state, on_epoch=on_epoch, keep_model=keep_model)
+    # One last report after the Parquet files are written: Ray sees the trial complete, and the
+    # progress view gets its final numbers.
+    tune.report({
+        "epoch": config.epochs, "epochs": config.epochs, "done": True, "status": row["status"],
+        "best_val_acc": row["best_val_acc"], "best_epoch": row["best_epoch"],
+        "test_acc": row["test_acc"], "ood_acc": row["ood_acc"],
+        "trial_seconds": row["total_seconds"], "resumed_from_epoch": row["resumed_from_epoch"],
+        "node_id": ray.get_runtime_context().get_node_id(),
+        "gpu_ids": ",".join(str(g) for g in ray.get_gpu_ids()),
+    })

@@ -1,0 +1,96 @@
+"""GPU fractions per architecture, from the registry's measured peak memory."""
+
+from __future__ import annotations
+
+import pytest
+
+from sweep.resources import (
+    CUDA_CONTEXT_GB,
+    HEADROOM,
+    MAX_TRIALS_PER_GPU,
+    ClusterInfo,
+    fraction_for,
+    parse_cpus_per_trial,
+    parse_gpus_per_trial,
+    plan_resources,
+    trials_per_gpu,
+)
+from trainables.config import STUDY_ARCHS
+from trainables.errors import UserError
+from trainables.models import ARCHS
+
+GPU_CLUSTER = ClusterInfo(cpus=16, gpus=1, gpu_memory_gb=80.0)
+CPU_CLUSTER = ClusterInfo(cpus=2, gpus=0)
+
+
+@pytest.mark.parametrize("n", range(1, MAX_TRIALS_PER_GPU + 1))
+def test_n_fractions_always_fit_one_gpu(n):
+    f = fraction_for(n)
+    assert n * f <= 1.0
+    assert (n + 1) * f > 1.0, "the fraction must not let an extra trial in"
+
+
+def test_trials_per_gpu_counts_copies_of_peak_memory_with_headroom():
+    # 8 GB card, 1 GB model: each trial needs 1.25 + 0.5 = 1.75 GB -> 4 fit
+    assert trials_per_gpu(1.0, 8.0) == int(8.0 // (1.0 * HEADROOM + CUDA_CONTEXT_GB)) == 4
+    assert trials_per_gpu(4.0, 80.0) == MAX_TRIALS_PER_GPU  # capped
+    assert trials_per_gpu(30.0, 16.0) == 1  # never less than one whole GPU
+
+
+def test_auto_plan_gives_bigger_models_bigger_fractions():
+    plan = plan_resources(STUDY_ARCHS, ClusterInfo(cpus=16, gpus=1, gpu_memory_gb=24.0), None)
+    for name in STUDY_ARCHS:
+        res = plan.for_arch(name)
+        assert res.cpu == 1.0
+        n = trials_per_gpu(ARCHS[name].peak_memory_gb, 24.0)
+        assert res.gpu == fraction_for(n)
+        # the packed trials' peak memory fits the card
+        assert n * (ARCHS[name].peak_memory_gb * HEADROOM + CUDA_CONTEXT_GB) <= 24.0
+    assert plan.for_arch("densenet161").gpu > plan.for_arch("resnet18").gpu
+
+
+def test_cpu_only_cluster_gets_cpu_trials():
+    plan = plan_resources(["mobilenet_v2", "resnet18"], CPU_CLUSTER, None, cpus_per_trial=2)
+    assert {a: r.bundle() for a, r in plan.per_arch.items()} == {
+        "mobilenet_v2": {"CPU": 2}, "resnet18": {"CPU": 2}}
+    assert "CPU only" in plan.mode
+
+
+def test_gpu_memory_option_sizes_fractions_before_any_gpu_node_is_up():
+    plan = plan_resources(["mobilenet_v2"], CPU_CLUSTER, None, gpu_memory_gb=7.0)
+    assert plan.for_arch("mobilenet_v2").gpu == 0.25
+
+
+def test_unknown_gpu_memory_is_assumed_and_said():
+    plan = plan_resources(["mobilenet_v2"], ClusterInfo(cpus=4, gpus=1), None)
+    assert plan.for_arch("mobilenet_v2").gpu > 0
+    assert any("--gpu-memory-gb" in n for n in plan.notes)
+
+
+def test_explicit_fraction_applies_to_every_arch():
+    plan = plan_resources(["vgg11_bn", "resnet18"], GPU_CLUSTER, 0.5)
+    assert {r.gpu for r in plan.per_arch.values()} == {0.5}
+    assert plan_resources(["resnet18"], GPU_CLUSTER, 0.0).for_arch("resnet18").bundle() == {"CPU": 1.0}
+
+
+def test_plan_is_a_tune_resources_callable():
+    from ray.tune import PlacementGroupFactory
+
+    plan = plan_resources(["mobilenet_v2"], GPU_CLUSTER, 0.25)
+    pgf = plan({"point": {"trial_id": "x", "trial": {"arch": "mobilenet_v2"}}})
+    assert isinstance(pgf, PlacementGroupFactory)
+    assert pgf.required_resources == {"CPU": 1.0, "GPU": 0.25}
+
+
+@pytest.mark.parametrize("value", ["2", "-0.5", "half", ""])
+def test_bad_gpus_per_trial(value):
+    with pytest.raises(UserError, match="--gpus-per-trial"):
+        parse_gpus_per_trial(value)
+
+
+def test_gpus_and_cpus_per_trial_parse():
+    assert parse_gpus_per_trial("auto") is None
+    assert parse_gpus_per_trial("0.25") == 0.25
+    assert parse_cpus_per_trial("0.5") == 0.5
+    with pytest.raises(UserError, match="--cpus-per-trial"):
+        parse_cpus_per_trial("0")

@@ -1,0 +1,120 @@
+"""Fractional GPUs on a simulated two-node Ray cluster (ray.cluster_utils.Cluster).
+
+The GPU is logical (declared with num_gpus=1; there is no CUDA here): what is tested is Ray's
+scheduling of the sweep's resource requests. A CPU-only head node and a worker with one GPU
+and plenty of CPUs, so that the GPU is the binding constraint: 0.25-GPU trials must run four at
+a time on that one GPU, never five, and never on the head.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from sweep.resources import plan_resources, ray_cluster_info
+from trainables import results
+
+pytestmark = pytest.mark.slow
+WORKER_CPUS = 8
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    import ray
+    from ray.cluster_utils import Cluster
+
+    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "num_gpus": 0,
+                                                      "include_dashboard": False,
+                                                      "object_store_memory": 100 * 2**20})
+    gpu_node = c.add_node(num_cpus=WORKER_CPUS, num_gpus=1, object_store_memory=100 * 2**20)
+    ray.init(address=c.address, log_to_driver=False, logging_level="WARNING")
+    c.wait_for_nodes()
+    yield c, gpu_node.node_id
+    ray.shutdown()
+    c.shutdown()
+
+
+def hold_until_four_started(config, folder: str):
+    """A stand-in trial: announce its start, wait (up to 60 s) until four trials have started,
+    then hold a moment and report what Ray gave it."""
+    import ray
+    from ray import tune
+
+    start = time.time()
+    Path(folder, f"{config['point']['trial_id']}.start").write_text(str(start))
+    deadline = start + 60
+    while len(list(Path(folder).glob("*.start"))) < 4 and time.time() < deadline:
+        time.sleep(0.1)
+    time.sleep(1.0)
+    tune.report({"start": start, "end": time.time(), "waited_out": time.time() > deadline,
+                 "node_id": ray.get_runtime_context().get_node_id(),
+                 "gpu_ids": [str(g) for g in ray.get_gpu_ids()]})
+
+
+def max_overlap(intervals: list[tuple[float, float]]) -> int:
+    events = sorted([(s, 1) for s, _ in intervals] + [(e, -1) for _, e in intervals])
+    running = best = 0
+    for _, step in events:
+        running += step
+        best = max(best, running)
+    return best
+
+
+def test_four_quarter_gpu_trials_share_one_gpu_and_a_fifth_waits(cluster, tmp_path):
+    from ray import tune
+
+    _, gpu_node = cluster
+    info = ray_cluster_info(probe_timeout_s=30)
+    assert (info.gpus, info.cpus) == (1.0, 2 + WORKER_CPUS)
+    # "auto" for a 7 GB GPU: mobilenet_v2 (1 GB peak) packs four per GPU
+    plan = plan_resources(["mobilenet_v2"], info, None, gpu_memory_gb=7.0)
+    assert plan.for_arch("mobilenet_v2").bundle() == {"CPU": 1.0, "GPU": 0.25}
+
+    folder = tmp_path / "starts"
+    folder.mkdir()
+    points = [{"trial_id": f"t{i}", "trial": {"arch": "mobilenet_v2"}} for i in range(5)]
+    tuner = tune.Tuner(
+        tune.with_resources(tune.with_parameters(hold_until_four_started, folder=str(folder)), plan),
+        param_space={"point": tune.grid_search(points)},
+        run_config=tune.RunConfig(storage_path=str(tmp_path / "ray"), verbose=0))
+    grid = tuner.fit()
+    assert not grid.errors
+    reports = [r.metrics for r in grid]
+    assert len(reports) == 5
+    assert {r["node_id"] for r in reports} == {gpu_node}, "a GPU trial ran on the CPU-only head"
+    assert {tuple(r["gpu_ids"]) for r in reports} == {("0",)}, "all trials share the one GPU"
+    first_four = sorted(reports, key=lambda r: r["start"])[:4]
+    assert not any(r["waited_out"] for r in first_four), "four trials never ran at once"
+    assert max_overlap([(r["start"], r["end"]) for r in reports]) == 4
+
+
+def test_sweep_cli_packs_real_trials_on_the_gpu_node(cluster, make_pool, tmp_path, torch_home,
+                                                      capsys, monkeypatch):
+    """The real CLI and trainable (smoke preset) with --gpus-per-trial auto: each trial asks
+    for a quarter GPU and lands on the GPU node's GPU 0."""
+    from sweep.run import main
+
+    _, gpu_node = cluster
+    monkeypatch.delenv("FEATURE_REUSE_FAULT", raising=False)
+    previous = signal.getsignal(signal.SIGTERM)
+    storage = tmp_path / "runs"
+    try:
+        code = main(["--preset", "smoke", "--data", str(make_pool({"a": 10, "b": 10})),
+                     "--train-sizes", "4", "--regimes", "scratch", "--seeds", "2",
+                     "--storage", str(storage), "--name", "gpu", "--gpu-memory-gb", "7",
+                     "--keep-models", "none"])
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "mobilenet_v2 1 CPU + 0.25 GPU" in out
+    trials = results.read_table(str(storage / "gpu" / "results"), "trials").to_pylist()
+    assert len(trials) == 2 and {t["status"] for t in trials} == {"ok"}
+    finals = [json.loads(f.read_text().splitlines()[-1])
+              for f in (storage / "gpu" / "ray").glob("*/result.json")]
+    assert len(finals) == 2
+    assert {(r["node_id"], r["gpu_ids"]) for r in finals} == {(gpu_node, "0")}
