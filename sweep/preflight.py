@@ -7,11 +7,7 @@ gathered into one message, so a user fixes them in one go.
 
 from __future__ import annotations
 
-import threading
-import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
 
 from sweep.grid import GridPoint, GridSpec, build_grid, split_done, with_ids
 from sweep.layout import Experiment, read_text, write_text_atomic
@@ -20,7 +16,6 @@ from trainables.data import DataRoots, Manifest, prepare_data, select_train
 from trainables.errors import UserError
 
 STORAGE_TIMEOUT_S = 20.0
-T = TypeVar("T")
 
 
 @dataclass
@@ -36,58 +31,14 @@ class Ready:
     embedded: bool
 
 
-class _Timeout(Exception):
-    pass
-
-
-def _with_timeout(fn: Callable[[], T], seconds: float) -> T:
-    """Run fn in a daemon thread; raise _Timeout if it has not returned in time (an unreachable
-    object store can otherwise hang for minutes on connection retries)."""
-    box: dict[str, object] = {}
-
-    def target() -> None:
-        try:
-            box["value"] = fn()
-        except BaseException as exc:  # handed back to the caller
-            box["error"] = exc
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    thread.join(seconds)
-    if thread.is_alive():
-        raise _Timeout
-    if "error" in box:
-        raise box["error"]  # type: ignore[misc]
-    return box["value"]  # type: ignore[return-value]
-
-
 def check_storage(experiment: Experiment, storage_arg: str, write: bool = True,
                   timeout_s: float = STORAGE_TIMEOUT_S) -> str | None:
     """A problem message, or None when the experiment folder is writable (or, without `write`,
     at least reachable)."""
-
-    def probe() -> None:
-        fs, root = experiment.fs()
-        if write:
-            fs.create_dir(root, recursive=True)
-            path = f"{root}/.probe-{uuid.uuid4().hex[:8]}"
-            with fs.open_output_stream(path) as f:
-                f.write(b"feature-reuse storage probe\n")
-            fs.delete_file(path)
-        else:
-            fs.get_file_info(root)
-
-    fix = ("Fix: choose a writable folder or bucket (--storage), or fix its permissions or "
-           "credentials")
-    try:
-        _with_timeout(probe, timeout_s)
-    except _Timeout:
-        return (f"--storage {storage_arg}: {experiment.root} did not answer within "
-                f"{timeout_s:.0f} s (unreachable endpoint or missing credentials?). {fix}")
-    except Exception as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return f"--storage {storage_arg}: cannot write to {experiment.root} ({reason}). {fix}"
-    return None
+    problem = results.storage_problem(experiment.root, write=write, timeout_s=timeout_s)
+    if problem is None:
+        return None
+    return f"--storage {storage_arg}: cannot write to {experiment.root} ({problem}). {results.STORAGE_FIX}"
 
 
 def check_train_sizes(manifest: Manifest, sizes: tuple[str, ...]) -> list[str]:

@@ -174,12 +174,12 @@ def read_table(root: str, table: str, columns: list[str] | None = None) -> pa.Ta
     return dataset.to_table(columns=columns)
 
 
-def check_writable(root: str, timeout_s: float = 60.0) -> None:
-    """Fail fast, before any training, when results cannot be written under `root`.
+def storage_problem(root: str, write: bool = True, timeout_s: float = 60.0) -> str | None:
+    """Why results cannot be written under `root` (None when they can), found in seconds.
 
-    Creates the root and writes and deletes a hidden probe file the way the writers above do.
-    Raises UserError naming the root, the reason and the fix; a store that does not answer
-    within `timeout_s` (an unreachable endpoint retries for minutes) counts as unreachable."""
+    Creates the root and writes and deletes a hidden probe file the way the writers above do
+    (with `write` off, only checks the root answers). A store that does not answer within
+    `timeout_s` (an unreachable endpoint retries for minutes) counts as unreachable."""
     import threading
 
     from trainables.errors import UserError
@@ -189,11 +189,14 @@ def check_writable(root: str, timeout_s: float = 60.0) -> None:
     def probe() -> None:
         try:
             fs, base = resolve(root)
-            fs.create_dir(base, recursive=True)
-            name = f"{base}/.write-probe-{uuid.uuid4().hex[:8]}"
-            with fs.open_output_stream(name) as f:
-                f.write(b"ok")
-            fs.delete_file(name)
+            if write:
+                fs.create_dir(base, recursive=True)
+                name = f"{base}/.write-probe-{uuid.uuid4().hex[:8]}"
+                with fs.open_output_stream(name) as f:
+                    f.write(b"ok")
+                fs.delete_file(name)
+            else:
+                fs.get_file_info(base)
             outcome.append(None)
         except BaseException as exc:  # reported to the caller below
             outcome.append(exc)
@@ -201,14 +204,25 @@ def check_writable(root: str, timeout_s: float = 60.0) -> None:
     worker = threading.Thread(target=probe, daemon=True, name="storage-probe")
     worker.start()
     worker.join(timeout_s)
-    fix = ("Fix: pass a writable local folder, or a reachable URI (" + ", ".join(URI_SCHEMES) +
-           ") with its credentials set")
     if not outcome:
-        raise UserError(f"storage {root!r} did not answer within {timeout_s:.0f} s. {fix}")
+        return (f"did not answer within {timeout_s:.0f} s (unreachable endpoint or missing "
+                "credentials?)")
     exc = outcome[0]
     if exc is None:
-        return
+        return None
     if isinstance(exc, UserError):
-        raise UserError(str(exc)) from None
-    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    raise UserError(f"cannot write results to {root!r}: {reason}. {fix}") from None
+        return str(exc)
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+STORAGE_FIX = ("Fix: pass a writable local folder, or a reachable URI (" + ", ".join(URI_SCHEMES) +
+               ") with its credentials set")
+
+
+def check_writable(root: str, timeout_s: float = 60.0) -> None:
+    """Fail fast, before any training, when results cannot be written under `root`."""
+    from trainables.errors import UserError
+
+    problem = storage_problem(root, timeout_s=timeout_s)
+    if problem is not None:
+        raise UserError(f"cannot write results to {root!r}: {problem}. {STORAGE_FIX}")
