@@ -1,0 +1,180 @@
+"""The study's own style of training loop, as the speed and accuracy reference for the project.
+
+Written the way the PyTorch transfer-learning tutorial (which the study followed) writes it: an
+ImageFolder-style dataset whose loader opens and decodes every image with PIL on every access,
+torchvision.transforms v1 (RandomResizedCrop + flip, Resize + CenterCrop, ToTensor, Normalize), a
+DataLoader with batch 6, one `for phase in ("train", "val")` loop per epoch, SGD + StepLR, and the
+best-val-accuracy weights kept (the earliest epoch on ties). Only the model builder, the fixed
+configuration and the split are shared with the project, so that both loops train the same
+experiment.
+
+Not a fast path and not used by the project: bench/trial_speed.py times it against
+trainables.train.run_trial.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from torchvision.datasets import VisionDataset
+from torchvision.datasets.folder import default_loader
+
+from trainables.config import TrialConfig
+from trainables.data import DataRoots, Entry, Manifest, select_train
+from trainables.engine import seed_everything
+from trainables.models import build_model, get_arch
+from trainables.presets import pil_eval_transform, pil_train_transform
+from trainables.shift import shift_for_manifest
+
+
+class ManifestImageFolder(VisionDataset):
+    """torchvision's ImageFolder over a manifest's entries instead of a folder walk.
+
+    `samples`, `targets`, `classes`, `class_to_idx` and `loader` mean what they mean in
+    ImageFolder; `__getitem__` opens the file with the loader (PIL) on every access. The
+    demo's OOD split additionally gets its seeded synthetic shift, also on every access."""
+
+    def __init__(self, root: str, entries: list[Entry], classes: list[str], roots: DataRoots,
+                 transform: Callable[[Any], torch.Tensor],
+                 shift: Callable[[Any, str], Any] | None = None,
+                 loader: Callable[[str], Any] = default_loader) -> None:
+        super().__init__(root, transform=transform)
+        self.classes = list(classes)
+        self.class_to_idx = {c: i for i, c in enumerate(classes)}
+        self.samples = [(str(roots.resolve(e)), self.class_to_idx[e.label]) for e in entries]
+        self.keys = [e.path for e in entries]
+        self.targets = [t for _, t in self.samples]
+        self.loader = loader
+        self.shift = shift
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        path, target = self.samples[index]
+        img = self.loader(path)
+        if self.shift is not None:
+            img = self.shift(img, self.keys[index])
+        return self.transform(img), target
+
+
+@dataclass
+class BaselineResult:
+    best_val_acc: float
+    best_epoch: int
+    test_acc: float
+    ood_acc: float | None
+    train_seconds: float
+    total_seconds: float
+    rows: list[dict[str, Any]]
+
+
+def datasets(manifest: Manifest, roots: DataRoots, config: TrialConfig, crop: int
+             ) -> dict[str, ManifestImageFolder]:
+    """The four splits as ImageFolder-style datasets (train subset as the project selects it)."""
+    classes = manifest.classes
+    train = select_train(manifest.split_entries("train"), classes, config.train_size,
+                         manifest.split_seed)
+    out = {
+        "train": ManifestImageFolder(roots.data, train, classes, roots, pil_train_transform(crop)),
+        "val": ManifestImageFolder(roots.data, manifest.split_entries("val"), classes, roots,
+                                   pil_eval_transform(crop)),
+        "test": ManifestImageFolder(roots.data, manifest.split_entries("test"), classes, roots,
+                                    pil_eval_transform(crop)),
+    }
+    ood = manifest.split_entries("ood")
+    if ood:
+        out["ood"] = ManifestImageFolder(roots.ood or roots.data, ood, classes, roots,
+                                         pil_eval_transform(crop), shift=shift_for_manifest(manifest))
+    return out
+
+
+def _outputs_and_loss(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor,
+                      criterion: nn.Module, train: bool, aux_weight: float
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The tutorial's Inception special case: in training, loss = main + 0.4 * auxiliary."""
+    outputs = model(inputs)
+    if train and isinstance(outputs, tuple):
+        logits, aux = outputs
+        return logits, criterion(logits, labels) + aux_weight * criterion(aux, labels)
+    return outputs, criterion(outputs, labels)
+
+
+def accuracy(model: nn.Module, loader: DataLoader, device: torch.device) -> float:
+    model.eval()
+    correct, seen = 0, 0
+    with torch.no_grad():
+        for inputs, labels in loader:
+            preds = model(inputs.to(device)).argmax(1).cpu()
+            correct += int((preds == labels).sum())
+            seen += len(labels)
+    return correct / max(seen, 1)
+
+
+def run_baseline_trial(config: TrialConfig, manifest: Manifest, roots: DataRoots,
+                       device: torch.device | None = None, pretrained: bool | None = None,
+                       num_workers: int = 0,
+                       on_epoch: Callable[[dict[str, Any]], None] | None = None) -> BaselineResult:
+    """One trial in the study's style. `pretrained=False` builds a transfer regime with random
+    weights (timing only: architectures whose ImageNet weights are not available here).
+    `on_epoch(row)` runs after each epoch, outside its timing (the benchmark's interleaving)."""
+    t0 = time.perf_counter()
+    device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    arch = get_arch(config.arch)
+    crop = config.input_size or arch.input_size
+    data = datasets(manifest, roots, config, crop)
+    seed_everything(config.seed)
+    model = build_model(config, len(manifest.classes), pretrained=pretrained).to(device)
+    loaders = {name: DataLoader(ds, batch_size=config.batch_size, shuffle=name == "train",
+                                num_workers=num_workers)
+               for name, ds in data.items()}
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.step_size,
+                                                gamma=config.gamma)
+    criterion = nn.CrossEntropyLoss()
+    best_wts, best_acc, best_epoch = copy.deepcopy(model.state_dict()), -1.0, 0
+    rows: list[dict[str, Any]] = []
+    train_seconds = 0.0
+    for epoch in range(1, config.epochs + 1):
+        start = time.perf_counter()
+        row: dict[str, Any] = {"epoch": epoch}
+        for phase in ("train", "val"):
+            training = phase == "train"
+            model.train() if training else model.eval()
+            running_loss, running_correct = 0.0, 0
+            for inputs, labels in loaders[phase]:
+                inputs, labels = inputs.to(device), labels.to(device)
+                optimizer.zero_grad()
+                with torch.set_grad_enabled(training):
+                    logits, loss = _outputs_and_loss(model, inputs, labels, criterion, training,
+                                                     config.aux_loss_weight)
+                    if training:
+                        loss.backward()
+                        optimizer.step()
+                running_loss += loss.item() * inputs.size(0)
+                running_correct += int((logits.argmax(1) == labels).sum())
+            if training:
+                scheduler.step()
+            n = len(data[phase])
+            row[f"{phase}_loss"], row[f"{phase}_acc"] = running_loss / n, running_correct / n
+            if not training and row["val_acc"] > best_acc:
+                best_acc, best_epoch = row["val_acc"], epoch
+                best_wts = copy.deepcopy(model.state_dict())
+        row["seconds"] = time.perf_counter() - start
+        train_seconds += row["seconds"]
+        rows.append(row)
+        if on_epoch is not None:
+            on_epoch(row)
+    model.load_state_dict(best_wts)
+    test_acc = accuracy(model, loaders["test"], device)
+    ood_acc = accuracy(model, loaders["ood"], device) if "ood" in loaders else None
+    return BaselineResult(best_acc, best_epoch, test_acc, ood_acc, train_seconds,
+                          time.perf_counter() - t0, rows)
