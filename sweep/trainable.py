@@ -22,7 +22,7 @@ from trainables.config import TrialConfig, trial_id
 from trainables.data import DataRoots, Manifest
 from trainables.train import run_trial
 
-FORWARDED_ENV = ("TORCH_HOME", "FEATURE_REUSE_FAULT", "FEATURE_REUSE_DATA")
+FORWARDED_ENV = ("TORCH_HOME", "FEATURE_REUSE_FAULT", "FEATURE_REUSE_DATA", "FEATURE_REUSE_FASTPATHS")
 """Driver environment that trials must see, also when Ray was started elsewhere."""
 
 

@@ -23,6 +23,13 @@ def colour_pool(make_pool):
     return pool, build_manifest(pool, split_seed=0)
 
 
+@pytest.fixture
+def small_pool(make_pool):
+    """Enough images for reproducibility checks, few enough to keep them fast."""
+    pool = make_pool({"blue": 10, "red": 10})
+    return pool, build_manifest(pool, split_seed=0)
+
+
 def _fit(config, manifest, pool, state=None, on_epoch=None):
     data = load_trial_data(manifest, DataRoots(str(pool)), config.train_size)
     seed_everything(config.seed)
@@ -43,15 +50,15 @@ def test_loop_learns_on_smoke_data(colour_pool, torch_home, tmp_path):
     assert [sum(r) for r in cm] == [8, 8], "confusion rows are true labels (8 test images each)"
 
 
-def test_scratch_trains_every_parameter(colour_pool, tmp_path):
-    pool, manifest = colour_pool
+def test_scratch_trains_every_parameter(small_pool, tmp_path):
+    pool, manifest = small_pool
     config = SMOKE.trial("resnet18", "scratch", seed=0, epochs=1)
     row = run_trial(config, manifest, DataRoots(str(pool)), str(tmp_path / "out"))
     assert row["trainable_params"] == row["total_params"] > 11_000_000
 
 
-def test_same_seed_identical_metrics_different_seed_not(colour_pool, torch_home):
-    pool, manifest = colour_pool
+def test_same_seed_identical_metrics_different_seed_not(small_pool, torch_home):
+    pool, manifest = small_pool
     config = SMOKE.trial("mobilenet_v2", "feature_extract", seed=3, epochs=2)
     first, _ = _fit(config, manifest, pool)
     second, _ = _fit(config, manifest, pool)
@@ -63,9 +70,9 @@ def test_same_seed_identical_metrics_different_seed_not(colour_pool, torch_home)
 
 
 @pytest.mark.parametrize("bn_mode", ["train", "frozen"])
-def test_resume_from_checkpoint_continues_exactly(colour_pool, torch_home, bn_mode):
+def test_resume_from_checkpoint_continues_exactly(small_pool, torch_home, bn_mode):
     """A trial resumed after epoch 1 produces the same epochs 2..3 as an uninterrupted one."""
-    pool, manifest = colour_pool
+    pool, manifest = small_pool
     config = SMOKE.trial("mobilenet_v2", "feature_extract", seed=1, epochs=3, bn_mode=bn_mode)
     saved: dict[int, dict] = {}
 
@@ -81,8 +88,8 @@ def test_resume_from_checkpoint_continues_exactly(colour_pool, torch_home, bn_mo
     assert resumed.resumed_from_epoch == 1 and resumed.best_epoch == full.best_epoch
 
 
-def test_best_epoch_is_earliest_maximum(colour_pool, torch_home):
-    pool, manifest = colour_pool
+def test_best_epoch_is_earliest_maximum(small_pool, torch_home):
+    pool, manifest = small_pool
     config = SMOKE.trial("mobilenet_v2", "feature_extract", seed=0, epochs=4)
     state, _ = _fit(config, manifest, pool)
     accs = [r["val_acc"] for r in state.rows]
@@ -90,8 +97,8 @@ def test_best_epoch_is_earliest_maximum(colour_pool, torch_home):
     assert state.best_acc == max(accs)
 
 
-def test_learning_rate_follows_steplr(colour_pool, torch_home):
-    pool, manifest = colour_pool
+def test_learning_rate_follows_steplr(small_pool, torch_home):
+    pool, manifest = small_pool
     config = SMOKE.trial("mobilenet_v2", "feature_extract", seed=0, epochs=3, step_size=2)
     state, _ = _fit(config, manifest, pool)
     lrs = [r["lr"] for r in state.rows]
