@@ -149,3 +149,16 @@ def test_decode_once_keeps_uint8_tensors(make_pool):
     assert all(t.dtype == torch.uint8 and t.shape[0] == 3 for t in data.train.images)
     lazy = load_trial_data(manifest, DataRoots(str(pool)), decode_once=False)
     assert torch.equal(lazy.train.image(0), data.train.image(0))
+
+
+def test_manifest_read_back_feeds_images_in_the_same_order(tmp_path):
+    """Sweep trials read the manifest from JSON; the CLI uses the one it built. Both must give
+    the same image order, or one seed shuffles different batches in the two entry points."""
+    root, built = demo_manifest(HYMENOPTERA)
+    built.save(tmp_path / "m.json")
+    loaded = Manifest.load(tmp_path / "m.json")
+    roots = DataRoots(str(root))
+    for split in ("train", "val", "test", "ood"):
+        assert [e.path for e in built.split_entries(split)] == [
+            e.path for e in loaded.split_entries(split)]
+    assert load_trial_data(built, roots).train.paths == load_trial_data(loaded, roots).train.paths

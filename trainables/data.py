@@ -52,6 +52,10 @@ class Entry:
     sha256: str
 
 
+def _entry_order(entry: Entry) -> tuple[str, str, str]:
+    return (entry.split, entry.root, entry.path)
+
+
 @dataclass
 class Manifest:
     classes: list[str]
@@ -64,14 +68,19 @@ class Manifest:
     caps: dict[str, int] = field(default_factory=dict)
     skipped: list[dict[str, str]] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        # One canonical order, the one the JSON is written in: a manifest built here and one
+        # read back from disk (as every sweep trial does) must feed images in the same order,
+        # or the same seed shuffles different images into each batch.
+        self.entries = sorted(self.entries, key=_entry_order)
+
     def to_json(self) -> str:
         """Canonical bytes: sorted keys and entries, no paths outside the data folders, no times."""
         body = {
             "classes": self.classes, "layout": self.layout, "split_seed": self.split_seed,
             "ood_kind": self.ood_kind, "shift_seed": self.shift_seed, "caps": self.caps,
             "skipped": sorted(self.skipped, key=lambda s: s["path"]),
-            "entries": [e.__dict__ for e in sorted(self.entries,
-                                                     key=lambda e: (e.split, e.root, e.path))],
+            "entries": [e.__dict__ for e in sorted(self.entries, key=_entry_order)],
         }
         return json.dumps(body, sort_keys=True, indent=1, ensure_ascii=False) + "\n"
 
