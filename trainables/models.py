@@ -169,23 +169,29 @@ def split_backbone_tail(model: nn.Module, arch: Arch) -> tuple[Callable[[torch.T
                                                                  Callable[[torch.Tensor], torch.Tensor]]:
     """For the cached-feature path: (features, tail) with flatten(tail(features(x))) == model(x).
 
-    `features` runs the whole model and captures the tail's input (the model must be in eval
-    mode); `tail` is the architecture's final block, which holds the trainable head."""
+    `features` runs the model up to the tail and stops there, returning the tail's input (the
+    model must be in eval mode): the tail itself, which may be large (VGG's classifier), is not
+    computed twice. `tail` is the architecture's final block, which holds the trainable head."""
     if arch.tail is None:
         raise ValueError(f"{arch.name} has no cached-feature path")
     tail = model.get_submodule(arch.tail)
-    captured: dict[str, torch.Tensor] = {}
+
+    class _TailReached(Exception):
+        def __init__(self, x: torch.Tensor) -> None:
+            self.x = x
 
     def hook(_module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
-        captured["x"] = inputs[0]
+        raise _TailReached(inputs[0])
 
     def features(x: torch.Tensor) -> torch.Tensor:
         handle = tail.register_forward_pre_hook(hook)
         try:
             model(x)
+        except _TailReached as reached:
+            return reached.x
         finally:
             handle.remove()
-        return captured.pop("x")
+        raise RuntimeError(f"{arch.name}: the forward pass never reached {arch.tail!r}")
 
     def run_tail(feats: torch.Tensor) -> torch.Tensor:
         return torch.flatten(tail(feats), 1)
