@@ -1,11 +1,12 @@
 # make demo : the embedded default sweep (mobilenet_v2 x 3 regimes x 3 seeds) and its report
 # make test : the whole test suite (what CI runs)
+# make check: the fast unit tests (under a minute), for local work
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 export TORCH_HOME ?= $(HOME)/.cache/torch
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test check lint bench clean
 
 install: $(VENV)/.installed
 
@@ -26,6 +27,10 @@ demo: install
 test: install
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q -ra
+
+check: install
+	$(PY) -m ruff check .
+	$(PY) -m pytest -q tests/unit
 
 lint: install
 	$(PY) -m ruff check .

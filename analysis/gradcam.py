@@ -35,7 +35,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from analysis.load import TRANSFER_REGIMES, Results, load_results
+from analysis.load import TRANSFER_REGIMES, Results, default_out_dir, load_results
 from trainables.errors import DataError, UserError
 
 METHODS = ("gradcam", "gradcam++", "xgradcam", "hirescam", "layercam", "eigencam")
@@ -154,7 +154,7 @@ def data_roots(res: Results, data: str | None = None, ood: str | None = None):
                     "--data with the data folder the sweep was given (and --ood for OOD images)")
 
 
-def test_images(res: Results, trial_id: str, target_class: str, n: int, seed: int,
+def choose_images(res: Results, trial_id: str, target_class: str, n: int, seed: int,
                 data: str | None = None, ood: str | None = None) -> list[tuple[Path, str]]:
     """N seeded-random test images of `target_class` (path on disk, relative path)."""
     from trainables.data import Entry, file_hash
@@ -189,7 +189,7 @@ def test_images(res: Results, trial_id: str, target_class: str, n: int, seed: in
 def prepare(path: Path, crop: int) -> tuple[np.ndarray, torch.Tensor]:
     """(RGB float image (H, W, 3) in [0, 1], normalised input (1, 3, H, W)): the eval transform."""
     from trainables.data import decode_pil, pil_to_tensor
-    from trainables.presets import ClassificationPresetEval, normalize
+    from trainables.transforms import ClassificationPresetEval, normalize
 
     crop_u8 = ClassificationPresetEval(crop)(pil_to_tensor(decode_pil(path)))
     rgb = crop_u8.permute(1, 2, 0).numpy().astype(np.float32) / 255.0
@@ -211,7 +211,7 @@ class CamRow:
 
 def pick_trial(res: Results, trial: str | None, arch: str | None, regime: str | None) -> pd.Series:
     """--trial ID, or the best kept trial (on validation) of --arch x --regime."""
-    from analysis.summary import rank
+    from analysis.aggregate import rank
 
     t = res.trials
     if trial is not None:
@@ -260,7 +260,7 @@ def compute_rows(res: Results, row: pd.Series, n: int = 4, seed: int = 0, layer:
     layer_r = resolve_layer(reference, layer) if layer else default_layer(reference, config.arch)
     target_idx = classes.index(target_class)
     rows = []
-    for path, rel in test_images(res, row["trial_id"], target_class, n, seed, data, ood):
+    for path, rel in choose_images(res, row["trial_id"], target_class, n, seed, data, ood):
         rgb, x = prepare(path, crop)
         with torch.no_grad():
             ref_probs = torch.softmax(reference(x), dim=1)[0]
@@ -312,8 +312,6 @@ def figure(rows: list[CamRow], info: dict[str, Any]):
 
 
 def default_out(res: Results, info: dict[str, Any]) -> Path:
-    from analysis.report import default_out_dir
-
     return Path(default_out_dir(res.root)) / f"gradcam_{info['arch']}_{info['regime']}_{info['trial_id']}.png"
 
 
@@ -338,7 +336,7 @@ def run(res: Results, trial: str | None = None, arch: str | None = None, regime:
 
 def transfer_candidates(res: Results) -> list[pd.Series]:
     """For the report: per architecture, the best kept transfer-trained model (full train size)."""
-    from analysis.summary import rank
+    from analysis.aggregate import rank
 
     t = res.full
     kept = t[t["regime"].isin(TRANSFER_REGIMES) & t["model_path"].notna()]

@@ -8,6 +8,7 @@ split manifest beside the results (``<results>/manifest.json`` from ``trainables
 from __future__ import annotations
 
 import json
+import pathlib
 import posixpath
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -243,3 +244,10 @@ def read_predictions(root: str, trial_ids: list[str]) -> pd.DataFrame:
     dataset = ds.dataset(folder, schema=PREDICTIONS_SCHEMA, format="parquet", filesystem=fs)
     value_set = pa.array(ids, type=pa.string())
     return dataset.to_table(filter=pc.field("trial_id").isin(value_set)).to_pandas()
+
+
+def default_out_dir(results: str) -> str:
+    """<results>/../report for a local path; a local ./report for a URI (figures need a disk)."""
+    if "://" in results:
+        return "report"
+    return str(pathlib.Path(results).resolve().parent / "report")

@@ -25,17 +25,10 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
+from analysis import aggregate, figures, tables
 from analysis import claims as claims_mod
-from analysis import figures, summary, tables
-from analysis.load import DEFAULT_RESULTS, Results, load_results
+from analysis.load import DEFAULT_RESULTS, Results, default_out_dir, load_results
 from trainables.errors import UserError
-
-
-def default_out_dir(results: str) -> str:
-    """<results>/../report for a local path; a local ./report for a URI (figures need a disk)."""
-    if "://" in results:
-        return "report"
-    return str(Path(results).resolve().parent / "report")
 
 
 @dataclass
@@ -136,11 +129,11 @@ def build(results: str = DEFAULT_RESULTS, out: str | None = None, gradcam_n: int
     lap("read")
     out_dir = Path(out or default_out_dir(results))
     out_dir.mkdir(parents=True, exist_ok=True)
-    regimes = summary.regime_summary(res)
-    best = summary.best_models(res)
-    paired = summary.paired_tests(res, best)
-    seed_diffs = summary.seed_paired(res)
-    lc = summary.learning_curves(res)
+    regimes = aggregate.regime_summary(res)
+    best = aggregate.best_models(res)
+    paired = aggregate.paired_tests(res, best)
+    seed_diffs = aggregate.seed_paired(res)
+    lc = aggregate.learning_curves(res)
     claims = claims_mod.check_claims(res, regimes, best, paired)
     t2 = tables.table2(res, regimes, best)
     lap("statistics")
@@ -152,9 +145,9 @@ def build(results: str = DEFAULT_RESULTS, out: str | None = None, gradcam_n: int
     paired.to_csv(out_dir / "paired.csv", index=False)
     report.files.append(out_dir / "paired.csv")
     ood = res.ood_label
-    best_overall = {a: summary.best_overall(res, a) for a in regimes["arch"].unique()}
+    best_overall = {a: aggregate.best_overall(res, a) for a in regimes["arch"].unique()}
     fig_paths = {
-        "fig2": figures.save(figures.fig2(summary.epoch_curves(res), regimes, best, best_overall, ood),
+        "fig2": figures.save(figures.fig2(aggregate.epoch_curves(res), regimes, best, best_overall, ood),
                              out_dir, "fig2"),
         "learning_curves": figures.save(figures.learning_curves(lc, ood), out_dir, "learning_curves",
                                         pdf=False),

@@ -1,4 +1,4 @@
-"""Table II (Markdown, CSV, LaTeX) and the report's smaller tables, from analysis.summary."""
+"""Table II (Markdown, CSV, LaTeX) and the report's smaller tables, from analysis.aggregate."""
 
 from __future__ import annotations
 

@@ -30,8 +30,8 @@ from trainables.config import TrialConfig
 from trainables.data import DataRoots, Entry, Manifest, select_train
 from trainables.engine import seed_everything
 from trainables.models import build_model, get_arch
-from trainables.presets import pil_eval_transform, pil_train_transform
 from trainables.shift import shift_for_manifest
+from trainables.transforms import pil_eval_transform, pil_train_transform
 
 
 class ManifestImageFolder(VisionDataset):

@@ -240,7 +240,7 @@ def run_tuner(ready: Ready, plan: ResourcePlan, args: argparse.Namespace, progre
 
 # ---------------------------------------------------------------------------------- main
 def sweep(args: argparse.Namespace) -> int:
-    from sweep import summary as summ
+    from sweep import outcome
     from sweep.progress import SweepProgress, SweepState, TrialView
 
     t_start = time.time()
@@ -276,7 +276,7 @@ def sweep(args: argparse.Namespace) -> int:
         return 0
 
     state = SweepState(skipped=len(ready.done))
-    for row in summ.summarize(experiment.results, ready.done)[1].values():
+    for row in outcome.summarize(experiment.results, ready.done)[1].values():
         key = (row["arch"], row["regime"])
         state.previous_best[key] = max(state.previous_best.get(key, -1.0), row["best_val_acc"] or 0)
     for p in ready.todo:
@@ -303,17 +303,17 @@ def sweep(args: argparse.Namespace) -> int:
             run_tuner(ready, plan, args, progress, keep_model=args.keep_models != "none")
     t_end = time.time()
 
-    summary, rows = summ.summarize(experiment.results, ready.grid)
+    summary, rows = outcome.summarize(experiment.results, ready.grid)
     say("")
-    for line in summ.describe(summary, ready.grid):
+    for line in outcome.describe(summary, ready.grid):
         say(line)
     if ready.todo:
-        for line in summ.timings(state, rows, t_run, t_end, ready.todo):
+        for line in outcome.timings(state, rows, t_run, t_end, ready.todo):
             say(line)
     if args.keep_models == "best":
-        summ.prune_models(experiment.results, ready.grid, rows)
+        outcome.prune_models(experiment.results, ready.grid, rows)
     say(f"results: {experiment.results}")
-    say(f"report:  {summ.report_command(experiment.results)}")
+    say(f"report:  {outcome.report_command(experiment.results)}")
     if not summary.complete:
         say("rerun the same command to retry what failed or did not run; finished trials are "
             "skipped")

@@ -35,7 +35,7 @@ from trainables.data import SplitTensors
 from trainables.errors import UserError
 from trainables.faults import maybe_inject
 from trainables.models import Arch, split_backbone_tail
-from trainables.presets import (
+from trainables.transforms import (
     ClassificationPresetEval,
     ClassificationPresetTrain,
     PilEvalCrop,

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from matplotlib.collections import LineCollection
 
-from analysis import figures, summary
+from analysis import aggregate, figures
 from analysis.load import load_results
-from tests.test_analysis import STEP_LR_15, write_synthetic_trial
+from tests.synthetic import STEP_LR_15, write_synthetic_trial
 
 ARCHS = ("resnet18", "vgg11_bn", "squeezenet1_0", "mobilenet_v2")  # the study's order
 
@@ -30,9 +30,9 @@ def res(tmp_path):
 
 
 def _fig2(res):
-    regimes, best = summary.regime_summary(res), summary.best_models(res)
-    top = {a: summary.best_overall(res, a) for a in regimes["arch"].unique()}
-    return figures.fig2(summary.epoch_curves(res), regimes, best, top, res.ood_label), regimes
+    regimes, best = aggregate.regime_summary(res), aggregate.best_models(res)
+    top = {a: aggregate.best_overall(res, a) for a in regimes["arch"].unique()}
+    return figures.fig2(aggregate.epoch_curves(res), regimes, best, top, res.ood_label), regimes
 
 
 def test_fig2_panels_markers_and_lines(res, tmp_path):
@@ -81,7 +81,7 @@ def test_no_ood_set_draws_no_ood_lines(tmp_path):
 
 
 def test_learning_curves_and_params_plot(res, tmp_path):
-    lc = summary.learning_curves(res)
+    lc = aggregate.learning_curves(res)
     fig = figures.learning_curves(lc, res.ood_label)
     assert len(fig.axes) == len(ARCHS)
     ax = fig.axes[0]
@@ -93,7 +93,7 @@ def test_learning_curves_and_params_plot(res, tmp_path):
     path = figures.save(fig, tmp_path, "learning_curves", pdf=False)[0]
     assert path.stat().st_size > 5_000
 
-    regimes = summary.regime_summary(res)
+    regimes = aggregate.regime_summary(res)
     fig = figures.params_plot(regimes, res.ood_label)
     assert len(fig.axes) == 2 and "OOD (real)" in fig.axes[1].get_ylabel()
     assert fig.axes[0].get_xscale() == "log"
@@ -106,4 +106,4 @@ def test_params_plot_without_ood_has_one_panel(tmp_path):
     for regime in ("finetune", "scratch"):
         write_synthetic_trial(tmp_path, "resnet18", regime, 0, ood_kind="none")
     res = load_results(str(tmp_path))
-    assert len(figures.params_plot(summary.regime_summary(res), res.ood_label).axes) == 1
+    assert len(figures.params_plot(aggregate.regime_summary(res), res.ood_label).axes) == 1

@@ -34,11 +34,11 @@ from trainables.engine import (
 )
 from trainables.errors import UserError
 from trainables.models import ARCHS, build_model, split_backbone_tail
-from trainables.presets import normalize, pil_eval_transform, pil_train_transform
+from trainables.transforms import normalize, pil_eval_transform, pil_train_transform
 
 SMOKE = PRESETS["smoke"]
 CPU = torch.device("cpu")
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import write_image
-from tests.fault_helpers import (
+from tests.integration.fault_helpers import (
     Sweep,
     finished_files,
     hidden_files,

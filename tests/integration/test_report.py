@@ -14,7 +14,7 @@ import pytest
 
 from analysis.report import main
 from tests.conftest import PROJECT_ROOT, write_image
-from tests.test_analysis import write_synthetic_trial
+from tests.synthetic import write_synthetic_trial
 from trainables.config import PRESETS
 from trainables.results import read_table
 

@@ -2,7 +2,7 @@
 choices, before any work starts (no manifest, no results, no Ray).
 
 The CLIs run in-process here (`main(argv)`, as `python -m ...` calls it) for speed;
-tests/test_faults.py runs them as real processes.
+tests/integration/test_faults.py runs them as real processes.
 """
 
 from __future__ import annotations

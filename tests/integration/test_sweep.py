@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fault_helpers import Sweep, hidden_files, wait_until
+from tests.integration.fault_helpers import Sweep, hidden_files, wait_until
 from trainables import results
 from trainables.config import PRESETS, trial_id
 from trainables.data import build_manifest

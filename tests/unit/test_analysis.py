@@ -1,75 +1,23 @@
 """Analysis on synthetic Parquet results with known answers: bands, Table II, OOD labels,
 failed trials, paired tests, claims, and the report CLI's errors.
 
-`write_synthetic_trial` writes a trial through trainables.results (the real schema and writer), so
-these tests read exactly what a sweep would leave behind. Other analysis tests import it."""
+`tests.synthetic.write_synthetic_trial` writes a trial through trainables.results (the real
+schema and writer), so these tests read exactly what a sweep would leave behind."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 
+from analysis import aggregate, tables
 from analysis import claims as claims_mod
-from analysis import summary, tables
 from analysis.bands import format_band, plateau_mask, val_bands
 from analysis.load import ANTS_BEES_CAVEAT, load_results, read_predictions
+from tests.synthetic import STEP_LR_15, write_synthetic_trial
 from trainables import results
 from trainables.shift import SHIFT_LABEL
-
-STEP_LR_15 = [1e-3] * 7 + [1e-4] * 7 + [1e-5]  # demo: StepLR(7) over 15 epochs
-
-
-def write_synthetic_trial(root: Path | str, arch: str, regime: str, seed: int, *,
-                          val: list[float] | None = None, lr: list[float] | None = None,
-                          test: float | list[bool] = 0.8, ood: float | list[bool] | None = 0.7,
-                          ood_kind: str = "real", train_size: str = "all", per_class: float = 60.0,
-                          params: int | None = None, status: str = "ok", error: str | None = None,
-                          classes: tuple[str, ...] = ("alpha", "beta"), best_val_loss: float = 0.3,
-                          model_path: str | None = None, manifest_hash: str = "m0") -> str:
-    """One trial's three tables. `test`/`ood` are accuracies or per-image correctness lists (the
-    predictions table then has one row per image, paths shared across trials)."""
-    val = val if val is not None else [0.5, 0.7, 0.8]
-    lr = lr if lr is not None else [1e-3] * len(val)
-    tid = f"{arch}-{regime}-{seed}-{train_size}"
-    key = {"trial_id": tid, "arch": arch, "regime": regime, "seed": seed, "train_size": train_size}
-    if status != "ok":
-        results.write_table_atomic(str(root), "trials", tid, [{**key, "status": status, "error": error,
-                                                                "ood_kind": ood_kind}])
-        return tid
-    epochs = [{**key, "epoch": i + 1, "train_loss": 0.5, "train_acc": 0.6, "val_loss": 0.4,
-               "val_acc": v, "lr": r, "seconds": 1.0} for i, (v, r) in enumerate(zip(val, lr, strict=True))]
-    best_epoch = int(np.argmax(val)) + 1
-    preds = []
-
-    def acc_and_rows(value: float | list[bool] | None, split: str) -> float | None:
-        if value is None:
-            return None
-        if isinstance(value, (int, float)):
-            return float(value)
-        for i, ok in enumerate(value):
-            true = classes[i % len(classes)]
-            pred = true if ok else classes[(i + 1) % len(classes)]
-            preds.append({**key, "split": split, "path": f"{true}/img_{i:03d}.jpg", "true_label": true,
-                          "pred_label": pred, "prob": 0.9, "true_prob": 0.9 if ok else 0.1,
-                          "correct": bool(ok)})
-        return float(np.mean(value))
-
-    test_acc = acc_and_rows(test, "test")
-    ood_acc = acc_and_rows(ood if ood_kind != "none" else None, "ood")
-    if params is None:
-        params = 2_000 if regime == "feature_extract" else 1_000_000
-    trial = {**key, "preset": "smoke", "status": "ok", "epochs": len(val), "best_epoch": best_epoch,
-             "best_val_acc": max(val), "best_val_loss": best_val_loss, "test_acc": test_acc,
-             "ood_acc": ood_acc, "ood_kind": ood_kind, "classes_json": json.dumps(list(classes)),
-             "train_images": int(per_class * len(classes)), "train_images_per_class": per_class,
-             "trainable_params": params, "total_params": 1_000_000, "model_path": model_path,
-             "split_manifest_hash": manifest_hash}
-    results.write_trial(str(root), tid, epochs, trial, preds)
-    return tid
 
 
 # ------------------------------------------------------------------------------------ bands
@@ -141,7 +89,7 @@ def test_failed_trials_are_listed_and_excluded(study):
     res = load_results(str(study))
     assert len(res.trials) == 12 and len(res.failed) == 1
     assert set(res.epochs["trial_id"]) == set(res.trials["trial_id"])
-    regimes = summary.regime_summary(res)
+    regimes = aggregate.regime_summary(res)
     assert regimes.set_index(["arch", "regime"]).loc[("resnet18", "scratch"), "n"] == 2
     failed = tables.failed_table(res.failed).markdown()
     assert "CUDA out of memory" in failed and "resnet18" in failed
@@ -149,8 +97,8 @@ def test_failed_trials_are_listed_and_excluded(study):
 
 def test_table2_known_answers(study):
     res = load_results(str(study))
-    regimes = summary.regime_summary(res)
-    best = summary.best_models(res)
+    regimes = aggregate.regime_summary(res)
+    best = aggregate.best_models(res)
     r = regimes.set_index(["arch", "regime"])
     assert r.loc[("resnet18", "finetune"), "band"] == "96-98%"
     assert r.loc[("resnet18", "finetune"), "best_val_acc_mean"] == pytest.approx(0.97)
@@ -187,7 +135,7 @@ def test_ood_columns_are_labelled_by_kind(tmp_path, kind, label):
         write_synthetic_trial(tmp_path, "resnet18", regime, 0, ood_kind=kind)
     res = load_results(str(tmp_path))
     assert res.ood_label == label
-    t2 = tables.table2(res, summary.regime_summary(res), summary.best_models(res))
+    t2 = tables.table2(res, aggregate.regime_summary(res), aggregate.best_models(res))
     assert f"{label}: best transfer" in t2.header
 
 
@@ -195,10 +143,10 @@ def test_no_ood_set_means_no_ood_columns_or_claim(tmp_path):
     for regime in ("finetune", "scratch"):
         write_synthetic_trial(tmp_path, "resnet18", regime, 0, ood_kind="none")
     res = load_results(str(tmp_path))
-    regimes, best = summary.regime_summary(res), summary.best_models(res)
+    regimes, best = aggregate.regime_summary(res), aggregate.best_models(res)
     t2 = tables.table2(res, regimes, best)
     assert not any("OOD" in h for h in t2.header)
-    keys = [c.key for c in claims_mod.check_claims(res, regimes, best, summary.paired_tests(res, best))]
+    keys = [c.key for c in claims_mod.check_claims(res, regimes, best, aggregate.paired_tests(res, best))]
     assert "transfer_beats_scratch_ood" not in keys
 
 
@@ -210,7 +158,7 @@ def test_paired_test_on_the_same_images(tmp_path):
     write_synthetic_trial(tmp_path, "resnet18", "finetune", 0, test=t, ood=t[:10])
     write_synthetic_trial(tmp_path, "resnet18", "scratch", 0, test=s, ood=s[:10])
     res = load_results(str(tmp_path))
-    paired = summary.paired_tests(res).set_index("split")
+    paired = aggregate.paired_tests(res).set_index("split")
     row = paired.loc["test"]
     assert (row["n"], row["b"], row["c"]) == (20, 10, 2)
     assert row["acc_transfer"] == pytest.approx(0.75) and row["acc_scratch"] == pytest.approx(0.35)
@@ -218,7 +166,7 @@ def test_paired_test_on_the_same_images(tmp_path):
     assert row["diff"] == pytest.approx(0.4)
     assert row["boot_lo"] < row["diff"] < row["boot_hi"]
     assert paired.loc["ood", "n"] == 10 and (paired.loc["ood", "b"], paired.loc["ood", "c"]) == (10, 0)
-    images, _ = tables.paired_tables(summary.paired_tests(res), summary.seed_paired(res), res.ood_label)
+    images, _ = tables.paired_tables(aggregate.paired_tests(res), aggregate.seed_paired(res), res.ood_label)
     assert "10 / 2" in images.markdown()
 
 
@@ -238,7 +186,7 @@ def test_seed_paired_differences(tmp_path):
     for seed, (ft, sc) in enumerate([(0.9, 0.6), (0.8, 0.6), (0.85, 0.55)]):
         write_synthetic_trial(tmp_path, "resnet18", "finetune", seed, test=ft, ood=ft - 0.1)
         write_synthetic_trial(tmp_path, "resnet18", "scratch", seed, test=sc, ood=sc)
-    d = summary.seed_paired(load_results(str(tmp_path))).set_index("metric")
+    d = aggregate.seed_paired(load_results(str(tmp_path))).set_index("metric")
     assert d.loc["test_acc", "diff_mean"] == pytest.approx(0.2667, abs=1e-4)
     assert d.loc["test_acc", "n"] == 3 and d.loc["test_acc", "diff_half"] > 0
 
@@ -246,8 +194,8 @@ def test_seed_paired_differences(tmp_path):
 # --------------------------------------------------------------------------------- claims
 def _claims(root: Path) -> dict[str, claims_mod.Claim]:
     res = load_results(str(root))
-    regimes, best = summary.regime_summary(res), summary.best_models(res)
-    return {c.key: c for c in claims_mod.check_claims(res, regimes, best, summary.paired_tests(res, best))}
+    regimes, best = aggregate.regime_summary(res), aggregate.best_models(res)
+    return {c.key: c for c in claims_mod.check_claims(res, regimes, best, aggregate.paired_tests(res, best))}
 
 
 def test_claim_verdicts_known_answers(study):
@@ -341,7 +289,7 @@ def test_learning_curves_use_every_train_size(tmp_path):
                                   per_class=per_class, test=0.5 + per_class / 200 + 0.01 * seed)
     res = load_results(str(tmp_path))
     assert res.full_size == "all"
-    lc = summary.learning_curves(res)
+    lc = aggregate.learning_curves(res)
     assert lc["x"].tolist() == [5.0, 20.0, 60.0]
     assert lc["test_acc_mean"].tolist() == pytest.approx([0.53, 0.605, 0.805])
     assert (lc["test_acc_n"] == 2).all()
