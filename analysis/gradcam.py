@@ -6,12 +6,15 @@
 For N seeded-random test images of the target class (default: the first class) it draws three
 columns: the image; the heatmap of the unmodified ImageNet-pretrained model for its own top-1
 ImageNet class; the heatmap of the trial's kept model for the true class. The default target
-layer is the architecture's (trainables.models.ARCHS[arch].gradcam_layer); --layer takes a
-dotted path such as ``features.10``, ``layer4`` or ``features[-1]``.
+layer is the architecture's (trainables.registry.ARCHS[arch].gradcam_layer); --layer takes a
+dotted path such as ``features.10`` or ``layer4``.
 
 Models must have been kept by the sweep (trials.model_path). Feature-extraction models have a
 frozen backbone (requires_grad False), so no gradient would reach the target layer: the CAM
 pass switches gradients on for every parameter and restores the flags afterwards.
+
+Long because it holds the CAM computation, the choice of images and the figure together (the
+report rework splits them).
 
 Image paths come from the split manifest beside the results; the embedded demo set is found by
 itself, a user's folder is given again with --data (checked against the manifest's hashes).
@@ -22,7 +25,6 @@ from __future__ import annotations
 import argparse
 import io
 import posixpath
-import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -53,34 +55,25 @@ def cam_class(method: str) -> type:
 
 
 # ------------------------------------------------------------------------------ target layers
-_TOKEN = re.compile(r"([^.\[\]]+)|\[(-?\d+)\]")
-
-
 def resolve_layer(model: nn.Module, path: str) -> nn.Module:
-    """A dotted path ("features.10", "layer4", "Mixed_7c") or indexing ("features[-1]")."""
-    module: Any = model
-    tokens = [m.group(1) if m.group(1) is not None else m.group(2) for m in _TOKEN.finditer(path)]
-    if not tokens or "".join(_TOKEN.sub("", path).split(".")):
-        raise UserError(f"--layer {path!r} is not a dotted module path (e.g. features.10 or layer4)")
-    for token in tokens:
+    """A dotted module path, as `nn.Module.get_submodule` takes it: "features.10", "layer4",
+    "Mixed_7c" (list the names with `model.named_modules()`)."""
+    try:
+        return model.get_submodule(path)
+    except AttributeError:
+        parent, _, _ = path.rpartition(".")
         try:
-            if re.fullmatch(r"-?\d+", token) and isinstance(module, (nn.Sequential, nn.ModuleList)):
-                module = module[int(token)]
-            else:
-                module = getattr(module, token)
-        except (AttributeError, IndexError):
-            children = ", ".join(name for name, _ in module.named_children()) or "none"
-            raise UserError(f"--layer {path!r}: {type(module).__name__} has no submodule {token!r} "
-                            f"(its children: {children})") from None
-    if not isinstance(module, nn.Module):
-        raise UserError(f"--layer {path!r} is not a module")
-    return module
+            children = ", ".join(n for n, _ in model.get_submodule(parent).named_children())
+        except AttributeError:
+            children = ", ".join(n for n, _ in model.named_children())
+        raise UserError(f"--layer {path!r}: no such module in {type(model).__name__} (children "
+                        f"of {parent or 'the model'}: {children or 'none'})") from None
 
 
 def default_layer(model: nn.Module, arch_name: str) -> nn.Module:
-    from trainables.models import get_arch
+    from trainables.registry import get_arch
 
-    return get_arch(arch_name).gradcam_layer(model)
+    return model.get_submodule(get_arch(arch_name).gradcam_layer)
 
 
 @contextmanager
@@ -114,7 +107,7 @@ def load_kept_model(results_root: str, model_path: str) -> tuple[nn.Module, Any,
     results root, or a URI). The regime's requires_grad flags are as in training."""
     from trainables.config import TrialConfig
     from trainables.models import build_model
-    from trainables.results import resolve
+    from trainables.storage import resolve
 
     if "://" in model_path:
         import pyarrow.fs as pafs
@@ -140,7 +133,7 @@ def load_kept_model(results_root: str, model_path: str) -> tuple[nn.Module, Any,
 # ------------------------------------------------------------------------------ images
 def data_roots(res: Results, data: str | None = None, ood: str | None = None):
     """Where the manifest's relative paths live: --data/--ood if given, else the embedded set."""
-    from trainables.data import DataRoots
+    from trainables.manifest import DataRoots
 
     if data is not None:
         return DataRoots(str(Path(data).resolve()), str(Path(ood).resolve()) if ood else None)
@@ -157,7 +150,8 @@ def data_roots(res: Results, data: str | None = None, ood: str | None = None):
 def choose_images(res: Results, trial_id: str, target_class: str, n: int, seed: int,
                 data: str | None = None, ood: str | None = None) -> list[tuple[Path, str]]:
     """N seeded-random test images of `target_class` (path on disk, relative path)."""
-    from trainables.data import Entry, file_hash
+    from trainables.images import file_hash
+    from trainables.manifest import Entry
 
     preds = res.predictions([trial_id])
     rows = preds[(preds["split"] == "test") & (preds["true_label"] == target_class)]
@@ -186,12 +180,12 @@ def choose_images(res: Results, trial_id: str, target_class: str, n: int, seed: 
     return out
 
 
-def prepare(path: Path, crop: int) -> tuple[np.ndarray, torch.Tensor]:
-    """(RGB float image (H, W, 3) in [0, 1], normalised input (1, 3, H, W)): the eval transform."""
-    from trainables.data import decode_pil, pil_to_tensor
+def prepare(path: Path, resize: int, crop: int) -> tuple[np.ndarray, torch.Tensor]:
+    """(RGB float image (H, W, 3) in [0, 1], normalised input (1, 3, H, W)): the test transform."""
+    from trainables.images import decode_pil
     from trainables.transforms import ClassificationPresetEval, normalize
 
-    crop_u8 = ClassificationPresetEval(crop)(pil_to_tensor(decode_pil(path)))
+    crop_u8 = ClassificationPresetEval(resize_size=resize, crop_size=crop)(decode_pil(path))
     rgb = crop_u8.permute(1, 2, 0).numpy().astype(np.float32) / 255.0
     return rgb, normalize(crop_u8.unsqueeze(0))
 
@@ -246,7 +240,9 @@ def compute_rows(res: Results, row: pd.Series, n: int = 4, seed: int = 0, layer:
                  target_class: str | None = None, method: str = "gradcam", data: str | None = None,
                  ood: str | None = None) -> tuple[list[CamRow], dict[str, Any]]:
     """The heatmaps for the figure, plus a description of what was drawn."""
-    from trainables.models import get_arch, imagenet_model
+    from trainables.models import imagenet_model
+    from trainables.registry import get_arch
+    from trainables.weights import weights_enum
 
     model, config, classes = load_kept_model(res.root, row["model_path"])
     target_class = target_class or classes[0]
@@ -254,14 +250,14 @@ def compute_rows(res: Results, row: pd.Series, n: int = 4, seed: int = 0, layer:
         raise UserError(f"--target-class {target_class!r} is not one of {', '.join(classes)}")
     arch = get_arch(config.arch)
     reference = imagenet_model(config.arch).eval()
-    categories = arch.weights.meta["categories"]
-    crop = config.input_size or arch.input_size
+    categories = weights_enum(arch).meta["categories"]
+    resize, crop = config.eval_transform("test")
     layer_t = resolve_layer(model, layer) if layer else default_layer(model, config.arch)
     layer_r = resolve_layer(reference, layer) if layer else default_layer(reference, config.arch)
     target_idx = classes.index(target_class)
     rows = []
     for path, rel in choose_images(res, row["trial_id"], target_class, n, seed, data, ood):
-        rgb, x = prepare(path, crop)
+        rgb, x = prepare(path, resize, crop)
         with torch.no_grad():
             ref_probs = torch.softmax(reference(x), dim=1)[0]
             probs = torch.softmax(model(x), dim=1)[0]
@@ -356,7 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, default=4, help="number of test images (default 4)")
     p.add_argument("--seed", type=int, default=0, help="seed of the image draw (default 0)")
     p.add_argument("--layer", default=None, help="target layer as a dotted path (default: the "
-                   "architecture's, e.g. features[-1] for mobilenet_v2, layer4 for ResNets)")
+                   "architecture's, e.g. features.18 for mobilenet_v2, layer4 for ResNets)")
     p.add_argument("--target-class", default=None, help="class of the images (default: the first)")
     p.add_argument("--method", default="gradcam", choices=METHODS, help="CAM method (default gradcam)")
     p.add_argument("--data", default=None, help="the data folder the sweep was given (not needed "

@@ -22,7 +22,8 @@ import pyarrow.fs as pafs
 
 from trainables.config import REGIMES, parse_train_size
 from trainables.errors import UserError
-from trainables.results import PREDICTIONS_SCHEMA, read_table, resolve
+from trainables.results import PREDICTIONS_SCHEMA, read_table
+from trainables.storage import resolve
 
 DEFAULT_RESULTS = "runs/demo/results"
 PRODUCE_HINT = ("run the sweep first: `python -m sweep.run` (writes runs/demo/results), or pass "
@@ -49,7 +50,7 @@ def regime_order(regimes: list[str] | pd.Series) -> list[str]:
 
 def arch_order(archs: list[str] | pd.Series) -> list[str]:
     """The study's order (trainables.config.STUDY_ARCHS), then any others alphabetically."""
-    from trainables.config import STUDY_ARCHS
+    from trainables.registry import STUDY_ARCHS
 
     present = set(archs)
     known = [a for a in STUDY_ARCHS if a in present]
@@ -88,7 +89,7 @@ class Results:
         first use (it imports torch); a manifest of another split is noted and ignored."""
         if self.manifest_path is None:
             return None
-        from trainables.data import Manifest
+        from trainables.manifest import Manifest
 
         manifest = Manifest.from_json(_read_text(self.root, self.manifest_path))
         hashes = self.trials["split_manifest_hash"].dropna().unique().tolist()

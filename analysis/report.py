@@ -77,7 +77,7 @@ def _gradcam_section(res: Results, out: Path, n: int, report: Report, data: str 
         why = ("models were kept only for scratch trials" if kept else
                "the sweep kept no models (rerun it keeping models to get Grad-CAM)")
         return f"<p>No Grad-CAM figure: {escape(why)}.</p>\n"
-    from trainables.models import get_arch
+    from trainables.registry import get_arch
     from trainables.weights import is_cached
 
     html = ""

@@ -27,11 +27,11 @@ from torchvision.datasets import VisionDataset
 from torchvision.datasets.folder import default_loader
 
 from trainables.config import TrialConfig
-from trainables.data import DataRoots, Entry, Manifest, select_train
 from trainables.engine import seed_everything
-from trainables.models import build_model, get_arch
+from trainables.manifest import DataRoots, Entry, Manifest, select_train
+from trainables.models import build_model
 from trainables.shift import shift_for_manifest
-from trainables.transforms import pil_eval_transform, pil_train_transform
+from trainables.transforms import study_eval_transform, study_train_transform
 
 
 class ManifestImageFolder(VisionDataset):
@@ -76,23 +76,22 @@ class BaselineResult:
     rows: list[dict[str, Any]]
 
 
-def datasets(manifest: Manifest, roots: DataRoots, config: TrialConfig, crop: int
+def datasets(manifest: Manifest, roots: DataRoots, config: TrialConfig
              ) -> dict[str, ManifestImageFolder]:
-    """The four splits as ImageFolder-style datasets (train subset as the project selects it)."""
+    """The four splits as ImageFolder-style datasets (train subset as the project selects it),
+    each eval split with its own transform from the config."""
     classes = manifest.classes
     train = select_train(manifest.split_entries("train"), classes, config.train_size,
                          manifest.split_seed)
-    out = {
-        "train": ManifestImageFolder(roots.data, train, classes, roots, pil_train_transform(crop)),
-        "val": ManifestImageFolder(roots.data, manifest.split_entries("val"), classes, roots,
-                                   pil_eval_transform(crop)),
-        "test": ManifestImageFolder(roots.data, manifest.split_entries("test"), classes, roots,
-                                    pil_eval_transform(crop)),
-    }
-    ood = manifest.split_entries("ood")
-    if ood:
-        out["ood"] = ManifestImageFolder(roots.ood or roots.data, ood, classes, roots,
-                                         pil_eval_transform(crop), shift=shift_for_manifest(manifest))
+    out = {"train": ManifestImageFolder(roots.data, train, classes, roots,
+                                        study_train_transform(config.train_crop))}
+    for split in ("val", "test", "ood"):
+        entries = manifest.split_entries(split)
+        if entries:
+            shift = shift_for_manifest(manifest) if split == "ood" else None
+            out[split] = ManifestImageFolder(roots.data, entries, classes, roots,
+                                             study_eval_transform(*config.eval_transform(split)),
+                                             shift=shift)
     return out
 
 
@@ -127,9 +126,7 @@ def run_baseline_trial(config: TrialConfig, manifest: Manifest, roots: DataRoots
     `on_epoch(row)` runs after each epoch, outside its timing (the benchmark's interleaving)."""
     t0 = time.perf_counter()
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    arch = get_arch(config.arch)
-    crop = config.input_size or arch.input_size
-    data = datasets(manifest, roots, config, crop)
+    data = datasets(manifest, roots, config)
     seed_everything(config.seed)
     model = build_model(config, len(manifest.classes), pretrained=pretrained).to(device)
     loaders = {name: DataLoader(ds, batch_size=config.batch_size, shuffle=name == "train",

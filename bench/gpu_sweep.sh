@@ -57,23 +57,16 @@ else
   echo "nvidia-smi: not available (no GPU utilisation sampling)"
 fi
 
-# One short trial on the device first: if the GPU tensor-augmentation path fails on this
-# machine, fall back to Pillow augmentation (FEATURE_REUSE_FASTPATHS=augment=pil) rather than
-# losing the whole unattended run.
+# One short trial on the device first, so that a broken setup fails in seconds, not after the grid.
 if [[ "$MODE" != "dry-run" ]]; then
   PRE=(--preset smoke --archs resnet18 --regimes finetune --seeds 1 --epochs 1 --input-size 64
        --train-size 2 --random-weights --workers 1)
   if ! "$PYTHON" bench/grid_timing.py "${PRE[@]}" > "$LOG_DIR/preflight.log" 2>&1; then
-    echo "preflight trial failed (log: $LOG_DIR/preflight.log); retrying with augment=pil"
-    tail -5 "$LOG_DIR/preflight.log"
-    export FEATURE_REUSE_FASTPATHS="augment=pil"
-    if ! "$PYTHON" bench/grid_timing.py "${PRE[@]}" > "$LOG_DIR/preflight2.log" 2>&1; then
-      echo "error: a one-epoch trial fails on this machine; see $LOG_DIR/preflight2.log" >&2
-      tail -20 "$LOG_DIR/preflight2.log" >&2
-      exit 2
-    fi
+    echo "error: a one-epoch trial fails on this machine; see $LOG_DIR/preflight.log" >&2
+    tail -20 "$LOG_DIR/preflight.log" >&2
+    exit 2
   fi
-  echo "preflight trial ok (fast paths: ${FEATURE_REUSE_FASTPATHS:-defaults})"
+  echo "preflight trial ok"
 fi
 
 START=$(date +%s.%N)

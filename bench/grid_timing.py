@@ -51,7 +51,8 @@ def standin_data(root: Path) -> tuple[Any, Any]:
     import numpy as np
     from PIL import Image
 
-    from trainables.data import DataRoots, build_manifest
+    from trainables.folders import build_manifest
+    from trainables.manifest import DataRoots
 
     rng = np.random.default_rng(0)
     for folder, counts in (("pool", {"ants": 100, "bees": 130}), ("ood", {"ants": 94, "bees": 74})):
@@ -81,7 +82,7 @@ def load_data(scratch: Path, standin: bool = False) -> tuple[Any, Any, str]:
         roots, manifest = standin_data(scratch / "standin")
         return roots, manifest, ("GENERATED STAND-IN (embedded demo data not found here; "
                                  "same counts and sizes)")
-    from trainables.data import prepare_data
+    from trainables.datasource import prepare_data
 
     roots, manifest = prepare_data()
     return roots, manifest, "embedded demo (ants/bees)"
@@ -94,7 +95,7 @@ def _worker(rank: int, tasks: Any, results: Any, manifest_json: str, roots: tupl
 
     from trainables import train as train_mod
     from trainables.config import TrialConfig
-    from trainables.data import DataRoots, Manifest
+    from trainables.manifest import DataRoots, Manifest
     from trainables.models import build_model
 
     torch.set_num_threads(threads)
@@ -128,7 +129,7 @@ def default_workers(archs: list[str], cpus: int) -> tuple[int, str]:
     import torch
 
     from sweep.resources import trials_per_gpu
-    from trainables.models import get_arch
+    from trainables.registry import get_arch
 
     if not torch.cuda.is_available():
         return max(1, min(cpus // 2, MAX_WORKERS)), f"CPU: {cpus} cores / 2 threads per trial"
@@ -254,8 +255,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from trainables.config import REGIMES, get_preset
+    from trainables.config import REGIMES
     from trainables.errors import UserError
+    from trainables.presets import get_preset
+    from trainables.registry import get_arch
 
     try:
         if args.tiny:
@@ -270,10 +273,13 @@ def main(argv: list[str] | None = None) -> int:
         overrides: dict[str, Any] = {}
         if args.epochs:
             overrides["epochs"] = args.epochs
-        if args.input_size:
-            overrides["input_size"] = args.input_size
         precisions = [False, True] if args.bf16_check else [args.bf16]
-        configs = [preset.trial(a, r, s, args.train_size, bf16=b, **overrides).to_dict()
+
+        def crop(arch: str) -> dict[str, int]:
+            size = args.input_size and max(args.input_size, get_arch(arch).min_input_size)
+            return {"train_crop": size} if size else {}
+
+        configs = [preset.trial(a, r, s, args.train_size, bf16=b, **overrides, **crop(a)).to_dict()
                    for a in archs for r in regimes for s in range(seeds) for b in precisions]
         configs.sort(key=lambda c: -RELATIVE_COST.get(c["arch"], 2.0) * REGIME_COST[c["regime"]])
         cpus = len(os.sched_getaffinity(0))
@@ -293,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
         header = [f"grid: preset {preset.name}, {len(archs)} archs x {len(regimes)} regimes x "
                   f"{seeds} seeds" + (" x {fp32, bf16}" if args.bf16_check else "")
                   + f" = {len(configs)} trials; epochs {configs[0]['epochs']}, "
-                  f"crop {configs[0]['input_size'] or 'arch default'}",
+                  f"crop {args.input_size or 'arch default'} (Inception at least 299)",
                   f"device: {device}; {workers} workers x {threads} threads ({why})",
                   f"weights: {weights}"]
         print("\n".join(header), flush=True)

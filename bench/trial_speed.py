@@ -14,7 +14,7 @@ alike; only one trial computes at any moment, and each keeps its own RNG state a
   baseline      bench/baseline.py: ImageFolder-style dataset decoding with PIL every epoch,
                 transforms v1, DataLoader batch 6, the study's train/val loop (feature
                 extraction: the whole model in train mode, BatchNorm statistics move)
-  project       trainables.train.run_trial with the preset's config (all fast paths on); for
+  project       trainables.train.run_trial with the demo preset's config (and any --set); for
                 feature extraction twice: bn_mode "frozen" (cached-feature path) and "train"
                 (the study's BatchNorm behaviour, faithful)
 
@@ -52,10 +52,12 @@ import torch  # noqa: E402
 
 from bench.baseline import run_baseline_trial  # noqa: E402
 from trainables import train as train_mod  # noqa: E402
-from trainables.config import REGIMES, get_preset  # noqa: E402
-from trainables.data import prepare_data  # noqa: E402
+from trainables.config import REGIMES  # noqa: E402
+from trainables.datasource import prepare_data  # noqa: E402
 from trainables.errors import UserError  # noqa: E402
-from trainables.models import ARCHS, build_model, get_arch  # noqa: E402
+from trainables.models import build_model  # noqa: E402
+from trainables.presets import get_preset  # noqa: E402
+from trainables.registry import ARCHS, get_arch  # noqa: E402
 
 LOOPS = ("baseline", "project")
 
@@ -249,7 +251,8 @@ def variants(regime: str, bn_modes: list[str]) -> list[tuple[str, dict[str, Any]
 def _config(opts: Options, arch: str, regime: str, seed: int, overrides: dict[str, Any]):
     preset = get_preset("demo")
     return preset.trial(arch, regime, seed, opts.train_size, epochs=opts.epochs,
-                        input_size=opts.input_size, **{**opts.extra, **overrides})
+                        train_crop=max(opts.input_size, get_arch(arch).min_input_size),
+                        **{**opts.extra, **overrides})
 
 
 def trial_function(opts: Options, manifest, roots, config, variant: str, random_w: bool
@@ -300,7 +303,7 @@ def _isolated(opts: Options, manifest_json: str, roots: tuple[str, str | None], 
     """run_one in a fresh process; also returns that process's peak resident memory (MB)."""
     import resource
 
-    from trainables.data import DataRoots, Manifest
+    from trainables.manifest import DataRoots, Manifest
 
     torch.set_num_threads(opts.threads)
     run = run_one(opts, Manifest.from_json(manifest_json), DataRoots(*roots), arch, regime, seed,
@@ -488,9 +491,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--baseline-workers", type=int, default=0,
                    help="DataLoader worker processes of the baseline (default 0: in-process)")
     p.add_argument("--channels-last", action="store_true", help="project trials in channels_last")
-    p.add_argument("--fast", default=None, metavar="SPEC",
-                   help="engine fast paths for the project loop, e.g. 'augment=tensor,fuse_frozen=0' "
-                        "(sets FEATURE_REUSE_FASTPATHS)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", dest="set_values",
+                   help="trial settings for the project loop, e.g. --set backend=tensor")
     p.add_argument("--interleave", choices=("epoch", "trial"), default="epoch",
                    help="alternate the loops epoch by epoch (default) or trial by trial")
     p.add_argument("--isolate", action="store_true",
@@ -515,15 +517,13 @@ def main(argv: list[str] | None = None) -> int:
             raise UserError(f"--regimes {bad}: choose from {', '.join(REGIMES)}")
         if args.seeds < 1 or args.epochs < 1 or args.threads < 1:
             raise UserError("--seeds, --epochs and --threads must be at least 1")
-        if args.fast is not None:
-            from trainables.engine import FASTPATHS_ENV, FastPaths
-
-            FastPaths.parse(args.fast)
-            os.environ[FASTPATHS_ENV] = args.fast
         torch.set_num_threads(args.threads)
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         out = Path(tempfile.mkdtemp(prefix="trial-speed-"))
-        extra = {"channels_last": True} if args.channels_last else {}
+        from trainables.overrides import parse_sets
+
+        extra = {**({"channels_last": True} if args.channels_last else {}),
+                 **parse_sets(args.set_values)}
         opts = Options(args.archs, args.regimes, args.seeds, args.epochs, args.input_size,
                        args.train_size, args.bn_modes, args.threads, args.baseline_workers,
                        device, out, extra)

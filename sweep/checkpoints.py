@@ -18,8 +18,9 @@ from typing import Any
 import pyarrow.fs as pafs
 from ray import tune
 
-from sweep.layout import Experiment, delete_file, join, read_text, write_text_atomic
+from sweep.layout import Experiment
 from trainables.engine import FitState
+from trainables.storage import delete_file, join, read_text, write_text_atomic
 
 STATE_FILE = "fit_state.pt"
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
-from trainables.config import REGIMES, Preset, TrialConfig, parse_train_size, trial_id
+from trainables.config import REGIMES, TrialConfig, canonical_train_size, trial_id
 from trainables.errors import UserError
-from trainables.models import ARCHS
+from trainables.presets import Preset
+from trainables.registry import ARCHS
 
 
 @dataclass(frozen=True)
@@ -19,6 +21,8 @@ class GridSpec:
     regimes: tuple[str, ...] | None = None
     seeds: int | None = None
     train_sizes: tuple[str, ...] | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)
+    """The user's --set/--config settings, applied to every trial on top of the preset."""
 
     @property
     def resolved_archs(self) -> tuple[str, ...]:
@@ -34,7 +38,15 @@ class GridSpec:
 
     @property
     def resolved_train_sizes(self) -> tuple[str, ...]:
-        return tuple(dict.fromkeys(self.train_sizes or self.preset.train_sizes))
+        """Canonical and deduplicated: "all ALL", "0.5 .5" and "2 02" are one size each."""
+        sizes = self.train_sizes or self.preset.train_sizes
+        out = []
+        for size in sizes:
+            try:
+                out.append(canonical_train_size(size))
+            except UserError:
+                out.append(size)  # reported by problems()
+        return tuple(dict.fromkeys(out))
 
     def problems(self) -> list[str]:
         """Every invalid option at once (each names the option and the valid choices)."""
@@ -50,9 +62,15 @@ class GridSpec:
                        f"got {self.resolved_seeds}")
         for size in self.resolved_train_sizes:
             try:
-                parse_train_size(size)
+                canonical_train_size(size)
             except UserError as exc:
                 out.append(str(exc))
+        if not out:
+            for arch in self.resolved_archs:  # a setting one architecture cannot take
+                try:
+                    self.preset.trial(arch, self.resolved_regimes[0], 0, **self.overrides)
+                except UserError as exc:
+                    out.append(f"{arch}: {exc}")
         return out
 
     @property
@@ -68,7 +86,7 @@ def build_grid(spec: GridSpec) -> list[TrialConfig]:
     problems = spec.problems()
     if problems:
         raise UserError("; ".join(problems))
-    return [spec.preset.trial(arch, regime, seed, size)
+    return [spec.preset.trial(arch, regime, seed, size, **spec.overrides)
             for arch in spec.resolved_archs
             for regime in spec.resolved_regimes
             for size in spec.resolved_train_sizes

@@ -10,18 +10,12 @@
 from __future__ import annotations
 
 import os
-import uuid
 from dataclasses import dataclass
 
 import pyarrow.fs as pafs
 
-from trainables import results
-
-
-def join(base: str, *parts: str) -> str:
-    """base/part/...; a URI's query (s3://b/p?endpoint_override=...) stays at the end."""
-    path, sep, query = base.partition("?")
-    return "/".join([path.rstrip("/"), *parts]) + sep + query
+from trainables import results, storage
+from trainables.storage import join
 
 
 @dataclass(frozen=True)
@@ -62,62 +56,13 @@ class Experiment:
 
     def fs(self) -> tuple[pafs.FileSystem, str]:
         """(filesystem, root path inside it)."""
-        return results.resolve(self.root)
-
-
-def fs_path(uri_or_path: str) -> tuple[pafs.FileSystem, str]:
-    return results.resolve(uri_or_path)
-
-
-def read_text(uri_or_path: str) -> str | None:
-    """The file's text, or None when it does not exist."""
-    fs, path = fs_path(uri_or_path)
-    if fs.get_file_info(path).type != pafs.FileType.File:
-        return None
-    with fs.open_input_stream(path) as f:
-        return f.read().decode("utf-8")
-
-
-def write_text_atomic(uri_or_path: str, text: str) -> None:
-    """Write under a hidden temporary name, then rename (readers never see half a file)."""
-    fs, path = fs_path(uri_or_path)
-    folder, _, name = path.rpartition("/")
-    fs.create_dir(folder, recursive=True)
-    tmp = f"{folder}/.tmp-{name}-{uuid.uuid4().hex[:8]}"
-    with fs.open_output_stream(tmp) as f:
-        f.write(text.encode("utf-8"))
-    fs.move(tmp, path)
-
-
-def delete_file(uri_or_path: str) -> None:
-    fs, path = fs_path(uri_or_path)
-    try:
-        fs.delete_file(path)
-    except FileNotFoundError:
-        pass
-
-
-def delete_dir(uri_or_path: str) -> None:
-    fs, path = fs_path(uri_or_path)
-    try:
-        fs.delete_dir(path)
-    except FileNotFoundError:
-        pass
+        return storage.resolve(self.root)
 
 
 def remove_stale_temporaries(results_root: str) -> int:
-    """Delete `.tmp-*` files that a killed writer left in the results tables; returns the count.
+    """Delete the temporary files killed writers left in the results tables; returns the count.
 
     Readers already ignore them (hidden names); this only reclaims the space. Run it before any
     trial of this sweep starts (two sweeps must not share one experiment at the same time)."""
-    fs, base = fs_path(results_root)
-    removed = 0
-    for table in (*results.TABLES, "models"):
-        folder = f"{base}/{table}"
-        if fs.get_file_info(folder).type != pafs.FileType.Directory:
-            continue
-        for info in fs.get_file_info(pafs.FileSelector(folder)):
-            if info.base_name.startswith(".tmp-"):
-                fs.delete_file(info.path)
-                removed += 1
-    return removed
+    return sum(storage.remove_temporaries(join(results_root, table))
+               for table in (*results.TABLES, "models"))

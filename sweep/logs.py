@@ -16,7 +16,8 @@ import tempfile
 import time
 from collections.abc import Iterator
 
-from sweep.layout import Experiment, join
+from sweep.layout import Experiment
+from trainables.storage import join
 
 CONSOLE_SKIPS = (
     "Trial task failed for trial", "Trials did not complete",  # the live view reports these

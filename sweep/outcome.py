@@ -8,9 +8,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from sweep.grid import GridPoint
-from sweep.layout import delete_file, join
 from sweep.progress import SweepState, fmt_duration, trial_label
 from trainables import results
+from trainables.storage import delete_file, join
 
 
 @dataclass

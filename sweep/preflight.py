@@ -10,10 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sweep.grid import GridPoint, GridSpec, build_grid, split_done, with_ids
-from sweep.layout import Experiment, read_text, write_text_atomic
+from sweep.layout import Experiment
 from trainables import results
-from trainables.data import DataRoots, Manifest, prepare_data, select_train
+from trainables.datasource import prepare_data
 from trainables.errors import UserError
+from trainables.manifest import DataRoots, Manifest, select_train
+from trainables.storage import STORAGE_FIX, read_text, storage_problem, write_text_atomic
 
 STORAGE_TIMEOUT_S = 20.0
 
@@ -35,10 +37,10 @@ def check_storage(experiment: Experiment, storage_arg: str, write: bool = True,
                   timeout_s: float = STORAGE_TIMEOUT_S) -> str | None:
     """A problem message, or None when the experiment folder is writable (or, without `write`,
     at least reachable)."""
-    problem = results.storage_problem(experiment.root, write=write, timeout_s=timeout_s)
+    problem = storage_problem(experiment.root, write=write, timeout_s=timeout_s)
     if problem is None:
         return None
-    return f"--storage {storage_arg}: cannot write to {experiment.root} ({problem}). {results.STORAGE_FIX}"
+    return f"--storage {storage_arg}: cannot write to {experiment.root} ({problem}). {STORAGE_FIX}"
 
 
 def check_train_sizes(manifest: Manifest, sizes: tuple[str, ...]) -> list[str]:

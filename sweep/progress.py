@@ -235,10 +235,10 @@ def recorded_error(results_root: str | None, tid: str) -> str | None:
         return None
     import pyarrow.parquet as pq
 
-    from trainables import results
+    from trainables import storage
 
     try:
-        fs, base = results.resolve(results_root)
+        fs, base = storage.resolve(results_root)
         rows = pq.read_table(f"{base}/trials/{tid}.parquet", filesystem=fs,
                              columns=["status", "error"]).to_pylist()
     except Exception:  # absent or unreadable: fall back to Ray's own error

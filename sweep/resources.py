@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from trainables.errors import UserError
-from trainables.models import get_arch
+from trainables.registry import get_arch
 
 HEADROOM = 1.25
 """Multiplier on the measured peak (allocator fragmentation, cuDNN workspaces)."""

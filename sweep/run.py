@@ -14,19 +14,16 @@ from its last finished epoch. Exit status: 0 all trials ok, 1 some failed or did
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import os
-import signal
 import sys
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 from sweep.grid import GridSpec
 from sweep.layout import Experiment, remove_stale_temporaries
 from sweep.logs import ray_driver_log
 from sweep.preflight import Ready, run_preflight
+from sweep.ray_session import ray_session, several_nodes, sigterm_as_interrupt
 from sweep.resources import (
     ClusterInfo,
     ResourcePlan,
@@ -36,9 +33,11 @@ from sweep.resources import (
     plan_resources,
     ray_cluster_info,
 )
-from trainables.config import PRESETS, REGIMES, get_preset
+from trainables import overrides
+from trainables.config import REGIMES
 from trainables.errors import UserError
-from trainables.models import ARCHS
+from trainables.presets import PRESETS, PresetMessage, deviations, get_preset
+from trainables.registry import ARCHS
 
 KEEP_MODELS = ("none", "best", "all")
 STORAGE_ENV = "FEATURE_REUSE_STORAGE"
@@ -51,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", default="demo",
                    help=f"one of: {', '.join(PRESETS)} (default demo)")
+    overrides.add_arguments(p)
     p.add_argument("--archs", nargs="+", metavar="ARCH",
                    help=f"architectures (default: the preset's); from: {', '.join(ARCHS)}")
     p.add_argument("--regimes", nargs="+", metavar="REGIME",
@@ -97,6 +97,20 @@ def say(text: str = "") -> None:
     print(text, flush=True)
 
 
+def print_settings(ready: Ready) -> None:
+    """Per architecture, the settings its trials use (sizes differ by architecture)."""
+    seen: dict[str, object] = {}
+    for p in ready.grid:
+        seen.setdefault(p.config.arch, p.config)
+    say("settings per architecture (all trials; full config: --dry-run rows' config in the results):")
+    for arch, c in seen.items():
+        say(f"  {arch:14s} epochs {c.epochs}, batch {c.batch_size}, lr {c.lr:g}, momentum "
+            f"{c.momentum:g}, StepLR {c.step_size}/{c.gamma:g}; train RandomResizedCrop({c.train_crop}); "
+            f"val Resize({c.val_resize})/CenterCrop({c.val_crop}); test Resize({c.test_resize})/"
+            f"CenterCrop({c.test_crop}); OOD Resize({c.ood_resize})/CenterCrop({c.ood_crop}); "
+            f"bn_mode {c.bn_mode}, backend {c.backend}, select_on {c.select_on}")
+
+
 def print_grid(ready: Ready, plan: ResourcePlan) -> None:
     done = {p.trial_id for p in ready.done}
     say(f"{'trial_id':16s}  {'arch':14s} {'regime':16s} {'seed':>4s} {'train_size':>10s}  "
@@ -110,84 +124,8 @@ def print_grid(ready: Ready, plan: ResourcePlan) -> None:
 
 
 # ---------------------------------------------------------------------------------- ray
-@contextlib.contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM behaves like Ctrl-C while the sweep runs: trials stop, finished results stay,
-    exit 130. The previous handler comes back afterwards."""
-
-    def handler(signum, frame):
-        raise KeyboardInterrupt
-
-    try:
-        previous = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread (embedded use): leave signals alone
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def joins_cluster(args: argparse.Namespace) -> bool:
     return bool(args.address or os.environ.get("RAY_ADDRESS"))
-
-
-@contextlib.contextmanager
-def ray_session(address: str | None, experiment: Experiment | None = None) -> Iterator[bool]:
-    """Join (address or $RAY_ADDRESS) or start a local Ray, unless this process already has one;
-    yields whether it was started here. On the way out Ray is stopped again if it was started
-    here, and a local session's logs are copied into the experiment."""
-    import ray
-
-    if ray.is_initialized():
-        yield False
-        return
-    address = address or os.environ.get("RAY_ADDRESS")
-    # Trial output goes to each trial's folder (see run_tuner), not to this console; the
-    # driver's Ray logging is routed by sweep.logs.
-    common = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.INFO)
-    if address:
-        ray.init(address=address, **common)
-    else:
-        ray.init(object_store_memory=256 * 2**20, **common)
-    session_logs = None if address else ray_session_logs()
-    try:
-        yield True
-    finally:
-        ray.shutdown()
-        if experiment is not None:
-            keep_session_logs(experiment, session_logs)
-
-
-def ray_session_logs() -> str | None:
-    try:
-        from ray._private.worker import _global_node
-
-        return os.path.join(_global_node.get_session_dir_path(), "logs")
-    except Exception:
-        return None
-
-
-def keep_session_logs(experiment: Experiment, session_logs: str | None) -> None:
-    """Copy the local Ray session's logs (raylet, workers) next to Ray Tune's files."""
-    if not session_logs or not os.path.isdir(session_logs):
-        return
-    import pyarrow.fs as pafs
-
-    try:
-        fs, root = experiment.fs()
-        dest = f"{root}/{experiment.ray_name}/session-logs/{Path(session_logs).parent.name}"
-        pafs.copy_files(session_logs, dest, source_filesystem=pafs.LocalFileSystem(),
-                        destination_filesystem=fs)
-    except Exception as exc:  # logs are a convenience; never fail a sweep over them
-        log.debug("could not copy Ray session logs: %s", exc)
-
-
-def several_nodes() -> bool:
-    import ray
-
-    return sum(1 for n in ray.nodes() if n.get("Alive")) > 1
 
 
 def check_plan(plan: ResourcePlan, cluster: ClusterInfo, started_locally: bool) -> None:
@@ -247,7 +185,8 @@ def sweep(args: argparse.Namespace) -> int:
     preset = get_preset(args.preset)
     spec = GridSpec(preset=preset, archs=tuple(args.archs) if args.archs else None,
                     regimes=tuple(args.regimes) if args.regimes else None, seeds=args.seeds,
-                    train_sizes=tuple(args.train_sizes) if args.train_sizes else None)
+                    train_sizes=tuple(args.train_sizes) if args.train_sizes else None,
+                    overrides=overrides.collect(args.config_file, args.set_values))
     gpus = parse_gpus_per_trial(args.gpus_per_trial)
     cpus = parse_cpus_per_trial(args.cpus_per_trial)
     if args.max_failures < 0:
@@ -255,14 +194,20 @@ def sweep(args: argparse.Namespace) -> int:
     if args.name is not None and (not args.name.strip() or "/" in args.name or args.name in (".", "..")):
         raise UserError(f"--name {args.name!r}: use a plain folder name (no '/')")
     experiment = Experiment.at(args.storage, args.name or preset.name)
-    if preset.name != "paper":
-        say(f"preset {preset.name}: {preset.cuts}")
     ready = run_preflight(spec, experiment, args.storage, args.data, args.ood, args.split_seed,
                           args.skip_bad_images, write=not args.dry_run)
     counts = ready.manifest.counts()
     say(f"preflight ok in {time.time() - t_start:.1f} s: split {ready.manifest.hash} "
         + ", ".join(f"{s} {sum(counts.get(s, {}).values())}" for s in ("train", "val", "test", "ood"))
         + f" images; OOD: {ready.manifest.ood_kind}")
+    configs = [p.config for p in ready.grid]
+    data = "the embedded ants-vs-bees photos" if args.data is None else f"--data {args.data}"
+    message = PresetMessage(preset, spec.overrides,
+                            deviations(configs, data=data, ood_kind=ready.manifest.ood_kind,
+                                       seeds=spec.resolved_seeds,
+                                       train_sizes=spec.resolved_train_sizes))
+    for line in message.lines():
+        say(line)
     say(f"grid: {len(ready.grid)} trials ({len(ready.done)} finished earlier, "
         f"{len(ready.todo)} to run) -> {experiment.root}")
 
@@ -272,6 +217,7 @@ def sweep(args: argparse.Namespace) -> int:
             with ray_session(args.address):
                 cluster = ray_cluster_info()
         say(f"cluster: {cluster.describe()}")
+        print_settings(ready)
         print_grid(ready, plan_resources(spec.resolved_archs, cluster, gpus, cpus, args.gpu_memory_gb))
         return 0
 

@@ -19,11 +19,13 @@ from ray import tune
 from sweep.checkpoints import load_state, previous_checkpoint, report_epoch
 from sweep.layout import Experiment
 from trainables.config import TrialConfig, trial_id
-from trainables.data import DataRoots, Manifest
+from trainables.manifest import DataRoots, Manifest
 from trainables.train import run_trial
 
-FORWARDED_ENV = ("TORCH_HOME", "FEATURE_REUSE_FAULT", "FEATURE_REUSE_DATA", "FEATURE_REUSE_FASTPATHS")
-"""Driver environment that trials must see, also when Ray was started elsewhere."""
+FORWARDED_ENV = ("TORCH_HOME", "FEATURE_REUSE_DATA", "FEATURE_REUSE_FAULT")
+"""Driver environment that trials must see, also when Ray was started elsewhere: where files are
+(the torch weights cache, the embedded data) and the reliability tests' fault-injection hook
+(trainables/faults.py). None of them changes how a trial computes: that is all in TrialConfig."""
 
 
 def forwarded_env() -> dict[str, str]:

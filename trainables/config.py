@@ -1,7 +1,10 @@
 """The study's fixed configuration: the single source of truth for every trial setting.
 
-`TrialConfig` is frozen. Presets are named sets of overrides; nothing else in the code base
-writes a learning rate, epoch count or batch size.
+`TrialConfig` is frozen and holds every setting that can change a trial's numbers: all of it is
+written to each result row (`config_json`) and hashed into the trial id. Nothing else (no
+environment variable, no module global) decides how a trial computes. Presets (`trainables.presets`)
+are named starting points; any field can be overridden from both CLIs (`--set KEY=VALUE`, or a
+YAML file with `--config`).
 """
 
 from __future__ import annotations
@@ -9,10 +12,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass
 from typing import Any
 
 from trainables.errors import UserError
+from trainables.registry import ARCHS, get_arch
 
 REGIMES: tuple[str, ...] = ("finetune", "feature_extract", "scratch")
 """finetune: pretrained, all parameters train. feature_extract: pretrained, only the new head(s)
@@ -21,10 +26,26 @@ train. scratch: random init (`weights=None`), all parameters train."""
 BN_MODES: tuple[str, ...] = ("train", "frozen")
 """How BatchNorm behaves in feature extraction. "train" is the study's own behaviour (the whole
 model in train mode, so running statistics move although no weight trains); "frozen" keeps the
-backbone in eval mode, which also enables the cached-feature fast path."""
+backbone in eval mode, which also enables the cached-feature path (trainables/cached_features.py)."""
+
+BACKENDS: tuple[str, ...] = ("pil", "tensor")
+"""Where the image transforms run: "pil" (Pillow, torchvision.transforms v1: the study's own
+operations, bit for bit) or "tensor" (torchvision.transforms.v2 kernels on uint8 tensors; resampling
+differs from Pillow's by about a grey level, so numbers differ)."""
+
+SELECT_ON_ACCURACY = "val_acc"
+SELECT_ON_RECALL = "recall:"
+"""Model selection: the epoch kept is the best on validation accuracy (the paper), or with
+"recall:<class>" the best validation recall (sensitivity) of that class (an option of the
+authors' code). Ties: the earliest epoch."""
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+SIZE_FIELDS: tuple[str, ...] = ("train_crop", "val_resize", "val_crop", "test_resize", "test_crop",
+                                "ood_resize", "ood_crop")
+IDENTITY_FIELDS: tuple[str, ...] = ("arch", "regime", "seed", "train_size", "preset")
+"""Set by the grid and the CLIs' own options, never by --set."""
 
 
 @dataclass(frozen=True)
@@ -44,40 +65,47 @@ class TrialConfig:
     gamma: float = 0.1
     aux_loss_weight: float = 0.4
     """Inception v3's auxiliary-classifier loss weight (torchvision fine-tuning tutorial)."""
-    input_size: int = 0
-    """Crop size in pixels; 0 means the architecture's own (224, Inception 299)."""
+    crop_scale: float = 1.0
+    """Crops are the architecture's own size times this (never below what the model accepts)."""
+    train_crop: int = 0
+    """RandomResizedCrop size. This and the six eval sizes below: 0 means the study's protocol
+    for the architecture at `crop_scale`, filled in at construction, so rows show the numbers."""
+    val_resize: int = 0
+    """Validation Resize (the authors' training scripts: 256 for a 224 crop; Inception 299)."""
+    val_crop: int = 0
+    test_resize: int = 0
+    """Test Resize: the authors' test script resized to the crop itself (224/224; Inception 299)."""
+    test_crop: int = 0
+    ood_resize: int = 0
+    ood_crop: int = 0
     bn_mode: str = "train"
-    # Fast paths: each can be switched off; none changes the experiment (see docs/performance.md).
-    decode_once: bool = True
-    cache_eval: bool = True
-    feature_cache: bool = True
-    """Only active for feature_extract with bn_mode="frozen": backbone features per draw."""
+    select_on: str = SELECT_ON_ACCURACY
+    backend: str = "pil"
+    eval_batch_size: int = 8
+    """Forward-only batch size (validation, test, OOD, cached features)."""
     channels_last: bool = False
     bf16: bool = False
-    """bf16 autocast, honoured on CUDA only."""
+    """bf16 autocast: CUDA GPUs of compute capability >= 8.0 only (refused elsewhere)."""
+    tf32: bool = False
+    """TF32 matmuls and convolutions on Ampere or newer GPUs (faster, ~1e-3 relative error)."""
+    cudnn_benchmark: bool = False
+    """cuDNN picks its fastest kernels per shape (faster; kernels, and so bits, may vary by run)."""
+    deterministic: bool = False
+    """torch.use_deterministic_algorithms(True) and deterministic cuDNN (slower on GPU)."""
     preset: str = "paper"
 
     def __post_init__(self) -> None:
-        from trainables.models import ARCHS  # local: models imports torch, config must stay light
-
-        problems = []
-        if self.arch not in ARCHS:
-            problems.append(f"--arch {self.arch!r} is unknown; choose from {', '.join(ARCHS)}")
-        if self.regime not in REGIMES:
-            problems.append(f"--regime {self.regime!r} is unknown; choose from {', '.join(REGIMES)}")
-        if self.bn_mode not in BN_MODES:
-            problems.append(f"bn_mode {self.bn_mode!r} is unknown; choose from {', '.join(BN_MODES)}")
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
-            problems.append(f"--seed must be a non-negative integer, got {self.seed!r}")
-        for name in ("epochs", "batch_size", "step_size"):
-            if int(getattr(self, name)) < 1:
-                problems.append(f"{name} must be at least 1, got {getattr(self, name)!r}")
-        try:
-            parse_train_size(self.train_size)
-        except UserError as exc:
-            problems.append(str(exc))
+        problems = validate_fields(self)
         if problems:
             raise UserError("; ".join(problems))
+        object.__setattr__(self, "train_size", canonical_train_size(self.train_size))
+        for name, value in default_sizes(self).items():
+            if not getattr(self, name):
+                object.__setattr__(self, name, value)
+        arch = ARCHS[self.arch]
+        if self.train_crop < arch.min_input_size:
+            raise UserError(f"train_crop {self.train_crop}: {self.arch} trains at "
+                            f"{arch.min_input_size} px or more")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -93,8 +121,86 @@ class TrialConfig:
         return self.regime != "scratch"
 
     @property
-    def uses_feature_cache(self) -> bool:
-        return self.regime == "feature_extract" and self.bn_mode == "frozen" and self.feature_cache
+    def frozen_backbone(self) -> bool:
+        """Feature extraction with an eval-mode backbone: the cached-feature path."""
+        return self.regime == "feature_extract" and self.bn_mode == "frozen"
+
+    @property
+    def select_class(self) -> str | None:
+        """The class whose validation recall selects the epoch, or None (accuracy)."""
+        if self.select_on.startswith(SELECT_ON_RECALL):
+            return self.select_on[len(SELECT_ON_RECALL):]
+        return None
+
+    def eval_transform(self, split: str) -> tuple[int, int]:
+        """(resize, crop) of the deterministic transform for "val", "test" or "ood"."""
+        return getattr(self, f"{split}_resize"), getattr(self, f"{split}_crop")
+
+
+def default_sizes(config: TrialConfig) -> dict[str, int]:
+    """The study's crop and resize sizes for this architecture, scaled by `crop_scale`.
+
+    Paper: train RandomResizedCrop(224); val Resize(256)/CenterCrop(224); test and OOD
+    Resize(224)/CenterCrop(224) (the authors' test script); Inception v3 299 everywhere."""
+    arch = get_arch(config.arch)
+    crop = config.train_crop or max(round(arch.input_size * config.crop_scale), arch.min_input_size)
+    val_crop = config.val_crop or crop
+    return {"train_crop": crop, "val_crop": val_crop,
+            "val_resize": round(val_crop * arch.val_resize / arch.input_size),
+            "test_crop": crop, "test_resize": config.test_crop or crop,
+            "ood_crop": crop, "ood_resize": config.ood_crop or crop}
+
+
+def validate_fields(config: TrialConfig) -> list[str]:
+    """Every problem with a config's values, each naming the field and the valid choices."""
+    problems = []
+    if config.arch not in ARCHS:
+        problems.append(f"--arch {config.arch!r} is unknown; choose from {', '.join(ARCHS)}")
+    if config.regime not in REGIMES:
+        problems.append(f"--regime {config.regime!r} is unknown; choose from {', '.join(REGIMES)}")
+    for name, choices in (("bn_mode", BN_MODES), ("backend", BACKENDS)):
+        if getattr(config, name) not in choices:
+            problems.append(f"{name} {getattr(config, name)!r} is unknown; choose from "
+                            f"{', '.join(choices)}")
+    if config.select_on != SELECT_ON_ACCURACY and not (
+            config.select_on.startswith(SELECT_ON_RECALL) and config.select_class):
+        problems.append(f"select_on {config.select_on!r}: use {SELECT_ON_ACCURACY} or "
+                        f"{SELECT_ON_RECALL}<class name>")
+    if not isinstance(config.seed, int) or isinstance(config.seed, bool) or config.seed < 0:
+        problems.append(f"--seed must be a non-negative integer, got {config.seed!r}")
+    mistyped = set()
+    for f in dataclasses.fields(TrialConfig):
+        if f.name in ("seed", "train_size"):
+            continue  # checked above and below, with the CLI option's name
+        value = getattr(config, f.name)
+        if f.type == "int" and (not isinstance(value, int) or isinstance(value, bool)):
+            problems.append(f"{f.name} must be a whole number, got {value!r}")
+        elif f.type == "float" and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                    or not math.isfinite(value)):
+            problems.append(f"{f.name} must be a finite number, got {value!r}")
+        elif f.type == "bool" and not isinstance(value, bool):
+            problems.append(f"{f.name} must be true or false, got {value!r}")
+        else:
+            continue
+        mistyped.add(f.name)
+    for name in ("epochs", "batch_size", "step_size", "eval_batch_size"):
+        if name not in mistyped and getattr(config, name) < 1:
+            problems.append(f"{name} must be at least 1, got {getattr(config, name)!r}")
+    for name in SIZE_FIELDS:
+        if name not in mistyped and getattr(config, name) < 0:
+            problems.append(f"{name} must be a positive number of pixels (0: the study's), "
+                            f"got {getattr(config, name)!r}")
+    for name in ("lr", "crop_scale"):
+        if name not in mistyped and getattr(config, name) <= 0:
+            problems.append(f"{name} must be positive, got {getattr(config, name)!r}")
+    for name in ("momentum", "gamma", "aux_loss_weight"):
+        if name not in mistyped and getattr(config, name) < 0:
+            problems.append(f"{name} must be 0 or more, got {getattr(config, name)!r}")
+    try:
+        parse_train_size(config.train_size)
+    except UserError as exc:
+        problems.append(str(exc))
+    return problems
 
 
 def parse_train_size(value: str | int | float) -> int | float | None:
@@ -119,69 +225,13 @@ def parse_train_size(value: str | int | float) -> int | float | None:
         ) from None
 
 
+def canonical_train_size(value: str | int | float) -> str:
+    """One spelling per train size, so "ALL", "all", "0.5", ".5", "02" and "2" give one trial id."""
+    size = parse_train_size(value)
+    return "all" if size is None else repr(size)
+
+
 def trial_id(config: TrialConfig, manifest_hash: str) -> str:
     """A trial's identity: its config and the split it trains on. Same inputs, same id."""
     payload = json.dumps({"config": config.to_dict(), "manifest": manifest_hash}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
-
-
-@dataclass(frozen=True)
-class Preset:
-    """A named starting point: trial-config overrides plus the sweep's default grid."""
-
-    name: str
-    description: str
-    overrides: dict[str, Any]
-    archs: tuple[str, ...]
-    regimes: tuple[str, ...] = REGIMES
-    seeds: int = 1
-    train_sizes: tuple[str, ...] = ("all",)
-    pool_caps: dict[str, int] = field(default_factory=dict)
-    """Per-class caps on the demo pool drawn from the embedded data."""
-    cuts: str = ""
-    """What this preset changes from the study, in words (printed by the CLIs)."""
-
-    def trial(self, arch: str, regime: str, seed: int = 0, train_size: str = "all",
-              **extra: Any) -> TrialConfig:
-        return TrialConfig(arch=arch, regime=regime, seed=seed, train_size=str(train_size),
-                           preset=self.name, **{**self.overrides, **extra})
-
-
-STUDY_ARCHS: tuple[str, ...] = (
-    "inception_v3", "densenet161", "resnet152", "resnet18", "vgg11_bn", "squeezenet1_0",
-)
-
-PRESETS: dict[str, Preset] = {
-    "paper": Preset(
-        name="paper",
-        description="exactly the study: 30 epochs, SGD 0.001/0.9, StepLR 7/0.1, batch 6",
-        overrides={},
-        archs=STUDY_ARCHS,
-        seeds=5,
-        cuts="nothing: the study's fixed config",
-    ),
-    "demo": Preset(
-        name="demo",
-        description="the embedded default: mobilenet_v2 x 3 regimes x 3 seeds on 2 CPU cores",
-        overrides={"epochs": 15, "input_size": 160},
-        archs=("mobilenet_v2",),
-        seeds=3,
-        cuts=("epochs 30 -> 15 (StepLR step 7 kept: the LR still drops at epochs 7 and 14), "
-              "crop 224 -> 160 px (eval resize 256 -> 183); everything else as in the study"),
-    ),
-    "smoke": Preset(
-        name="smoke",
-        description="seconds per trial, for tests: tiny crops, 2 epochs",
-        overrides={"epochs": 2, "step_size": 1, "input_size": 64},
-        archs=("mobilenet_v2",),
-        seeds=1,
-        cuts="epochs 30 -> 2, StepLR step 7 -> 1, crop 224 -> 64 px",
-    ),
-}
-
-
-def get_preset(name: str) -> Preset:
-    try:
-        return PRESETS[name]
-    except KeyError:
-        raise UserError(f"--preset {name!r} is unknown; choose from {', '.join(PRESETS)}") from None

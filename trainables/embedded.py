@@ -24,8 +24,9 @@ import urllib.request
 import zipfile
 from pathlib import Path
 
-from trainables.data import Entry, Manifest, _stratified_split, _validate, scan_classes
 from trainables.errors import DataError
+from trainables.folders import scan_classes, stratified_split, validate_images
+from trainables.manifest import Entry, Manifest
 from trainables.shift import SHIFT_LABEL
 
 URL = "https://download.pytorch.org/tutorial/hymenoptera_data.zip"
@@ -103,7 +104,7 @@ def demo_manifest(root: Path | None = None, skip_bad: bool = False) -> tuple[Pat
     classes = sorted(by_class)
     if classes != sorted(POOL_CAPS):
         raise DataError(f"{root}: expected class folders {sorted(POOL_CAPS)}, found {classes}")
-    hashes, skipped = _validate({"data": (root, [p for c in classes for p in by_class[c]])},
+    hashes, skipped = validate_images({"data": (root, [p for c in classes for p in by_class[c]])},
                                 skip_bad)
     pool_rng = random.Random(POOL_SEED)
     split_rng = random.Random(SPLIT_SEED)
@@ -114,7 +115,7 @@ def demo_manifest(root: Path | None = None, skip_bad: bool = False) -> tuple[Pat
         pool = set(pool_rng.sample(files, min(POOL_CAPS[cls], len(files))))
         chosen = [p for p in files if p in pool]
         rest = [p for p in files if p not in pool]
-        for split, paths in _stratified_split(chosen, split_rng).items():
+        for split, paths in stratified_split(chosen, split_rng).items():
             entries += [Entry("data", p.relative_to(root).as_posix(), cls, split, hashes[p])
                         for p in paths]
         entries += [Entry("data", p.relative_to(root).as_posix(), cls, "ood", hashes[p])

@@ -1,27 +1,25 @@
-"""The training loop: `train_one_epoch`, `evaluate`, `fit` (best-val-accuracy epoch kept).
+"""The training loop: `train_one_epoch`, `evaluate`, `fit` (the best epoch on validation kept).
+
+Shaped like torchvision's references/classification/train.py: a DataLoader over the decoded
+training images with the train preset (fresh augmentation per epoch), a DataLoader over the eval
+crops, SGD with momentum and StepLR, cross-entropy (Inception: plus 0.4 x the auxiliary loss).
+Every setting comes from the `TrialConfig`; nothing else changes how a trial computes.
 
 Reproducibility: every epoch reseeds torch from (trial seed, epoch), so the shuffle order, the
 augmentation draws and dropout depend only on the seed and the epoch number. A trial resumed from
-its epoch-k checkpoint therefore continues exactly as an uninterrupted one would (on CPU).
+its epoch-k checkpoint therefore continues exactly as an uninterrupted one would.
 
-Fast paths (docs/performance.md has the measurements and the equivalence tests). Per trial, in
-TrialConfig: decode_once, cache_eval, feature_cache, channels_last, bf16. Engine-wide, in
-`FastPaths` (environment variable FEATURE_REUSE_FASTPATHS, e.g. "augment=pil,fuse_frozen=0"),
-because they change speed but not the experiment: where augmentation runs (Pillow on the CPU,
-bit-identical to the study's transforms; or tensor kernels on the GPU), conv+BatchNorm folding in
-the frozen feature-extraction backbone, the forward-only batch size, and keeping per-step
-metrics on the device (no host synchronisation per step).
+On a GPU: batches arrive pinned and are copied without blocking; normalisation constants live on
+the device; loss and accuracy are summed on the device and read once per epoch, so the step loop
+never waits for the GPU.
 """
 
 from __future__ import annotations
 
-import contextlib
-import copy
-import dataclasses
 import os
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,107 +28,16 @@ import numpy as np
 import torch
 from torch import nn
 
+from trainables import cached_features
 from trainables.config import TrialConfig
-from trainables.data import SplitTensors
+from trainables.dataset import DecodedSplit, TrialData, eval_loader, train_loader
 from trainables.errors import UserError
 from trainables.faults import maybe_inject
-from trainables.models import Arch, split_backbone_tail
-from trainables.transforms import (
-    ClassificationPresetEval,
-    ClassificationPresetTrain,
-    PilEvalCrop,
-    PilTrainCrop,
-    normalize,
-    to_pil,
-)
+from trainables.metrics import EvalResult, Meter, selection_score
+from trainables.registry import Arch
+from trainables.transforms import Normalize
 
-FEATURE_BATCH = 64
-"""Batch size for forward-only passes (evaluation, cached features) on a GPU. In eval mode a
-forward pass does not depend on the batch size, so this changes speed only, never a result."""
-CPU_FEATURE_BATCH = 8
-"""The same on a CPU, where large batches are slower per image: their activations fall out of
-the cache (measured: MobileNetV2 at 160 px, ~9 ms per image at batch 6, ~28 at batch 46)."""
-
-FASTPATHS_ENV = "FEATURE_REUSE_FASTPATHS"
-AUGMENT_BACKENDS = ("auto", "pil", "tensor")
-
-
-@dataclass(frozen=True)
-class FastPaths:
-    """Engine-wide speed switches. None of them changes the experiment; each can be turned off."""
-
-    augment: str = "auto"
-    """Where the training crops and eval crops are made: "pil" (Pillow on the CPU, the study's
-    transforms bit for bit), "tensor" (torchvision.transforms.v2 kernels on the trial's device),
-    or "auto": tensor on CUDA, pil on CPU."""
-    fuse_frozen: bool = True
-    """In the cached-feature path, fold each BatchNorm into its conv in a copy of the frozen
-    eval-mode backbone (the same function, fewer passes over memory)."""
-    feature_batch: int = 0
-    """Forward-only batch size; 0: FEATURE_BATCH on GPU, CPU_FEATURE_BATCH on CPU."""
-    device_metrics: bool = True
-    """Sum per-step loss and accuracy on the device and read them once per epoch, instead of
-    synchronising with the GPU twice per step."""
-
-    def backend(self, device: torch.device) -> str:
-        if self.augment == "auto":
-            return "tensor" if device.type == "cuda" else "pil"
-        return self.augment
-
-    def forward_batch(self, device: torch.device) -> int:
-        if self.feature_batch:
-            return self.feature_batch
-        return FEATURE_BATCH if device.type == "cuda" else CPU_FEATURE_BATCH
-
-    @classmethod
-    def parse(cls, text: str) -> FastPaths:
-        """"augment=pil,fuse_frozen=0,feature_batch=16,device_metrics=1" (any subset)."""
-        values: dict[str, Any] = {}
-        kinds = {f.name: f.type for f in dataclasses.fields(cls)}
-        for item in filter(None, (part.strip() for part in text.split(","))):
-            name, sep, value = item.partition("=")
-            name = name.strip()
-            if not sep or name not in kinds:
-                raise UserError(f"{FASTPATHS_ENV}: {item!r} is not NAME=VALUE with NAME one of "
-                                f"{', '.join(kinds)}")
-            value = value.strip().lower()
-            if name == "augment":
-                if value not in AUGMENT_BACKENDS:
-                    raise UserError(f"{FASTPATHS_ENV}: augment={value!r}; use one of "
-                                    f"{', '.join(AUGMENT_BACKENDS)}")
-                values[name] = value
-            elif name == "feature_batch":
-                if not value.isdigit():
-                    raise UserError(f"{FASTPATHS_ENV}: feature_batch={value!r}; use a whole number "
-                                    "(0: automatic)")
-                values[name] = int(value)
-            else:
-                if value not in ("0", "1", "true", "false", "on", "off"):
-                    raise UserError(f"{FASTPATHS_ENV}: {name}={value!r}; use 1/0 (on/off)")
-                values[name] = value in ("1", "true", "on")
-        return cls(**values)
-
-
-_FAST_OVERRIDE: FastPaths | None = None
-
-
-def current_fast_paths() -> FastPaths:
-    """The override set by `fast_paths(...)`, else $FEATURE_REUSE_FASTPATHS, else defaults."""
-    if _FAST_OVERRIDE is not None:
-        return _FAST_OVERRIDE
-    return FastPaths.parse(os.environ.get(FASTPATHS_ENV, ""))
-
-
-@contextlib.contextmanager
-def fast_paths(**changes: Any) -> Iterator[FastPaths]:
-    """Run a block with some engine fast paths changed (tests, the benchmark)."""
-    global _FAST_OVERRIDE
-    previous = _FAST_OVERRIDE
-    _FAST_OVERRIDE = dataclasses.replace(current_fast_paths(), **changes)
-    try:
-        yield _FAST_OVERRIDE
-    finally:
-        _FAST_OVERRIDE = previous
+Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 
 
 def seed_everything(seed: int) -> None:
@@ -147,16 +54,39 @@ def pick_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-@dataclass
-class EvalResult:
-    loss: float
-    acc: float
-    probs: torch.Tensor  # (N, C) softmax
-    labels: torch.Tensor
+def configure_backends(config: TrialConfig, device: torch.device) -> None:
+    """Apply the config's precision and determinism settings (process-wide, set per trial)."""
+    if config.bf16 and (device.type != "cuda" or torch.cuda.get_device_capability(device)[0] < 8):
+        where = (torch.cuda.get_device_name(device) if device.type == "cuda" else "this CPU")
+        raise UserError(f"bf16=true needs a CUDA GPU of compute capability 8.0 or newer "
+                        f"(A100, H100, L4, RTX 30xx...); {where} has none. Fix: --set bf16=false")
+    torch.backends.cuda.matmul.allow_tf32 = config.tf32
+    torch.backends.cudnn.allow_tf32 = config.tf32
+    torch.backends.cudnn.benchmark = config.cudnn_benchmark and not config.deterministic
+    torch.backends.cudnn.deterministic = config.deterministic
+    if config.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS's requirement
+    torch.use_deterministic_algorithms(config.deterministic)
 
-    @property
-    def preds(self) -> torch.Tensor:
-        return self.probs.argmax(dim=1)
+
+def autocast(device: torch.device, bf16: bool):
+    return torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else nullcontext()
+
+
+class DeviceInputs:
+    """uint8 image batches -> normalised float inputs on the device (a non-blocking copy)."""
+
+    def __init__(self, device: torch.device, channels_last: bool) -> None:
+        self.device, self.channels_last = device, channels_last
+        self.normalize = Normalize(device)
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        x = self.normalize(batch.to(self.device, non_blocking=True))
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+
+def to_device(device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
+    return lambda x: x.to(device, non_blocking=True)
 
 
 @dataclass
@@ -165,6 +95,8 @@ class FitState:
 
     epoch: int = 0
     rows: list[dict[str, Any]] = field(default_factory=list)
+    best_score: float = -1.0
+    """The selection metric of the best epoch (val accuracy, or a class's val recall)."""
     best_acc: float = -1.0
     best_loss: float = float("inf")
     best_epoch: int = 0
@@ -183,79 +115,16 @@ class FitState:
         return cls(**d)
 
 
-def _autocast(device: torch.device, bf16: bool):
-    if bf16 and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return nullcontext()
-
-
-def _to_device(x: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
-    x = x.to(device, non_blocking=True)
-    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
-
-
-def eval_crops(split: SplitTensors, crop: int, backend: str = "pil") -> torch.Tensor:
-    """The deterministic eval crops of a split, uint8 (N, 3, crop, crop), on the CPU."""
-    if backend == "pil":
-        tf = PilEvalCrop(crop)
-        return torch.stack([tf(to_pil(split.image(i))) for i in range(len(split))])
-    tf_t = ClassificationPresetEval(crop)
-    return torch.stack([tf_t(split.image(i)) for i in range(len(split))])
-
-
-def _decoded(split: SplitTensors) -> bool:
-    return all(isinstance(item, torch.Tensor) for item in split.images)
-
-
-class TrainImages:
-    """A training split made ready for a fresh augmentation draw every epoch.
-
-    backend "pil": the decoded images are kept as PIL images, and each draw is the study's own
-    transforms v1 RandomResizedCrop + flip (bit-identical crops for the same RNG state).
-    backend "tensor": the uint8 tensors are moved to `device` once and cropped there with
-    transforms v2. With decode_once off the split decodes from disk on every access, and so does
-    this (nothing is kept)."""
-
-    def __init__(self, split: SplitTensors, crop: int, device: torch.device, backend: str) -> None:
-        self.split, self.device, self.backend = split, device, backend
-        self.labels = split.labels
-        self.tf: Callable[[Any], torch.Tensor]
-        if backend == "pil":
-            self.tf = PilTrainCrop(crop)
-        else:
-            self.tf = ClassificationPresetTrain(crop)
-        self._kept = [self._convert(item) for item in split.images] if _decoded(split) else None
-
-    def __len__(self) -> int:
-        return len(self.split)
-
-    def _convert(self, img: torch.Tensor) -> Any:
-        return to_pil(img) if self.backend == "pil" else img.to(self.device)
-
-    def _image(self, i: int) -> Any:
-        return self._kept[i] if self._kept is not None else self._convert(self.split.image(i))
-
-    def draw(self, indices: torch.Tensor) -> torch.Tensor:
-        """uint8 (len(indices), 3, crop, crop) on the device: one fresh draw per image, in order."""
-        batch = torch.stack([self.tf(self._image(int(i))) for i in indices])
-        return batch.to(self.device, non_blocking=True)
-
-
-def train_batches(images: TrainImages, batch_size: int) -> Iterator[tuple[torch.Tensor,
-                                                                          torch.Tensor]]:
-    """Shuffled batches with fresh augmentation (global torch RNG, reseeded per epoch)."""
-    order = torch.randperm(len(images))
-    for chunk in order.split(batch_size):
-        yield normalize(images.draw(chunk)), images.labels[chunk]
-
-
-def set_train_mode(model: nn.Module, config: TrialConfig) -> None:
-    """train() everywhere, except BatchNorm in feature extraction with bn_mode="frozen"."""
-    model.train()
-    if config.regime == "feature_extract" and config.bn_mode == "frozen":
-        for module in model.modules():
-            if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                module.eval()
+def cpu_copy(obj: Any) -> Any:
+    """A copy of a (nested) state dict with every tensor on the CPU: checkpoints never hold a
+    second copy of the weights or optimizer state on the GPU."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: cpu_copy(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(cpu_copy(v) for v in obj)
+    return obj
 
 
 def _loss(outputs: Any, labels: torch.Tensor, criterion: nn.Module, aux_weight: float
@@ -270,183 +139,61 @@ def _loss(outputs: Any, labels: torch.Tensor, criterion: nn.Module, aux_weight: 
     return criterion(outputs, labels), outputs
 
 
-def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, criterion: nn.Module,
-                    batches: Iterator[tuple[torch.Tensor, torch.Tensor]], device: torch.device,
-                    config: TrialConfig) -> tuple[float, float]:
+def set_train_mode(model: nn.Module, config: TrialConfig) -> None:
+    """train() everywhere, except BatchNorm when feature extraction freezes the backbone."""
+    model.train()
+    if config.frozen_backbone:
+        for module in model.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.eval()
+
+
+def train_one_epoch(model: nn.Module, criterion: nn.Module, optimizer: torch.optim.Optimizer,
+                    batches: Batches, prepare: Callable[[torch.Tensor], torch.Tensor],
+                    device: torch.device, config: TrialConfig) -> tuple[float, float]:
     """One pass over the training batches; returns (mean loss, accuracy)."""
     set_train_mode(model, config)
-    meter = _Meter(device)
-    for images, labels in batches:
-        images = _to_device(images, device, config.channels_last)
-        labels = labels.to(device)
+    meter = Meter(device)
+    for inputs, labels in batches:
+        x, y = prepare(inputs), labels.to(device, non_blocking=True)
         optimizer.zero_grad(set_to_none=True)
-        with _autocast(device, config.bf16):
-            loss, logits = _loss(model(images), labels, criterion, config.aux_loss_weight)
-        loss.backward()
-        optimizer.step()
-        meter.add(loss, logits, labels)
-    return meter.result()
-
-
-class _Meter:
-    """Running loss sum and correct count of an epoch. With FastPaths.device_metrics they stay
-    on the device (float64 sums; one host sync per epoch), else they are read every step."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.on_device = current_fast_paths().device_metrics
-        self.loss: Any = torch.zeros((), dtype=torch.float64, device=device) if self.on_device else 0.0
-        self.correct: Any = torch.zeros((), dtype=torch.long, device=device) if self.on_device else 0
-        self.seen = 0
-
-    def add(self, loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
-        n = len(labels)
-        if self.on_device:
-            self.loss += loss.detach().double() * n
-            self.correct += (logits.detach().argmax(1) == labels).sum()
-        else:
-            self.loss += loss.item() * n
-            self.correct += int((logits.argmax(1) == labels).sum())
-        self.seen += n
-
-    def result(self) -> tuple[float, float]:
-        seen = max(self.seen, 1)
-        return float(self.loss) / seen, int(self.correct) / seen
-
-
-def evaluate(model: Callable[[torch.Tensor], torch.Tensor], criterion: nn.Module,
-             crops: torch.Tensor, labels: torch.Tensor, device: torch.device,
-             config: TrialConfig, normalized: bool = False) -> EvalResult:
-    """Forward-only pass over uint8 crops (or precomputed inputs when `normalized`)."""
-    if isinstance(model, nn.Module):
-        model.eval()
-    probs = []
-    total_loss = 0.0
-    step = current_fast_paths().forward_batch(device)
-    with torch.inference_mode(), _autocast(device, config.bf16):
-        for start in range(0, len(crops), step):
-            chunk = crops[start:start + step]
-            x = chunk.to(device) if normalized else _to_device(normalize(chunk), device,
-                                                               config.channels_last)
-            logits = model(x).float()
-            y = labels[start:start + step].to(device)
-            total_loss += float(criterion(logits, y)) * len(y)
-            probs.append(torch.softmax(logits, dim=1).cpu())
-    probs_t = torch.cat(probs) if probs else torch.empty(0, 0)
-    acc = int((probs_t.argmax(1) == labels).sum()) / len(labels) if len(labels) else float("nan")
-    return EvalResult(total_loss / max(len(labels), 1), acc, probs_t, labels)
-
-
-def _features(features_fn: Callable[[torch.Tensor], torch.Tensor], crops_uint8: torch.Tensor,
-              device: torch.device, config: TrialConfig) -> torch.Tensor:
-    out = []
-    step = current_fast_paths().forward_batch(device)
-    with torch.no_grad(), _autocast(device, config.bf16):
-        for start in range(0, len(crops_uint8), step):
-            x = _to_device(normalize(crops_uint8[start:start + step]), device,
-                           config.channels_last)
-            out.append(features_fn(x).float())
-    return torch.cat(out)
-
-
-def frozen_backbone(model: nn.Module, arch: Arch, fuse: bool
-                    ) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The function image -> input of the architecture's tail, for a frozen eval-mode backbone.
-
-    fuse=False: the model itself, with a hook capturing the tail's input. fuse=True: a copy of
-    the model traced by torch.fx up to the tail's input, with every BatchNorm folded into the
-    conv before it; in eval mode that is the same function with fewer passes over memory, equal
-    up to float rounding (tests/test_fastpaths.py). The copy is taken now: the backbone must not
-    change afterwards, which feature extraction with bn_mode="frozen" guarantees."""
-    hooked = split_backbone_tail(model, arch)[0]
-    if not fuse:
-        return hooked
-    try:
-        return _fused_backbone(model, arch)
-    except Exception:  # not traceable by torch.fx: the hooked model computes the same function
-        return hooked
-
-
-def _fused_backbone(model: nn.Module, arch: Arch) -> nn.Module:
-    from torch import fx
-    from torch.fx.experimental.optimization import fuse as fx_fuse
-
-    tail_name = arch.tail
-
-    class TailAsLeaf(fx.Tracer):
-        def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-            return qualname == tail_name or super().is_leaf_module(m, qualname)
-
-    backbone = copy.deepcopy(model).eval()
-    for param in backbone.parameters():
-        param.requires_grad_(False)
-    graph = TailAsLeaf().trace(backbone)
-    tail_node = next(n for n in graph.nodes if n.op == "call_module" and n.target == tail_name)
-    output = next(n for n in graph.nodes if n.op == "output")
-    output.args = (tail_node.args[0],)
-    traced = fx.GraphModule(backbone, graph).eval()
-    traced.graph.eliminate_dead_code()
-    traced.recompile()
-    traced.delete_all_unused_submodules()  # the tail (VGG: 120M parameters) is not needed
-    fused = fx_fuse(traced, inplace=True, no_trace=True)
-    return _ChannelsLast(fused.to(memory_format=torch.channels_last))
-
-
-class _ChannelsLast(nn.Module):
-    """Runs a forward-only module in channels_last (faster convolutions on CPU and GPU here; the
-    memory layout changes float summation order only)."""
-
-    def __init__(self, inner: nn.Module) -> None:
-        super().__init__()
-        self.inner = inner
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.inner(x.contiguous(memory_format=torch.channels_last))
-
-
-def train_one_epoch_cached(model: nn.Module, arch: Arch, optimizer: torch.optim.Optimizer,
-                           criterion: nn.Module, images: TrainImages, device: torch.device,
-                           config: TrialConfig,
-                           features_fn: Callable[[torch.Tensor], torch.Tensor] | None = None
-                           ) -> tuple[float, float]:
-    """Feature extraction with a frozen (eval-mode) backbone: one augmentation draw per image,
-    its backbone features computed once without autograd in forward-only batches, then the tail
-    (which holds the new head) trains on them in the study's batch size."""
-    hooked, tail = split_backbone_tail(model, arch)
-    features_fn = features_fn or hooked
-    order = torch.randperm(len(images))
-    drawn = images.draw(order)
-    labels_all = images.labels[order]
-    model.eval()
-    feats = _features(features_fn, drawn, device, config)
-    model.get_submodule(arch.tail).train()
-    meter = _Meter(device)
-    for idx in torch.arange(len(order)).split(config.batch_size):
-        x, y = feats[idx], labels_all[idx].to(device)
-        optimizer.zero_grad(set_to_none=True)
-        logits = tail(x)
-        loss = criterion(logits, y)
+        with autocast(device, config.bf16):
+            loss, logits = _loss(model(x), y, criterion, config.aux_loss_weight)
         loss.backward()
         optimizer.step()
         meter.add(loss, logits, y)
     return meter.result()
 
 
-def _state_copy(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+def evaluate(model: nn.Module, criterion: nn.Module, batches: Batches,
+             prepare: Callable[[torch.Tensor], torch.Tensor], device: torch.device,
+             config: TrialConfig) -> EvalResult:
+    """Forward-only pass in eval mode; probabilities and labels come back to the CPU."""
+    model.eval()
+    probs, labels_all = [], []
+    total_loss = torch.zeros((), dtype=torch.float64, device=device)
+    with torch.inference_mode(), autocast(device, config.bf16):
+        for inputs, labels in batches:
+            y = labels.to(device, non_blocking=True)
+            logits = model(prepare(inputs)).float()
+            total_loss += criterion(logits, y).double() * len(y)
+            probs.append(torch.softmax(logits, dim=1))
+            labels_all.append(labels)
+    if not labels_all:
+        return EvalResult(float("nan"), float("nan"), torch.empty(0, 0), torch.empty(0, dtype=torch.long))
+    probs_t, labels_t = torch.cat(probs).cpu(), torch.cat(labels_all)
+    acc = float((probs_t.argmax(1) == labels_t).float().mean())
+    return EvalResult(float(total_loss) / len(labels_t), acc, probs_t, labels_t)
 
 
-def fit(model: nn.Module, arch: Arch, config: TrialConfig, train: SplitTensors,
-        val: SplitTensors, device: torch.device, state: FitState | None = None,
+def fit(model: nn.Module, arch: Arch, config: TrialConfig, data: TrialData, device: torch.device,
+        state: FitState | None = None,
         on_epoch: Callable[[dict[str, Any], FitState], None] | None = None) -> FitState:
-    """Train for config.epochs, keeping the best-val-accuracy epoch (ties: the earliest).
+    """Train for config.epochs and keep the best epoch on validation (ties: the earliest).
 
     `state` resumes after its last finished epoch; `on_epoch(row, state)` runs after each epoch
     (the Ray trainable reports and checkpoints there)."""
-    crop = config.input_size or arch.input_size
-    fast = current_fast_paths()
-    backend = fast.backend(device)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # fixed input size: pick the fastest kernels once
+    configure_backends(config, device)
     model.to(device)
     if config.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -461,50 +208,45 @@ def fit(model: nn.Module, arch: Arch, config: TrialConfig, train: SplitTensors,
         optimizer.load_state_dict(state.optimizer_state)
         scheduler.load_state_dict(state.scheduler_state)
         state.resumed_from_epoch = state.epoch
-    use_cache = config.uses_feature_cache and arch.tail is not None
-    train_images = TrainImages(train, crop, device, backend)
-    val_crops = eval_crops(val, crop, backend) if config.cache_eval else None
-    val_feats = None
-    features_fn = None
-    if use_cache:
-        _, tail = split_backbone_tail(model, arch)
-        model.eval()
-        features_fn = frozen_backbone(model, arch, fast.fuse_frozen)
-        val_feats = _features(features_fn, val_crops if val_crops is not None
-                              else eval_crops(val, crop, backend), device, config)
+    images = DeviceInputs(device, config.channels_last)
+    train_images = train_loader(data.train, config, device)
+    val_images = eval_loader(data.val, "val", config, device)
+    if config.frozen_backbone and arch.tail is not None:
+        path = cached_features.FrozenBackbone(model, arch, images, device, config)
+        trained, prepare = path.head, to_device(device)
+        val_batches: Batches = path.cached(val_images)
+
+        def epoch_batches() -> Batches:
+            return path.features(train_images)
+    else:
+        trained, prepare, val_batches = model, images, val_images
+
+        def epoch_batches() -> Batches:
+            return train_images
+
     for epoch in range(state.epoch + 1, config.epochs + 1):
         seed_everything(epoch_seed(config.seed, epoch))
         start = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
-        if use_cache:
-            train_loss, train_acc = train_one_epoch_cached(model, arch, optimizer, criterion,
-                                                           train_images, device, config,
-                                                           features_fn)
-        else:
-            batches = train_batches(train_images, config.batch_size)
-            train_loss, train_acc = train_one_epoch(model, optimizer, criterion, batches, device,
-                                                    config)
+        train_loss, train_acc = train_one_epoch(trained, criterion, optimizer, epoch_batches(),
+                                                prepare, device, config)
         maybe_inject(config, epoch, where="train")
-        if use_cache:
-            model.eval()
-            result = evaluate(tail, criterion, val_feats, val.labels, device, config,
-                              normalized=True)
-        else:
-            crops = val_crops if val_crops is not None else eval_crops(val, crop, backend)
-            result = evaluate(model, criterion, crops, val.labels, device, config)
+        result = evaluate(trained, criterion, val_batches, prepare, device, config)
+        score = selection_score(result, config, data.classes)
         scheduler.step()
         seconds = time.perf_counter() - start
         state.train_seconds += seconds
         row = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc,
-               "val_loss": result.loss, "val_acc": result.acc, "lr": lr, "seconds": seconds}
+               "val_loss": result.loss, "val_acc": result.acc, "select_score": score, "lr": lr,
+               "seconds": seconds}
         state.rows.append(row)
-        if result.acc > state.best_acc:
-            state.best_acc, state.best_loss, state.best_epoch = result.acc, result.loss, epoch
-            state.best_state = _state_copy(model)
+        if score > state.best_score:
+            state.best_score, state.best_acc, state.best_loss = score, result.acc, result.loss
+            state.best_epoch, state.best_state = epoch, cpu_copy(model.state_dict())
         state.epoch = epoch
         if on_epoch is not None:
-            state.model_state = _state_copy(model)
-            state.optimizer_state = copy.deepcopy(optimizer.state_dict())
+            state.model_state = cpu_copy(model.state_dict())
+            state.optimizer_state = cpu_copy(optimizer.state_dict())
             state.scheduler_state = scheduler.state_dict()
             on_epoch(row, state)
     if state.best_state is not None:
@@ -512,21 +254,8 @@ def fit(model: nn.Module, arch: Arch, config: TrialConfig, train: SplitTensors,
     return state
 
 
-def evaluate_split(model: nn.Module, split: SplitTensors, crop: int, device: torch.device,
-                   config: TrialConfig) -> EvalResult:
-    backend = current_fast_paths().backend(device)
-    return evaluate(model, nn.CrossEntropyLoss(), eval_crops(split, crop, backend), split.labels,
-                    device, config)
-
-
-def confusion_matrix(labels: torch.Tensor, preds: torch.Tensor, num_classes: int) -> list[list[int]]:
-    """Rows = true label, columns = predicted label."""
-    cm = torch.zeros(num_classes, num_classes, dtype=torch.long)
-    for t, p in zip(labels.tolist(), preds.tolist(), strict=False):
-        cm[t, p] += 1
-    return cm.tolist()
-
-
-def per_class_recall(cm: list[list[int]], classes: list[str]) -> dict[str, float | None]:
-    return {c: (row[i] / sum(row) if sum(row) else None) for i, (c, row) in enumerate(zip(classes,
-                                                                                          cm, strict=False))}
+def evaluate_split(model: nn.Module, split: DecodedSplit, name: str, config: TrialConfig,
+                   device: torch.device) -> EvalResult:
+    """The kept model on a whole split ("test" or "ood"), with that split's eval transform."""
+    return evaluate(model, nn.CrossEntropyLoss(), eval_loader(split, name, config, device),
+                    DeviceInputs(device, config.channels_last), device, config)

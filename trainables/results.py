@@ -6,15 +6,14 @@ Layout under a results root (a local path or any pyarrow filesystem URI, s3:// i
     <root>/trials/<trial_id>.parquet       one row per trial
     <root>/predictions/<trial_id>.parquet  one row per trial and evaluated image
 
-Each file is written under a hidden temporary name (``.tmp-...``) and then renamed, so a reader
-never sees a partial file: pyarrow datasets skip names starting with "." or "_". A trial's files
+Each file is written through `trainables.storage.atomic_output` (a hidden temporary name, then a
+rename), so a reader never sees a partial file. A trial's files
 are keyed by its id, so writing a trial again replaces its rows instead of duplicating them.
 The ``trials`` file is written last: its presence marks a trial as finished.
 """
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterable
 from typing import Any
 
@@ -23,7 +22,9 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-SCHEMA_VERSION = 1
+from trainables.storage import atomic_output, join, resolve
+
+SCHEMA_VERSION = 2
 
 # Columns that identify a trial; repeated in every table so each can be read alone.
 _KEY_FIELDS = [
@@ -40,6 +41,7 @@ EPOCHS_SCHEMA = pa.schema(_KEY_FIELDS + [
     pa.field("train_acc", pa.float64()),
     pa.field("val_loss", pa.float64()),
     pa.field("val_acc", pa.float64()),
+    pa.field("select_score", pa.float64()),  # what picks the kept epoch (config select_on)
     pa.field("lr", pa.float64()),
     pa.field("seconds", pa.float64()),
 ])
@@ -49,6 +51,7 @@ TRIALS_SCHEMA = pa.schema(_KEY_FIELDS + [
     pa.field("status", pa.string(), nullable=False),  # "ok" | "failed"
     pa.field("error", pa.string()),
     pa.field("config_json", pa.string()),
+    pa.field("overrides_json", pa.string()),  # the user's --set/--config on top of the preset
     pa.field("epochs", pa.int64()),
     pa.field("best_epoch", pa.int64()),
     pa.field("best_val_acc", pa.float64()),
@@ -98,27 +101,6 @@ TABLES: dict[str, pa.Schema] = {
 }
 
 
-URI_SCHEMES = ("file://", "s3://", "gs://", "abfs://", "hdfs://")
-"""Storage URIs pyarrow's filesystems understand (hdfs:// also needs a JVM and libhdfs)."""
-
-
-def resolve(root: str) -> tuple[pafs.FileSystem, str]:
-    """A results root (local path or URI) -> (filesystem, path inside it)."""
-    if "://" in root:
-        try:
-            return pafs.FileSystem.from_uri(root)
-        except pa.ArrowInvalid as exc:
-            if "Unrecognized filesystem type" not in str(exc):
-                raise
-            from trainables.errors import UserError
-
-            raise UserError(f"storage {root!r}: unknown URI scheme {root.split('://')[0]!r}; use "
-                            f"a local folder or one of {', '.join(URI_SCHEMES)}") from None
-    import os
-
-    return pafs.LocalFileSystem(), os.path.abspath(root)
-
-
 def to_table(table: str, rows: Iterable[dict[str, Any]]) -> pa.Table:
     schema = TABLES[table]
     rows = list(rows)
@@ -128,13 +110,9 @@ def to_table(table: str, rows: Iterable[dict[str, Any]]) -> pa.Table:
 
 def write_table_atomic(root: str, table: str, trial_id: str, rows: Iterable[dict[str, Any]]) -> str:
     """Write one trial's rows of one table; readers see all of it or none of it."""
-    fs, base = resolve(root)
-    folder = f"{base}/{table}"
-    fs.create_dir(folder, recursive=True)
-    final = f"{folder}/{trial_id}.parquet"
-    tmp = f"{folder}/.tmp-{trial_id}-{uuid.uuid4().hex[:8]}.parquet"
-    pq.write_table(to_table(table, rows), tmp, filesystem=fs)
-    fs.move(tmp, final)
+    final = join(root, table, f"{trial_id}.parquet")
+    with atomic_output(final) as stream:
+        pq.write_table(to_table(table, rows), stream)
     return final
 
 
@@ -172,57 +150,3 @@ def read_table(root: str, table: str, columns: list[str] | None = None) -> pa.Ta
         return empty.select(columns) if columns else empty
     dataset = ds.dataset(folder, schema=schema, format="parquet", filesystem=fs)
     return dataset.to_table(columns=columns)
-
-
-def storage_problem(root: str, write: bool = True, timeout_s: float = 60.0) -> str | None:
-    """Why results cannot be written under `root` (None when they can), found in seconds.
-
-    Creates the root and writes and deletes a hidden probe file the way the writers above do
-    (with `write` off, only checks the root answers). A store that does not answer within
-    `timeout_s` (an unreachable endpoint retries for minutes) counts as unreachable."""
-    import threading
-
-    from trainables.errors import UserError
-
-    outcome: list[BaseException | None] = []
-
-    def probe() -> None:
-        try:
-            fs, base = resolve(root)
-            if write:
-                fs.create_dir(base, recursive=True)
-                name = f"{base}/.write-probe-{uuid.uuid4().hex[:8]}"
-                with fs.open_output_stream(name) as f:
-                    f.write(b"ok")
-                fs.delete_file(name)
-            else:
-                fs.get_file_info(base)
-            outcome.append(None)
-        except BaseException as exc:  # reported to the caller below
-            outcome.append(exc)
-
-    worker = threading.Thread(target=probe, daemon=True, name="storage-probe")
-    worker.start()
-    worker.join(timeout_s)
-    if not outcome:
-        return (f"did not answer within {timeout_s:.0f} s (unreachable endpoint or missing "
-                "credentials?)")
-    exc = outcome[0]
-    if exc is None:
-        return None
-    if isinstance(exc, UserError):
-        return str(exc)
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-
-
-STORAGE_FIX = ("Fix: pass a writable local folder, or a reachable URI (" + ", ".join(URI_SCHEMES) +
-               ") with its credentials set")
-
-
-def check_writable(root: str, timeout_s: float = 60.0) -> None:
-    """Fail fast, before any training, when results cannot be written under `root`."""
-    from trainables.errors import UserError
-
-    problem = storage_problem(root, timeout_s=timeout_s)
-    if problem is not None:
-        raise UserError(f"cannot write results to {root!r}: {problem}. {STORAGE_FIX}")

@@ -23,6 +23,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageFilter
 
+from trainables.images import encode_jpeg
+
 CORRUPTIONS = ("gaussian_noise", "gaussian_blur", "jpeg", "contrast")
 SHIFT_LABEL = "synthetic shift (ImageNet-C style: noise, blur, JPEG, contrast; severity 3)"
 
@@ -34,8 +36,6 @@ def _rng(seed: int, key: str) -> np.random.Generator:
 
 def apply_shift(img: Image.Image, seed: int, key: str) -> Image.Image:
     """Corrupt one RGB image deterministically from (seed, key)."""
-    from trainables.data import encode_jpeg
-
     rng = _rng(seed, key)
     kind = CORRUPTIONS[int(rng.integers(len(CORRUPTIONS)))]
     if kind == "gaussian_noise":

@@ -1,16 +1,19 @@
 """One trial of the study, without Ray, and the function the Ray trainable wraps.
 
     python -m trainables.train --arch mobilenet_v2 --regime finetune --seed 0 --out runs/one
+    python -m trainables.train --arch resnet18 --regime scratch --preset demo --set epochs=5
 
 Writes the trial's rows to OUT/{epochs,trials,predictions}/<trial_id>.parquet (the schema of
 trainables/results.py, the same the sweep writes), the split manifest to OUT/manifest.json,
-and prints a one-line summary.
+and prints a one-line summary. One OUT holds one experiment: a run on a different split is
+refused. Exit status: 0 ok, 2 bad options or data (nothing trained), 130 interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import io
 import json
 import os
 import resource
@@ -18,26 +21,22 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from trainables import results
-from trainables.config import BN_MODES, PRESETS, REGIMES, TrialConfig, get_preset, trial_id
-from trainables.data import DataRoots, Manifest, load_trial_data, prepare_data, select_train
-from trainables.engine import (
-    FitState,
-    confusion_matrix,
-    evaluate_split,
-    fit,
-    per_class_recall,
-    pick_device,
-    seed_everything,
-)
+from trainables import overrides, results, storage
+from trainables.config import REGIMES, TrialConfig, trial_id
+from trainables.dataset import ImageSource, load_trial_data
+from trainables.datasource import prepare_data
+from trainables.engine import FitState, evaluate_split, fit, pick_device, seed_everything
 from trainables.errors import UserError
-from trainables.models import ARCHS, build_model, count_params, get_arch
+from trainables.manifest import Manifest, select_train
+from trainables.metrics import EvalResult, confusion_matrix, per_class_recall
+from trainables.models import build_model, count_params
+from trainables.presets import PRESETS, PresetMessage, deviations, get_preset, user_overrides
 from trainables.provenance import code_version, device_name, hostname, library_versions
+from trainables.registry import ARCHS, get_arch
 
 
 def _now() -> str:
@@ -56,7 +55,9 @@ def _key(config: TrialConfig, tid: str) -> dict[str, Any]:
 
 
 def base_trial_row(config: TrialConfig, manifest: Manifest, tid: str) -> dict[str, Any]:
+    changed = user_overrides(config, get_preset(config.preset)) if config.preset in PRESETS else {}
     return {**_key(config, tid), "preset": config.preset, "config_json": config.to_json(),
+            "overrides_json": json.dumps(changed, sort_keys=True),
             "epochs": config.epochs, "classes_json": json.dumps(manifest.classes),
             "ood_kind": manifest.ood_kind, "split_manifest_hash": manifest.hash,
             "code_version": code_version(), "library_versions_json": library_versions(),
@@ -71,7 +72,7 @@ def failed_trial_row(config: TrialConfig, manifest: Manifest, tid: str, error: B
             "finished_at": _now()}
 
 
-def _prediction_rows(key: dict[str, Any], split_name: str, paths: list[str], result: Any,
+def _prediction_rows(key: dict[str, Any], split_name: str, paths: list[str], result: EvalResult,
                      classes: list[str]) -> list[dict[str, Any]]:
     rows = []
     preds = result.preds.tolist()
@@ -83,11 +84,12 @@ def _prediction_rows(key: dict[str, Any], split_name: str, paths: list[str], res
     return rows
 
 
-def run_trial(config: TrialConfig, manifest: Manifest, roots: DataRoots, out: str,
+def run_trial(config: TrialConfig, manifest: Manifest, source: ImageSource, out: str,
               state: FitState | None = None,
               on_epoch: Callable[[dict[str, Any], FitState], None] | None = None,
               keep_model: bool = False) -> dict[str, Any]:
-    """Train, pick the best-val epoch, evaluate it on test and OOD, write all three tables.
+    """Train, keep the best epoch on validation, evaluate it on test and OOD, write all three
+    tables. `source` serves the manifest's images (`DataRoots` for folders on this machine).
 
     Returns the `trials` row. On an exception, a failed row is written and the error re-raised
     (so Ray can retry; a later success replaces the failed row)."""
@@ -97,20 +99,18 @@ def run_trial(config: TrialConfig, manifest: Manifest, roots: DataRoots, out: st
     try:
         device = pick_device()
         arch = get_arch(config.arch)
-        crop = config.input_size or arch.input_size
-        data = load_trial_data(manifest, roots, config.train_size, config.decode_once)
+        data = load_trial_data(manifest, source, config.train_size)
         seed_everything(config.seed)
         model = build_model(config, num_classes=len(data.classes))
         trainable, total = count_params(model)
-        state = fit(model, arch, config, data.train, data.val, device, state=state,
-                    on_epoch=on_epoch)
+        state = fit(model, arch, config, data, device, state=state, on_epoch=on_epoch)
         key = _key(config, tid)
-        test = evaluate_split(model, data.test, crop, device, config)
+        test = evaluate_split(model, data.test, "test", config, device)
         test_cm = confusion_matrix(test.labels, test.preds, len(data.classes))
         predictions = _prediction_rows(key, "test", data.test.paths, test, data.classes)
         ood_acc = ood_cm = ood_recall = None
         if data.ood is not None:
-            ood = evaluate_split(model, data.ood, crop, device, config)
+            ood = evaluate_split(model, data.ood, "ood", config, device)
             ood_acc = ood.acc
             ood_cm = confusion_matrix(ood.labels, ood.preds, len(data.classes))
             ood_recall = per_class_recall(ood_cm, data.classes)
@@ -147,18 +147,11 @@ def run_trial(config: TrialConfig, manifest: Manifest, roots: DataRoots, out: st
 def save_model(out: str, tid: str, config: TrialConfig, classes: list[str],
                state_dict: dict[str, torch.Tensor] | None) -> str:
     """The best epoch's weights (with what is needed to rebuild the model) at OUT/models/."""
-    import io
-
-    fs, base = results.resolve(out)
-    fs.create_dir(f"{base}/models", recursive=True)
-    final = f"{base}/models/{tid}.pt"
-    tmp = f"{base}/models/.tmp-{tid}.pt"
+    final = storage.join(out, "models", f"{tid}.pt")
     buf = io.BytesIO()
     torch.save({"config": config.to_dict(), "classes": classes, "state_dict": state_dict}, buf)
-    with fs.open_output_stream(tmp) as f:
-        f.write(buf.getvalue())
-    fs.move(tmp, final)
-    return final if "://" in out else os.path.relpath(final, base)
+    storage.write_bytes_atomic(final, buf.getvalue())
+    return final if "://" in out else os.path.relpath(final, os.path.abspath(out))
 
 
 def parse_caps(items: list[str] | None) -> dict[str, int]:
@@ -171,6 +164,22 @@ def parse_caps(items: list[str] | None) -> dict[str, int]:
     return caps
 
 
+def check_same_experiment(out: str, manifest: Manifest) -> None:
+    """One OUT, one split: refuse to pool trials of different data into one results folder."""
+    text = storage.read_text(storage.join(out, "manifest.json"))
+    if text is None:
+        return
+    try:
+        old = Manifest.from_json(text).hash
+    except (ValueError, TypeError, KeyError) as exc:
+        raise UserError(f"{storage.join(out, 'manifest.json')} is corrupt ({exc}). Fix: delete it "
+                        "if the folder holds no results you need, or pick a new --out") from None
+    if old != manifest.hash:
+        raise UserError(f"--out {out} holds trials of a different split (manifest {old}, now "
+                        f"{manifest.hash}): the data, --ood, --cap or --split-seed changed. "
+                        "Fix: pick a new --out")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m trainables.train", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -178,7 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--regime", required=True, help=f"one of: {', '.join(REGIMES)}")
     p.add_argument("--seed", type=int, default=0, help="trial seed (default 0)")
     p.add_argument("--preset", default="paper", help=f"one of: {', '.join(PRESETS)} "
-                   "(default paper: the study's exact config)")
+                   "(default paper: the study's protocol)")
+    overrides.add_arguments(p)
     p.add_argument("--data", default=None, help="pool folder (DATA/<class>/...) or pre-split "
                    "folder (DATA/{train,val,test}/<class>/...); default: the embedded demo set")
     p.add_argument("--ood", default=None, help="OOD folder with the same class subfolders")
@@ -188,45 +198,64 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split-seed", type=int, default=0, help="seed of the 60/20/20 split")
     p.add_argument("--cap", action="append", metavar="CLASS=N",
                    help="keep at most N images of CLASS in the pool (repeatable)")
-    p.add_argument("--bn-mode", default="train", choices=BN_MODES,
-                   help="BatchNorm in feature extraction: train (the study's) or frozen")
     p.add_argument("--skip-bad-images", action="store_true",
                    help="skip unreadable files (recorded in the manifest) instead of failing")
     p.add_argument("--keep-model", action="store_true", help="save the best epoch's weights")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the trial's full config and differences from the study; train nothing")
     return p
+
+
+def prepare(args: argparse.Namespace) -> tuple[TrialConfig, Any, Manifest, PresetMessage]:
+    """Options and data checked, nothing written: (config, image source, manifest, message)."""
+    if args.seed < 0:
+        raise UserError(f"--seed must be a non-negative integer, got {args.seed}")
+    if args.threads is not None and args.threads < 1:
+        raise UserError(f"--threads must be at least 1, got {args.threads}")
+    preset = get_preset(args.preset)
+    config = preset.trial(args.arch, args.regime, args.seed, args.train_size,
+                          **overrides.collect(args.config_file, args.set_values))
+    roots, manifest = prepare_data(args.data, args.ood, args.split_seed, parse_caps(args.cap),
+                                   args.skip_bad_images)
+    select_train(manifest.split_entries("train"), manifest.classes, config.train_size,
+                 manifest.split_seed)  # a too-large --train-size fails before training
+    if config.select_class is not None and config.select_class not in manifest.classes:
+        raise UserError(f"select_on {config.select_on}: no class {config.select_class!r}; "
+                        f"classes are {', '.join(manifest.classes)}")
+    data = "the embedded ants-vs-bees photos" if args.data is None else f"--data {args.data}"
+    message = PresetMessage(preset, user_overrides(config, preset),
+                            deviations([config], data=data, ood_kind=manifest.ood_kind, seeds=1,
+                                       train_sizes=(config.train_size,)))
+    return config, roots, manifest, message
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        if args.seed < 0:
-            raise UserError(f"--seed must be a non-negative integer, got {args.seed}")
-        if args.threads is not None and args.threads < 1:
-            raise UserError(f"--threads must be at least 1, got {args.threads}")
+        config, source, manifest, message = prepare(args)
+        for line in message.lines():
+            print(line)
+        if args.dry_run:
+            print(json.dumps(config.to_dict(), indent=1, sort_keys=True))
+            return 0
         if args.threads:
             torch.set_num_threads(args.threads)
-        preset = get_preset(args.preset)
-        config = preset.trial(args.arch, args.regime, args.seed, args.train_size,
-                              bn_mode=args.bn_mode)
-        results.check_writable(args.out)
-        roots, manifest = prepare_data(args.data, args.ood, args.split_seed,
-                                       parse_caps(args.cap), args.skip_bad_images)
-        select_train(manifest.split_entries("train"), manifest.classes, config.train_size,
-                     manifest.split_seed)  # a too-large --train-size fails before training
+        storage.check_writable(args.out)
+        check_same_experiment(args.out, manifest)
         if config.pretrained:
             from trainables.weights import ensure_available
 
             ensure_available(get_arch(config.arch))
-        if "://" not in args.out:
-            Path(args.out).mkdir(parents=True, exist_ok=True)
-            manifest.save(Path(args.out) / "manifest.json")
-        if preset.name != "paper":
-            print(f"preset {preset.name}: {preset.cuts}", file=sys.stderr)
-        row = run_trial(config, manifest, roots, args.out, keep_model=args.keep_model)
+        manifest.save(storage.join(args.out, "manifest.json"))
+        row = run_trial(config, manifest, source, args.out, keep_model=args.keep_model)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted: nothing of this trial was saved; run the same command again",
+              file=sys.stderr)
+        return 130
     ood = "n/a" if row["ood_acc"] is None else f"{row['ood_acc']:.3f}"
     print(f"{config.arch} {config.regime} seed={config.seed} train_size={config.train_size}: "
           f"best val {row['best_val_acc']:.3f} (epoch {row['best_epoch']}/{config.epochs}) "

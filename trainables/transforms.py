@@ -1,18 +1,21 @@
-"""Image transforms, as in torchvision's references/classification/presets.py.
+"""Image transforms, shaped like torchvision's references/classification/presets.py.
 
-Training: RandomResizedCrop + horizontal flip; evaluation: Resize(crop * 256/224) + CenterCrop;
-both normalised with ImageNet mean/std (batched, after the geometric part).
+Training: RandomResizedCrop + horizontal flip. Evaluation: Resize + CenterCrop, with each split's
+sizes from the config (the authors validated at Resize(256)/CenterCrop(224) but tested at
+Resize(224)/CenterCrop(224)). Both presets take decoded PIL images and return uint8 CHW tensors;
+normalisation with ImageNet mean/std happens once per batch on the trial's device (`Normalize`),
+so a batch crosses to the GPU as uint8, a quarter of the bytes.
 
-Two interchangeable implementations of the geometric part, both uint8 in memory:
-  - "pil": torchvision.transforms v1 on in-memory PIL images -- the study's own operations, so
-    for the same RNG state the crops are bit-identical to the study's pipeline. The CPU default:
-    Pillow's crop+resize costs ~0.7 ms per image here, against ~11 ms for the tensor kernels.
-  - "tensor": torchvision.transforms.v2 on uint8 CHW tensors, which run where the tensors are
-    (the GPU default: the images live on the GPU and are cropped there). Resampling differs
-    from Pillow's by at most a grey level or so; the random draws are the same.
+`backend` picks the implementation of the geometric part, as in the torchvision references:
+  - "pil": torchvision.transforms v1 on PIL images, the study's own operations: for the same RNG
+    state the crops are bit-identical to the study's pipeline (`study_train_transform`).
+  - "tensor": torchvision.transforms.v2 on uint8 tensors (antialiased). Resampling differs from
+    Pillow's by about a grey level; the random draws are the same.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 from PIL import Image
@@ -20,82 +23,66 @@ from torchvision import transforms as T
 from torchvision.transforms import v2
 
 from trainables.config import IMAGENET_MEAN, IMAGENET_STD
-from trainables.data import pil_to_tensor
-from trainables.models import resize_for
+
+
+def _compose(backend: str, ops_v1: list, ops_v2: list) -> Callable[[Image.Image], torch.Tensor]:
+    if backend == "pil":
+        return T.Compose([*ops_v1, T.PILToTensor()])
+    if backend == "tensor":
+        return v2.Compose([v2.PILToTensor(), *ops_v2])
+    raise ValueError(f"backend {backend!r}: use pil or tensor")
 
 
 class ClassificationPresetTrain:
-    """Geometric augmentation per image (uint8 in, uint8 out); normalisation is batched."""
+    """RandomResizedCrop(crop) + RandomHorizontalFlip: PIL image in, uint8 CHW tensor out."""
 
-    def __init__(self, crop_size: int) -> None:
-        self.transforms = v2.Compose([
-            v2.RandomResizedCrop(crop_size, antialias=True),
-            v2.RandomHorizontalFlip(),
-        ])
+    def __init__(self, *, crop_size: int, backend: str = "pil") -> None:
+        self.transforms = _compose(
+            backend,
+            [T.RandomResizedCrop(crop_size), T.RandomHorizontalFlip()],
+            [v2.RandomResizedCrop(crop_size, antialias=True), v2.RandomHorizontalFlip()])
 
-    def __call__(self, img: torch.Tensor) -> torch.Tensor:
+    def __call__(self, img: Image.Image) -> torch.Tensor:
         return self.transforms(img)
 
 
 class ClassificationPresetEval:
-    """Deterministic: Resize(crop * 256/224) then CenterCrop(crop), uint8 in and out."""
+    """Resize(resize) + CenterCrop(crop): PIL image in, uint8 CHW tensor out."""
 
-    def __init__(self, crop_size: int) -> None:
-        self.transforms = v2.Compose([
-            v2.Resize(resize_for(crop_size), antialias=True),
-            v2.CenterCrop(crop_size),
-        ])
+    def __init__(self, *, resize_size: int, crop_size: int, backend: str = "pil") -> None:
+        self.transforms = _compose(
+            backend,
+            [T.Resize(resize_size), T.CenterCrop(crop_size)],
+            [v2.Resize(resize_size, antialias=True), v2.CenterCrop(crop_size)])
 
-    def __call__(self, img: torch.Tensor) -> torch.Tensor:
+    def __call__(self, img: Image.Image) -> torch.Tensor:
         return self.transforms(img)
 
 
-def to_pil(img: torch.Tensor) -> Image.Image:
-    """uint8 CHW tensor (CPU) -> RGB PIL image with the same pixels. Merging the three planes
-    is several times faster than transposing to HWC first."""
-    planes = img.contiguous().numpy()
-    return Image.merge("RGB", [Image.fromarray(plane, "L") for plane in planes])
+class Normalize:
+    """uint8 (N, 3, H, W) -> float32 normalised with ImageNet mean/std, on the batch's device.
+
+    The constants live on `device` from construction: no host-to-device copy per batch."""
+
+    def __init__(self, device: torch.device | str = "cpu") -> None:
+        self.mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
+        self.std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
+
+    def __call__(self, batch_uint8: torch.Tensor) -> torch.Tensor:
+        x = batch_uint8.float().div_(255.0)
+        return (x - self.mean) / self.std
 
 
-class PilTrainCrop:
-    """The study's RandomResizedCrop + flip (transforms v1, Pillow) -> uint8 CHW tensor.
-
-    Consumes the torch RNG exactly as `pil_train_transform` does and returns the same pixels
-    before ToTensor/Normalize, so `normalize(stack(crops))` equals the study's batch bit for bit."""
-
-    def __init__(self, crop_size: int) -> None:
-        self.transforms = T.Compose([T.RandomResizedCrop(crop_size), T.RandomHorizontalFlip()])
-
-    def __call__(self, img: Image.Image) -> torch.Tensor:
-        return pil_to_tensor(self.transforms(img))
+normalize = Normalize("cpu")
+"""For CPU batches outside a trial (Grad-CAM, tests)."""
 
 
-class PilEvalCrop:
-    """The study's Resize + CenterCrop (transforms v1, Pillow) -> uint8 CHW tensor."""
-
-    def __init__(self, crop_size: int) -> None:
-        self.transforms = T.Compose([T.Resize(resize_for(crop_size)), T.CenterCrop(crop_size)])
-
-    def __call__(self, img: Image.Image) -> torch.Tensor:
-        return pil_to_tensor(self.transforms(img))
-
-
-_MEAN = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-_STD = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-
-
-def normalize(batch_uint8: torch.Tensor) -> torch.Tensor:
-    """uint8 (N, 3, H, W) -> float32 normalised with ImageNet mean/std, on the batch's device."""
-    x = batch_uint8.float().div_(255.0)
-    return (x - _MEAN.to(x.device)) / _STD.to(x.device)
-
-
-def pil_train_transform(crop_size: int):
-    """The study's own PIL pipeline (torchvision.transforms v1), used by the baseline loop."""
+def study_train_transform(crop_size: int) -> Callable[[Image.Image], torch.Tensor]:
+    """The study's own training pipeline, float output (bench/baseline.py, equivalence tests)."""
     return T.Compose([T.RandomResizedCrop(crop_size), T.RandomHorizontalFlip(), T.ToTensor(),
                       T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
 
 
-def pil_eval_transform(crop_size: int):
-    return T.Compose([T.Resize(resize_for(crop_size)), T.CenterCrop(crop_size), T.ToTensor(),
+def study_eval_transform(resize_size: int, crop_size: int) -> Callable[[Image.Image], torch.Tensor]:
+    return T.Compose([T.Resize(resize_size), T.CenterCrop(crop_size), T.ToTensor(),
                       T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])

@@ -14,16 +14,17 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import os
 import re
-import shutil
 import sys
 import urllib.request
 from pathlib import Path
 
 import torch.hub
+from torchvision.models import WeightsEnum, get_weight
 
 from trainables.errors import UserError, WeightsError
+from trainables.registry import ARCHS, Arch, get_arch
+from trainables.storage import copy_file_atomic
 
 _HASH_IN_NAME = re.compile(r"-([a-f0-9]+)\.")
 
@@ -38,11 +39,21 @@ def cache_dir() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints"
 
 
-def cached_path(arch) -> Path:
-    return cache_dir() / arch.weights_file
+def weights_enum(arch: Arch) -> WeightsEnum:
+    """The registry entry's weights as torchvision's enum (its URL, meta and transforms)."""
+    return get_weight(arch.weights)
 
 
-def is_cached(arch) -> bool:
+def weights_file(arch: Arch) -> str:
+    """The file name torchvision caches these weights under (the URL's last part)."""
+    return weights_enum(arch).url.rsplit("/", 1)[-1]
+
+
+def cached_path(arch: Arch) -> Path:
+    return cache_dir() / weights_file(arch)
+
+
+def is_cached(arch: Arch) -> bool:
     return cached_path(arch).is_file()
 
 
@@ -57,38 +68,34 @@ def downloadable(url: str, timeout: float = 3.0) -> bool:
 
 
 def missing_message(archs) -> str:
-    lines = [f"  {a.name}: {a.weights_file} (expected at {cached_path(a)})" for a in archs]
+    lines = [f"  {a.name}: {weights_file(a)} (expected at {cached_path(a)})" for a in archs]
     return ("ImageNet weights missing from torchvision's cache and not downloadable "
             "(offline?):\n" + "\n".join(lines) +
             "\nFix: copy the files there with `python -m trainables.weights import FILE...`, "
             "or run the scratch regime only (--regimes scratch).")
 
 
-def ensure_available(arch, check_download: bool = True) -> None:
+def ensure_available(arch: Arch, check_download: bool = True) -> None:
     """Raise WeightsError (naming the file and the cache path) unless torchvision can load them."""
     if is_cached(arch):
         return
-    if check_download and downloadable(arch.weights.url):
+    if check_download and downloadable(weights_enum(arch).url):
         return
     raise WeightsError(missing_message([arch]))
 
 
 def preflight(arch_names: list[str]) -> list[str]:
     """Problems (one per missing weights file) for the pretrained regimes of these archs."""
-    from trainables.models import get_arch
-
     missing = [get_arch(n) for n in dict.fromkeys(arch_names)]
     missing = [a for a in missing if not is_cached(a)]
-    if missing and not all(downloadable(a.weights.url) for a in missing[:1]):
+    if missing and not all(downloadable(weights_enum(a).url) for a in missing[:1]):
         return [missing_message(missing)]
     return []
 
 
 def expected_files() -> dict[str, str]:
     """Cache file name -> architecture, for every registered architecture."""
-    from trainables.models import ARCHS
-
-    return {a.weights_file: a.name for a in ARCHS.values()}
+    return {weights_file(a): a.name for a in ARCHS.values()}
 
 
 def import_file(path: Path) -> Path:
@@ -107,10 +114,7 @@ def import_file(path: Path) -> Path:
         raise UserError(f"{path}: sha256 {digest[:12]}... does not start with {match.group(1)} "
                         "as its name says: the file is corrupt or not the official weights")
     dest = cache_dir() / path.name
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.partial")
-    shutil.copyfile(path, tmp)
-    os.replace(tmp, dest)
+    copy_file_atomic(path, dest)
     return dest
 
 
@@ -143,12 +147,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "status":
-            from trainables.models import ARCHS
-
             print(f"cache: {cache_dir()}")
             for arch in ARCHS.values():
                 state = "cached" if is_cached(arch) else "missing"
-                print(f"  {arch.name:14s} {arch.weights_file:40s} {state}")
+                print(f"  {arch.name:14s} {weights_file(arch):40s} {state}")
             return 0
         files = list(args.files)
         if args.bundled:

@@ -24,17 +24,13 @@ from PIL import Image
 
 from tests.conftest import PROJECT_ROOT, write_image
 from trainables import results
-from trainables.config import PRESETS
-from trainables.data import (
-    MAX_SHORT_SIDE,
-    DataRoots,
-    build_manifest,
-    decode_pil,
-    load_trial_data,
-    prepare_data,
-    select_train,
-)
+from trainables.dataset import load_trial_data
+from trainables.datasource import prepare_data
 from trainables.errors import DataError
+from trainables.folders import build_manifest
+from trainables.images import MAX_SHORT_SIDE, decode_pil
+from trainables.manifest import DataRoots, select_train
+from trainables.presets import PRESETS
 
 RED, BLUE = (200, 40, 40), (40, 40, 200)
 
@@ -473,10 +469,11 @@ def test_too_few_images_for_a_60_20_20_split(per_class, tmp_path):
 
 @pytest.mark.parametrize("per_class", range(5, 41))
 def test_every_split_gets_every_class_from_five_images_up(per_class, tmp_path):
-    from trainables.data import SPLITS, _stratified_split
+    from trainables.folders import stratified_split
+    from trainables.manifest import SPLITS
 
     files = [tmp_path / f"{i}.jpg" for i in range(per_class)]
-    parts = _stratified_split(files, random.Random(0))
+    parts = stratified_split(files, random.Random(0))
     assert all(len(parts[s]) >= 1 for s in SPLITS)
     assert sorted(sum((parts[s] for s in SPLITS), [])) == sorted(files)
 

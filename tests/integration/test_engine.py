@@ -7,10 +7,13 @@ import json
 import pytest
 
 from trainables import results
-from trainables.config import PRESETS
-from trainables.data import DataRoots, build_manifest, load_trial_data
+from trainables.dataset import load_trial_data
 from trainables.engine import FitState, fit, pick_device, seed_everything
-from trainables.models import ARCHS, build_model
+from trainables.folders import build_manifest
+from trainables.manifest import DataRoots
+from trainables.models import build_model
+from trainables.presets import PRESETS
+from trainables.registry import ARCHS
 from trainables.train import run_trial
 
 SMOKE = PRESETS["smoke"]
@@ -34,8 +37,7 @@ def _fit(config, manifest, pool, state=None, on_epoch=None):
     data = load_trial_data(manifest, DataRoots(str(pool)), config.train_size)
     seed_everything(config.seed)
     model = build_model(config, len(data.classes))
-    return fit(model, ARCHS[config.arch], config, data.train, data.val, pick_device(), state,
-               on_epoch), model
+    return fit(model, ARCHS[config.arch], config, data, pick_device(), state, on_epoch), model
 
 
 def test_loop_learns_on_smoke_data(colour_pool, torch_home, tmp_path):
@@ -103,3 +105,32 @@ def test_learning_rate_follows_steplr(small_pool, torch_home):
     state, _ = _fit(config, manifest, pool)
     lrs = [r["lr"] for r in state.rows]
     assert lrs[0] == lrs[1] == pytest.approx(0.001) and lrs[2] == pytest.approx(0.0001)
+
+
+def test_recall_selection_keeps_the_epoch_with_the_best_class_recall(small_pool, torch_home):
+    """select_on=recall:<class> (the authors' code's option) picks on that class's val recall."""
+    pool, manifest = small_pool
+    config = SMOKE.trial("mobilenet_v2", "scratch", seed=2, epochs=4, select_on="recall:red")
+    state, _ = _fit(config, manifest, pool)
+    scores = [r["select_score"] for r in state.rows]
+    assert state.best_epoch == scores.index(max(scores)) + 1
+    assert state.best_score == max(scores)
+    assert state.best_acc == state.rows[state.best_epoch - 1]["val_acc"]
+    by_acc, _ = _fit(config.replace(select_on="val_acc"), manifest, pool)
+    assert [r["select_score"] for r in by_acc.rows] == [r["val_acc"] for r in by_acc.rows]
+
+
+def test_each_split_is_evaluated_with_its_own_transform(small_pool, tmp_path):
+    """val at Resize(val_resize)/CenterCrop, test and OOD at their own sizes (the authors'
+    protocol: 256/224 for validation, 224/224 for test): changing only test_resize changes only
+    the test numbers."""
+    pool, manifest = small_pool
+    config = SMOKE.trial("resnet18", "scratch", seed=0, epochs=1)
+    assert (config.val_resize, config.val_crop) == (73, 64)
+    assert (config.test_resize, config.test_crop) == (64, 64)
+    a = run_trial(config, manifest, DataRoots(str(pool)), str(tmp_path / "a"))
+    b = run_trial(config.replace(test_resize=200), manifest, DataRoots(str(pool)), str(tmp_path / "b"))
+    assert a["best_val_acc"] == b["best_val_acc"] and a["best_val_loss"] == b["best_val_loss"]
+    probs = [results.read_table(str(tmp_path / x), "predictions").column("true_prob").to_pylist()
+             for x in ("a", "b")]
+    assert probs[0] != probs[1]

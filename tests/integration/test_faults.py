@@ -27,8 +27,9 @@ from tests.integration.fault_helpers import (
     run_sweep,
     wait_until,
 )
-from trainables.config import PRESETS, trial_id
-from trainables.data import build_manifest
+from trainables.config import trial_id
+from trainables.folders import build_manifest
+from trainables.presets import PRESETS
 from trainables.results import read_table
 
 pytestmark = pytest.mark.slow

@@ -13,9 +13,11 @@ import torch
 
 from analysis import gradcam
 from tests.conftest import write_image
-from trainables.config import PRESETS, TrialConfig
+from trainables.config import TrialConfig
 from trainables.errors import UserError
-from trainables.models import ARCHS, build_model
+from trainables.models import build_model
+from trainables.presets import PRESETS
+from trainables.registry import ARCHS
 
 INPUT = {"inception_v3": 128}
 """Small inputs keep CPU time down; Inception v3 needs at least 75 px (128 leaves Mixed_7c 2x2)."""
@@ -98,14 +100,13 @@ def test_frozen_and_trainable_heatmaps_agree_for_the_same_weights():
 
 def test_resolve_layer_paths():
     model = frozen_model("mobilenet_v2")
-    assert gradcam.resolve_layer(model, "features[-1]") is model.features[-1]
     assert gradcam.resolve_layer(model, "features.18") is model.features[18]
-    assert gradcam.resolve_layer(model, "features.-1") is model.features[-1]
-    assert gradcam.resolve_layer(model, "features[3].conv") is model.features[3].conv
-    with pytest.raises(UserError, match="has no submodule 'layer4'"):
+    assert gradcam.resolve_layer(model, "features.3.conv") is model.features[3].conv
+    with pytest.raises(UserError, match=r"'layer4': no such module .* \(children of the model: "
+                                        "features, classifier"):
         gradcam.resolve_layer(model, "layer4")
-    with pytest.raises(UserError, match="not a dotted module path"):
-        gradcam.resolve_layer(model, "features..[x")
+    with pytest.raises(UserError, match="children of features.3: conv"):
+        gradcam.resolve_layer(model, "features.3.nope")
 
 
 def test_unknown_method_is_a_user_error():
@@ -125,7 +126,7 @@ def small_pool(root: Path, per_class: int = 10, ext: str = ".jpg") -> Path:
 def kept_trial(tmp_path_factory, torch_home):
     """A real smoke trial (mobilenet_v2 feature extraction, ImageNet weights) with its model kept,
     in the sweep's layout: <exp>/manifest.json, <exp>/results/."""
-    from trainables.data import prepare_data
+    from trainables.datasource import prepare_data
     from trainables.train import run_trial
 
     base = tmp_path_factory.mktemp("kept")
@@ -149,7 +150,7 @@ def test_gradcam_cli_on_a_kept_feature_extraction_model(kept_trial, tmp_path, ca
     assert row["trial_id"] in printed and str(out) in printed and "features.18" in printed
     # --trial, a named layer and the default output path (<results>/../report/)
     assert gradcam.main(["--results", str(exp / "results"), "--trial", row["trial_id"], "--n", "1",
-                         "--layer", "features[-2]", "--data", str(pool)]) == 0
+                         "--layer", "features.17", "--data", str(pool)]) == 0
     assert list((exp / "report").glob(f"gradcam_mobilenet_v2_feature_extract_{row['trial_id']}.png"))
 
 

@@ -14,10 +14,11 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import write_image
-from trainables.config import BN_MODES, PRESETS, REGIMES, TrialConfig, get_preset
+from trainables.config import BN_MODES, REGIMES, TrialConfig
 from trainables.errors import UserError
-from trainables.models import ARCHS
-from trainables.results import URI_SCHEMES
+from trainables.presets import PRESETS, get_preset
+from trainables.registry import ARCHS
+from trainables.storage import URI_SCHEMES
 
 CHOICES = {"arch": list(ARCHS), "regime": list(REGIMES), "preset": list(PRESETS),
            "bn_mode": list(BN_MODES), "storage": list(URI_SCHEMES)}
@@ -123,8 +124,7 @@ TRAIN_CASES = {
     "train_size_word": ("--train-size", "lots", ["'lots' is invalid", TRAIN_SIZE_HELP]),
     "train_size_larger_than_split": ("--train-size", "5", ["class 'a' has only 4 training images",
                                                            "use at most 4 or a fraction"]),
-    "bn_mode": ("--bn-mode", "eval", ["argument --bn-mode: invalid choice: 'eval'",
-                                      *CHOICES["bn_mode"]]),
+    "bn_mode": ("--set", "bn_mode=eval", ["bn_mode 'eval' is unknown", *CHOICES["bn_mode"]]),
     "threads_zero": ("--threads", "-2", ["--threads must be at least 1, got -2"]),
     "cap_malformed": ("--cap", "a:3", ["--cap 'a:3': use CLASS=N"]),
     "cap_unknown_class": ("--cap", "wasps=3", ["unknown classes ['wasps']; classes are ['a', 'b']"]),

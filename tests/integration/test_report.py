@@ -15,7 +15,7 @@ import pytest
 from analysis.report import main
 from tests.conftest import PROJECT_ROOT, write_image
 from tests.synthetic import write_synthetic_trial
-from trainables.config import PRESETS
+from trainables.presets import PRESETS
 from trainables.results import read_table
 
 COLORS = {"a": (200, 40, 40), "b": (40, 40, 200)}
@@ -32,7 +32,7 @@ def _folder(root: Path, per_class: int, seed0: int) -> Path:
 def smoke_results(tmp_path_factory, torch_home):
     """mobilenet_v2 x 3 regimes x 2 seeds, smoke preset, a real OOD folder, models kept, in the
     sweep's layout (<exp>/manifest.json, <exp>/results); plus one failed trial."""
-    from trainables.data import prepare_data
+    from trainables.datasource import prepare_data
     from trainables.train import run_trial
 
     base = tmp_path_factory.mktemp("report")

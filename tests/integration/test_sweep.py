@@ -16,8 +16,9 @@ import pytest
 
 from tests.integration.fault_helpers import Sweep, hidden_files, wait_until
 from trainables import results
-from trainables.config import PRESETS, trial_id
-from trainables.data import build_manifest
+from trainables.config import trial_id
+from trainables.folders import build_manifest
+from trainables.presets import PRESETS
 
 pytestmark = pytest.mark.slow
 EPOCHS = PRESETS["smoke"].overrides["epochs"]

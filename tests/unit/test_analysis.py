@@ -264,8 +264,8 @@ def test_all_failed_is_an_error_naming_the_errors(tmp_path, capsys):
 
 
 def test_caveat_from_manifest_layout_or_ants_bees_classes(tmp_path):
-    from trainables.data import Entry, Manifest
     from trainables.embedded import CAVEAT
+    from trainables.manifest import Entry, Manifest
 
     a = tmp_path / "a" / "results"
     write_synthetic_trial(a, "resnet18", "finetune", 0, classes=("ants", "bees"))

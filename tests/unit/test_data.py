@@ -6,17 +6,13 @@ import pytest
 import torch
 
 from tests.conftest import HYMENOPTERA, OOD_TEL, write_image
-from trainables.data import (
-    DataRoots,
-    Manifest,
-    build_manifest,
-    decode_pil,
-    load_trial_data,
-    prepare_data,
-    select_train,
-)
+from trainables.dataset import load_trial_data
+from trainables.datasource import prepare_data
 from trainables.embedded import POOL_CAPS, demo_manifest
 from trainables.errors import DataError
+from trainables.folders import build_manifest
+from trainables.images import decode_pil
+from trainables.manifest import DataRoots, Manifest, select_train
 from trainables.shift import CORRUPTIONS, apply_shift, corruption_of
 
 
@@ -92,7 +88,7 @@ def test_real_ood_folder_loads_alpha_beta(tmp_path):
     assert manifest.counts()["ood"] == {"alpha": 31, "beta": 34}
     assert any(e.path.endswith(".jpeg") for e in manifest.split_entries("ood"))
     data = load_trial_data(manifest, roots)
-    assert len(data.ood) == 65 and data.ood.images[0].shape[0] == 3
+    assert len(data.ood) == 65 and data.ood.images[0].mode == "RGB"
 
 
 def test_ood_class_mismatch_is_a_clear_error(make_pool):
@@ -142,13 +138,16 @@ def test_synthetic_shift_is_seeded_and_uses_every_corruption():
     assert {corruption_of(0, f"img{i}") for i in range(40)} == set(CORRUPTIONS)
 
 
-def test_decode_once_keeps_uint8_tensors(make_pool):
+def test_images_are_decoded_once_to_rgb_and_checked_against_the_manifest(make_pool):
     pool = make_pool({"a": 5, "b": 5})
     manifest = build_manifest(pool)
     data = load_trial_data(manifest, DataRoots(str(pool)))
-    assert all(t.dtype == torch.uint8 and t.shape[0] == 3 for t in data.train.images)
-    lazy = load_trial_data(manifest, DataRoots(str(pool)), decode_once=False)
-    assert torch.equal(lazy.train.image(0), data.train.image(0))
+    assert all(img.mode == "RGB" for img in data.train.images)
+    assert data.train.labels.dtype == torch.long and len(data.train) == len(data.train.paths)
+    changed = pool / manifest.split_entries("train")[0].path
+    write_image(changed, (1, 2, 3), seed=42)
+    with pytest.raises(DataError, match="content changed after the split manifest was built"):
+        load_trial_data(manifest, DataRoots(str(pool)))
 
 
 def test_manifest_read_back_feeds_images_in_the_same_order(tmp_path):

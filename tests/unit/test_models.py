@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from trainables.config import TrialConfig
-from trainables.models import ARCHS, build_model, count_params, head_modules
+from trainables.models import build_model, count_params, head_modules
+from trainables.registry import ARCHS
 
 ALL_ARCHS = list(ARCHS)
 NUM_CLASSES = 3
@@ -68,7 +69,7 @@ def test_exactly_which_parameters_train(arch, regime):
 
 
 def test_registry_covers_the_study():
-    from trainables.config import STUDY_ARCHS
+    from trainables.registry import STUDY_ARCHS
 
     assert set(STUDY_ARCHS) <= set(ARCHS)
     assert ARCHS["inception_v3"].input_size == 299

@@ -9,10 +9,12 @@ import time
 import pytest
 
 from sweep.grid import GridSpec, build_grid, split_done, with_ids
-from sweep.layout import Experiment, join
+from sweep.layout import Experiment
 from sweep.preflight import check_storage, run_preflight
-from trainables.config import PRESETS, REGIMES, trial_id
+from trainables.config import REGIMES, trial_id
 from trainables.errors import UserError
+from trainables.presets import PRESETS
+from trainables.storage import join
 
 
 @pytest.fixture
@@ -33,13 +35,14 @@ def pool(make_pool):
     return make_pool({"a": 10, "b": 10})
 
 
-def test_demo_grid_is_mobilenet_times_three_regimes_times_three_seeds():
+def test_demo_grid_is_mobilenet_times_regimes_train_sizes_and_seeds():
     configs = build_grid(GridSpec(PRESETS["demo"]))
-    assert [(c.arch, c.regime, c.seed) for c in configs] == [
-        ("mobilenet_v2", r, s) for r in REGIMES for s in range(3)]
-    assert {(c.epochs, c.input_size, c.preset) for c in configs} == {(15, 160, "demo")}
+    assert [(c.arch, c.regime, c.train_size, c.seed) for c in configs] == [
+        ("mobilenet_v2", r, n, s) for r in REGIMES for n in ("10", "all") for s in range(3)]
+    assert {(c.epochs, c.train_crop, c.val_resize, c.test_resize, c.preset)
+            for c in configs} == {(15, 160, 183, 160, "demo")}
     points = with_ids(configs, "manifest-hash")
-    assert len({p.trial_id for p in points}) == 9
+    assert len({p.trial_id for p in points}) == 18
     assert points[0].trial_id == trial_id(configs[0], "manifest-hash")
 
 
@@ -140,7 +143,7 @@ def test_dry_run_prints_grid_and_resources_and_writes_nothing(sweep_main, pool, 
 def test_sigterm_stops_a_sweep_like_ctrl_c_and_the_old_handler_returns():
     import os
 
-    from sweep.run import sigterm_as_interrupt
+    from sweep.ray_session import sigterm_as_interrupt
 
     before = signal.getsignal(signal.SIGTERM)
     with pytest.raises(KeyboardInterrupt), sigterm_as_interrupt():

@@ -10,9 +10,9 @@ import torchvision
 from torchvision.models import MobileNet_V2_Weights
 
 from tests.conftest import HYMENOPTERA
-from trainables.data import decode_pil
 from trainables.errors import UserError, WeightsError
-from trainables.models import ARCHS
+from trainables.images import decode_pil
+from trainables.registry import ARCHS
 from trainables.weights import bundled_files, cache_dir, ensure_available, import_file, main
 
 

@@ -1,0 +1,122 @@
+"""The package layout's promises: no import cycles, light leaf modules, one console command."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from feature_reuse.cli import COMMANDS, main
+from tests.conftest import PROJECT_ROOT
+
+PACKAGES = ("trainables", "sweep", "analysis", "feature_reuse")
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for package in PACKAGES:
+        for path in sorted((PROJECT_ROOT / package).rglob("*.py")):
+            parts = path.relative_to(PROJECT_ROOT).with_suffix("").parts
+            name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+            out[name] = path
+    return out
+
+
+def _imports(path: Path, modules: dict[str, Path]) -> set[str]:
+    """Project modules a file imports, at module level or inside functions alike."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        names = []
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+        found |= {n for n in names if n in modules}
+    return found
+
+
+def test_the_import_graph_has_no_cycles():
+    modules = _modules()
+    graph = {m: _imports(p, modules) - {m} for m, p in modules.items()}
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(m: str) -> None:
+        state[m] = 1
+        stack.append(m)
+        for dep in graph[m]:
+            if state.get(dep) == 1:
+                cycle = stack[stack.index(dep):] + [dep]
+                pytest.fail("import cycle: " + " -> ".join(cycle))
+            if dep not in state:
+                visit(dep)
+        stack.pop()
+        state[m] = 2
+
+    for m in graph:
+        if m not in state:
+            visit(m)
+
+
+IMPORT_EACH_ALONE = """
+import importlib, sys
+failed = []
+for name in sys.argv[1:]:
+    for loaded in [m for m in sys.modules if m.split(".")[0] in {packages!r}]:
+        del sys.modules[loaded]
+    try:
+        importlib.import_module(name)
+    except Exception as exc:
+        failed.append(f"{{name}}: {{type(exc).__name__}}: {{exc}}")
+print("\\n".join(failed))
+"""
+
+
+def test_each_module_imports_alone():
+    """Every module imported first, with no other project module loaded (one process, the
+    project's modules dropped between imports; third-party libraries stay loaded)."""
+    code = IMPORT_EACH_ALONE.format(packages=set(PACKAGES))
+    proc = subprocess.run([sys.executable, "-c", code, *sorted(_modules())], cwd=PROJECT_ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and proc.stdout.strip() == "", proc.stdout + proc.stderr[-2000:]
+
+
+@pytest.mark.parametrize("module", ["trainables.registry", "trainables.config",
+                                    "trainables.manifest", "trainables.presets"])
+def test_leaf_modules_do_not_import_torch(module):
+    """The registry, config and manifest are data: analysis and the sweep's planner read them
+    without a model library."""
+    code = f"import sys, {module}; print('torch' in sys.modules)"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.stdout.strip() == "False", proc.stderr[-2000:]
+
+
+def test_no_module_is_long_without_saying_why():
+    """Modules stay small (~300 lines); a longer one says why in its docstring."""
+    for name, path in _modules().items():
+        lines = len(path.read_text().splitlines())
+        doc = ast.get_docstring(ast.parse(path.read_text())) or ""
+        assert lines <= 330 or "long because" in doc.lower(), f"{name}: {lines} lines"
+
+
+def test_console_command_dispatches_to_each_cli(capsys):
+    assert main([]) == 2 and "usage: feature-reuse" in capsys.readouterr().out
+    assert main(["nope"]) == 2 and "unknown command 'nope'" in capsys.readouterr().err
+    for name in COMMANDS:
+        with pytest.raises(SystemExit) as info:
+            main([name, "--help"])
+        assert info.value.code == 0
+        assert "usage:" in capsys.readouterr().out
+
+
+def test_console_command_is_installed():
+    exe = Path(sys.executable).parent / "feature-reuse"
+    if not exe.exists():
+        pytest.skip("feature-reuse not installed in this environment (make install installs it)")
+    proc = subprocess.run([str(exe), "weights", "status"], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0 and "cache:" in proc.stdout

@@ -1,0 +1,132 @@
+"""The split manifest: which image is in which split, by content hash. No torch import.
+
+Every image of a run is an `Entry` (which folder it is under, its relative path, class, split and
+content hash). The manifest is written as canonical JSON and hashed; the same files and split seed
+give a byte-identical manifest, and its hash is on every result row. `analysis` reads manifests
+too, without importing torch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+from trainables.config import parse_train_size
+from trainables.errors import DataError
+from trainables.storage import write_text_atomic
+
+SPLITS = ("train", "val", "test")
+EVAL_SPLITS = ("val", "test", "ood")
+
+
+@dataclass(frozen=True)
+class Entry:
+    root: str  # "data" or "ood": which folder `path` is relative to
+    path: str
+    label: str
+    split: str  # train | val | test | ood
+    sha256: str
+
+
+def _entry_order(entry: Entry) -> tuple[str, str, str]:
+    return (entry.split, entry.root, entry.path)
+
+
+@dataclass
+class Manifest:
+    classes: list[str]
+    entries: list[Entry]
+    layout: str
+    split_seed: int
+    ood_kind: str = "none"
+    """"none", "real" (a separate folder) or "synthetic shift: ..." (see trainables/shift.py)."""
+    shift_seed: int | None = None
+    caps: dict[str, int] = field(default_factory=dict)
+    skipped: list[dict[str, str]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        # One canonical order, the one the JSON is written in: a manifest built here and one
+        # read back from disk (as every sweep trial does) must feed images in the same order,
+        # or the same seed shuffles different images into each batch.
+        self.entries = sorted(self.entries, key=_entry_order)
+
+    def to_json(self) -> str:
+        """Canonical bytes: sorted keys and entries, no paths outside the data folders, no times."""
+        body = {
+            "classes": self.classes, "layout": self.layout, "split_seed": self.split_seed,
+            "ood_kind": self.ood_kind, "shift_seed": self.shift_seed, "caps": self.caps,
+            "skipped": sorted(self.skipped, key=lambda s: s["path"]),
+            "entries": [e.__dict__ for e in sorted(self.entries, key=_entry_order)],
+        }
+        return json.dumps(body, sort_keys=True, indent=1, ensure_ascii=False) + "\n"
+
+    @property
+    def hash(self) -> str:
+        return hashlib.sha256(self.to_json().encode()).hexdigest()[:16]
+
+    @classmethod
+    def from_json(cls, text: str) -> Manifest:
+        body = json.loads(text)
+        body["entries"] = [Entry(**e) for e in body["entries"]]
+        return cls(**body)
+
+    def save(self, path: str | Path) -> str:
+        write_text_atomic(str(path), self.to_json())
+        return self.hash
+
+    @classmethod
+    def load(cls, path: str | Path) -> Manifest:
+        return cls.from_json(Path(path).read_text(encoding="utf-8"))
+
+
+    def split_entries(self, split: str) -> list[Entry]:
+        return [e for e in self.entries if e.split == split]
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        out: dict[str, dict[str, int]] = {}
+        for e in self.entries:
+            out.setdefault(e.split, {c: 0 for c in self.classes})[e.label] += 1
+        return out
+
+
+@dataclass(frozen=True)
+class DataRoots:
+    """Where a manifest's relative paths live on this machine."""
+
+    data: str
+    ood: str | None = None
+
+    def resolve(self, entry: Entry) -> Path:
+        """The entry's file on this machine."""
+        base = self.data if entry.root == "data" else self.ood
+        if base is None:
+            raise DataError(f"manifest entry {entry.path} is under the OOD folder, but no --ood "
+                            "folder was given")
+        return Path(base) / entry.path
+
+    def open(self, entry: Entry) -> BinaryIO:
+        """The entry's bytes, as a file object (what decoding reads)."""
+        return open(self.resolve(entry), "rb")  # noqa: SIM115 - the caller closes it
+
+
+def select_train(entries: list[Entry], classes: list[str], train_size: str, seed: int
+                 ) -> list[Entry]:
+    """Shrink only the train split: N images per class or a fraction of each class. Subsets are
+    nested (smaller sizes are prefixes of a fixed permutation drawn with the split seed)."""
+    size = parse_train_size(train_size)
+    if size is None:
+        return entries
+    chosen = []
+    for c in classes:
+        items = sorted((e for e in entries if e.label == c), key=lambda e: e.path)
+        random.Random(seed).shuffle(items)
+        k = size if isinstance(size, int) else max(1, round(len(items) * size))
+        if k > len(items):
+            raise DataError(f"--train-sizes {train_size}: class {c!r} has only {len(items)} "
+                            f"training images. Fix: use at most {len(items)} or a fraction")
+        chosen.extend(items[:k])
+    return chosen

@@ -1,0 +1,106 @@
+"""Overriding any `TrialConfig` field from a CLI: `--set KEY=VALUE` and `--config FILE.yaml`.
+
+Values are parsed by the field's type (int, float, bool, str); a YAML file is a mapping of field
+names to values. The grid's own axes (arch, regime, seed, train size, preset) have options of
+their own and cannot be set this way. `--set` wins over `--config`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+from typing import Any
+
+from trainables.config import IDENTITY_FIELDS, TrialConfig
+from trainables.errors import UserError
+
+FIELD_TYPES: dict[str, str] = {f.name: str(f.type) for f in dataclasses.fields(TrialConfig)
+                               if f.name not in IDENTITY_FIELDS}
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def _axis_hint(name: str) -> str:
+    option = {"arch": "--arch/--archs", "regime": "--regime/--regimes", "seed": "--seed/--seeds",
+              "train_size": "--train-size/--train-sizes", "preset": "--preset"}[name]
+    return f"{name} is set with {option}, not --set"
+
+
+def parse_value(name: str, text: Any, source: str) -> Any:
+    """`text` (a CLI string or a YAML scalar) as the type of field `name`."""
+    if name in IDENTITY_FIELDS:
+        raise UserError(f"{source}: {_axis_hint(name)}")
+    if name not in FIELD_TYPES:
+        raise UserError(f"{source}: {name!r} is not a setting; choose from "
+                        f"{', '.join(FIELD_TYPES)}")
+    kind = FIELD_TYPES[name]
+    raw = str(text).strip() if not isinstance(text, bool) else text
+    try:
+        if kind == "bool":
+            if isinstance(raw, bool):
+                return raw
+            if raw.lower() in _TRUE:
+                return True
+            if raw.lower() in _FALSE:
+                return False
+            raise ValueError
+        if kind == "int":
+            if isinstance(text, float) and not text.is_integer():
+                raise ValueError
+            return int(str(raw), 10) if not isinstance(text, (int, float)) else int(text)
+        if kind == "float":
+            value = float(raw)
+            if not math.isfinite(value):
+                raise ValueError
+            return value
+        return str(raw)
+    except (ValueError, TypeError):
+        wanted = {"bool": "true or false", "int": "a whole number",
+                  "float": "a finite number"}.get(kind, "text")
+        raise UserError(f"{source}: {name}={text!r} is not {wanted}") from None
+
+
+def parse_sets(items: list[str] | None) -> dict[str, Any]:
+    """["epochs=10", "bf16=true"] -> {"epochs": 10, "bf16": True}."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise UserError(f"--set {item!r}: use KEY=VALUE, e.g. --set epochs=10")
+        out[name.strip()] = parse_value(name.strip(), value, f"--set {item}")
+    return out
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """A YAML (or JSON) mapping of settings."""
+    import yaml
+
+    path = Path(path)
+    try:
+        body = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise UserError(f"--config {path}: cannot be read ({exc.strerror or exc})") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise UserError(f"--config {path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if body is None:
+        return {}
+    if not isinstance(body, dict):
+        raise UserError(f"--config {path}: expected a mapping of settings (KEY: VALUE), "
+                        f"found {type(body).__name__}")
+    return {str(k): parse_value(str(k), v, f"--config {path}") for k, v in body.items()}
+
+
+def collect(config_file: str | None, sets: list[str] | None) -> dict[str, Any]:
+    """The user's overrides from both sources; --set wins."""
+    out = load_config_file(config_file) if config_file else {}
+    out.update(parse_sets(sets))
+    return out
+
+
+def add_arguments(parser: Any) -> None:
+    """The two override options, the same in every CLI."""
+    parser.add_argument("--set", action="append", metavar="KEY=VALUE", dest="set_values",
+                        help="override a trial setting (repeatable), e.g. --set epochs=10; "
+                             f"settings: {', '.join(FIELD_TYPES)}")
+    parser.add_argument("--config", metavar="FILE", dest="config_file",
+                        help="YAML file of settings (KEY: VALUE) applied before --set")

@@ -1,0 +1,96 @@
+"""The architecture table, as data: one entry per architecture, no torch imports.
+
+Like timm's registry, this is a leaf module: config validation, the sweep's resource planner and
+the weights cache read it without importing a model library. `trainables.models` turns an entry
+into a torchvision model; `trainables.weights` resolves its weights enum by name.
+
+Every path below is a dotted path inside the torchvision model (`nn.Module.get_submodule`), and
+every node name a torch.fx node (`torchvision.models.feature_extraction.get_graph_node_names`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from trainables.errors import UserError
+
+
+@dataclass(frozen=True)
+class Arch:
+    name: str
+    """torchvision's model name (`torchvision.models.get_model(name)`) and the registry key."""
+    weights: str
+    """The ImageNet weights the transfer regimes load, as `torchvision.models.get_weight` names it."""
+    input_size: int
+    """The crop the study trains and evaluates at (224; Inception v3 299)."""
+    val_resize: int
+    """The authors' validation resize at `input_size` (Resize(256)/CenterCrop(224); Inception
+    Resize(299)/CenterCrop(299)). Their test script resized test and OOD images to the crop itself."""
+    heads: tuple[str, ...]
+    """The classification layer(s) replaced for the new classes."""
+    gradcam_layer: str
+    """Default Grad-CAM target layer: the last spatial feature map."""
+    min_input_size: int = 32
+    """The smallest crop the model trains at (Inception's auxiliary head needs its full 299)."""
+    feature_node: str | None = None
+    """fx node whose output is the input of `tail`: where the frozen-backbone path stops."""
+    tail: str | None = None
+    """The final block holding the new head; it trains on cached features when the backbone is
+    frozen (bn_mode "frozen"). None: no cached-feature path (Inception, whose auxiliary head
+    branches off mid-backbone)."""
+    build_kwargs: dict[str, Any] = field(default_factory=dict)
+    """Passed in every regime, so that pretrained and scratch models see the same input path."""
+    scratch_kwargs: dict[str, Any] = field(default_factory=dict)
+    peak_memory_gb: float = 2.0
+    """Estimated peak GPU memory of one paper-config trial (batch 6, fp32); sizes GPU fractions."""
+    in_study: bool = True
+
+
+ARCHS: dict[str, Arch] = {}
+
+
+def register(arch: Arch) -> Arch:
+    ARCHS[arch.name] = arch
+    return arch
+
+
+register(Arch(
+    "inception_v3", "Inception_V3_Weights.IMAGENET1K_V1", 299, 299,
+    heads=("fc", "AuxLogits.fc"), gradcam_layer="Mixed_7c", min_input_size=299,
+    # transform_input re-normalises ImageNet-normalised input to the [-1, 1] scaling these
+    # weights were trained with; torchvision turns it on only when pretrained. Explicit here, so
+    # every regime sees the same input normalisation.
+    build_kwargs={"transform_input": True, "aux_logits": True},
+    scratch_kwargs={"init_weights": True}, peak_memory_gb=3.0))
+register(Arch(
+    "densenet161", "DenseNet161_Weights.IMAGENET1K_V1", 224, 256,
+    heads=("classifier",), gradcam_layer="features", feature_node="flatten", tail="classifier",
+    peak_memory_gb=4.0))
+register(Arch(
+    "resnet152", "ResNet152_Weights.IMAGENET1K_V1", 224, 256,
+    heads=("fc",), gradcam_layer="layer4", feature_node="flatten", tail="fc", peak_memory_gb=3.5))
+register(Arch(
+    "resnet18", "ResNet18_Weights.IMAGENET1K_V1", 224, 256,
+    heads=("fc",), gradcam_layer="layer4", feature_node="flatten", tail="fc", peak_memory_gb=1.0))
+register(Arch(
+    "vgg11_bn", "VGG11_BN_Weights.IMAGENET1K_V1", 224, 256,
+    heads=("classifier.6",), gradcam_layer="features", feature_node="flatten", tail="classifier",
+    peak_memory_gb=3.0))
+register(Arch(
+    "squeezenet1_0", "SqueezeNet1_0_Weights.IMAGENET1K_V1", 224, 256,
+    heads=("classifier.1",), gradcam_layer="features", feature_node="features.12.cat",
+    tail="classifier", peak_memory_gb=1.0))
+register(Arch(
+    "mobilenet_v2", "MobileNet_V2_Weights.IMAGENET1K_V1", 224, 256,
+    heads=("classifier.1",), gradcam_layer="features.18", feature_node="flatten",
+    tail="classifier", peak_memory_gb=1.0, in_study=False))
+
+STUDY_ARCHS: tuple[str, ...] = tuple(a.name for a in ARCHS.values() if a.in_study)
+
+
+def get_arch(name: str) -> Arch:
+    try:
+        return ARCHS[name]
+    except KeyError:
+        raise UserError(f"--arch {name!r} is unknown; choose from {', '.join(ARCHS)}") from None
