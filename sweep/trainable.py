@@ -18,11 +18,14 @@ from ray import tune
 
 from sweep.checkpoints import load_state, previous_checkpoint, report_epoch
 from sweep.layout import Experiment
+from sweep.resources import spread_trial_gpu, trial_gpu_share
 from trainables.config import TrialConfig, trial_id
 from trainables.data import DataRoots, Manifest
+from trainables.device import LOGICAL_GPUS_ENV
 from trainables.train import run_trial
 
-FORWARDED_ENV = ("TORCH_HOME", "FEATURE_REUSE_FAULT", "FEATURE_REUSE_DATA", "FEATURE_REUSE_FASTPATHS")
+FORWARDED_ENV = ("TORCH_HOME", "FEATURE_REUSE_FAULT", "FEATURE_REUSE_DATA", "FEATURE_REUSE_FASTPATHS",
+                 LOGICAL_GPUS_ENV)
 """Driver environment that trials must see, also when Ray was started elsewhere."""
 
 
@@ -77,8 +80,11 @@ def run_tune_trial(param: dict[str, Any], *, manifest_json: str, roots: dict[str
                    "done": False}
         report_epoch(metrics, fit_state, tid)
 
-    row = run_trial(config, manifest, _roots_here(roots, embedded), experiment.results,
-                    state=state, on_epoch=on_epoch, keep_model=keep_model)
+    # Fractional trials take the least loaded GPU of their node (Ray would pack them onto the
+    # first GPUs); CUDA_VISIBLE_DEVICES points at it before CUDA starts.
+    with spread_trial_gpu(trial_gpu_share()) as gpu_ids:
+        row = run_trial(config, manifest, _roots_here(roots, embedded), experiment.results,
+                        state=state, on_epoch=on_epoch, keep_model=keep_model)
     # One last report after the Parquet files are written: Ray sees the trial complete, and the
     # progress view gets its final numbers.
     tune.report({
@@ -87,5 +93,5 @@ def run_tune_trial(param: dict[str, Any], *, manifest_json: str, roots: dict[str
         "test_acc": row["test_acc"], "ood_acc": row["ood_acc"],
         "trial_seconds": row["total_seconds"], "resumed_from_epoch": row["resumed_from_epoch"],
         "node_id": ray.get_runtime_context().get_node_id(),
-        "gpu_ids": ",".join(str(g) for g in ray.get_gpu_ids()),
+        "gpu_ids": ",".join(gpu_ids),
     })
