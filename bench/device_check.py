@@ -1,6 +1,6 @@
 """What only a GPU can check, in one short run: the device script of docs/gpu.md.
 
-    python bench/device_check.py --out device_check.json   # on a CUDA machine (~6 min, one H100)
+    python bench/device_check.py --out device_check.json   # a CUDA machine: at most ~7 min
     python bench/device_check.py --dry --out dry.json      # the same code on the CPU, tiny sizes
 
 Sections, in order; each writes its part of the JSON, and one that would overrun --budget-s is
@@ -152,6 +152,15 @@ def registry_check(result: dict[str, Any], gpu_memory_gb: float | None) -> dict[
                 "trials_per_gpu": n, "share_gb": round(share_gb, 2),
                 "fits": measured_gb + dev.CUDA_CONTEXT_GB <= share_gb}
     return out
+
+
+def eval_batch_for(config: TrialConfig, num_classes: int) -> int:
+    """What trainables.device.eval_batch_size gives this trial (the engine's forward-only batch
+    is compared against it: a larger one can set the trial's peak memory)."""
+    from trainables.models import build_model, get_arch
+
+    crop = config.input_size or get_arch(config.arch).input_size
+    return dev.eval_batch_size(build_model(config, num_classes), crop, config.batch_size)
 
 
 # ----------------------------------------------------------------------------------- syncs
@@ -369,8 +378,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="device_check.json", help="the JSON to write")
     p.add_argument("--dry", action="store_true", help="CPU, tiny sizes: checks the script itself")
-    p.add_argument("--budget-s", type=float, default=450.0,
-                   help="skip sections that would end after this many seconds (default 450)")
+    p.add_argument("--budget-s", type=float, default=420.0,
+                   help="skip sections that would end after this many seconds (default 420)")
     p.add_argument("--archs", nargs="+", default=None,
                    help=f"architectures of the trials section (default: the study's; --dry: "
                         f"{' '.join(DRY_ARCHS)})")
@@ -411,6 +420,9 @@ def main(argv: list[str] | None = None) -> int:
         return args.dry or time.perf_counter() - t_start + estimate <= args.budget_s
 
     # cuda ---------------------------------------------------------------------------
+    # the paper's numeric settings, and cuBLAS's workspace setting before its first use (the
+    # `repeat` section's deterministic runs need it from the process's start)
+    dev.apply_determinism(False, tf32=False, cudnn_benchmark=False)
     facts = dev.CudaFacts.probe()
     report["cuda"] = facts.to_dict()
     if not args.dry and not facts.usable:
@@ -449,8 +461,10 @@ def main(argv: list[str] | None = None) -> int:
                     section["skipped"].append(arch)
                     continue
                 try:
-                    result = run_one(trial_config(arch, args.dry), manifest, roots, out, device)
+                    config = trial_config(arch, args.dry)
+                    result = run_one(config, manifest, roots, out, device)
                     result.update(registry_check(result, gpu_memory_gb), ok=True)
+                    result["eval_batch_size_rule"] = eval_batch_for(config, len(manifest.classes))
                 except Exception as exc:
                     result = {"arch": arch, "ok": False, "error": "".join(
                         traceback.format_exception_only(type(exc), exc)).strip()}
@@ -504,7 +518,10 @@ def main(argv: list[str] | None = None) -> int:
                         conc["mps"] = {"available": True, **run_concurrent(
                             largest, n_concurrent, manifest_path, roots, scratch, device,
                             args.dry, env)}
-                        report["checks"]["concurrent_mps_no_oom"] = conc["mps"]["all_ok"]
+                        # errors other than OOM (clients that cannot reach the MPS server in
+                        # this container, say) are recorded, but are not a memory failure
+                        report["checks"]["concurrent_mps_no_oom"] = conc["mps"]["oom"] == 0
+                        conc["mps"]["usable"] = conc["mps"]["all_ok"]
             save()
         # repeat ---------------------------------------------------------------------
         if "repeat" not in args.skip:

@@ -8,6 +8,7 @@ The training loop calls, in order (docs/gpu.md):
     set_memory_fraction(device, gpu_share)    # cap this process to its share of the GPU
     reset_peak_memory(device)
     ... train, evaluate ...
+    eval_batch_size(model, crop, config.batch_size)   # forward-only batches below the peak
     peak_memory(device)                       # {"peak_allocated_mb", "peak_reserved_mb"}
     release_memory(device)                    # give cached blocks back (reused Ray actors)
 
@@ -333,15 +334,18 @@ def apply_determinism(deterministic: bool, tf32: bool, cudnn_benchmark: bool) ->
     Ray actor must not inherit the previous trial's). Returns what was set, for the row.
 
     deterministic: deterministic algorithms where PyTorch has them (warn_only: ops with no
-    deterministic CUDA kernel, such as AdaptiveAvgPool2d's backward, warn instead of failing),
-    cuDNN deterministic, and the cuBLAS workspace setting. tf32: TF32 tensor cores for float32
-    matmuls and convolutions (Ampere and later; faster, ~10-bit mantissa). cudnn_benchmark: let
-    cuDNN time its algorithms per input shape (faster, run-to-run differences)."""
+    deterministic CUDA kernel, such as AdaptiveAvgPool2d's backward, warn instead of failing)
+    and cuDNN deterministic. tf32: TF32 tensor cores for float32 matmuls and convolutions
+    (Ampere and later; faster, ~10-bit mantissa). cudnn_benchmark: let cuDNN time its
+    algorithms per input shape (faster, run-to-run differences).
+
+    The cuBLAS workspace setting that deterministic GEMMs need is set in either mode, unless
+    already set: cuBLAS reads it once, when the process first uses it, so a reused actor could
+    not honour deterministic mode after a first trial without it."""
     if deterministic and cudnn_benchmark:
         raise UserError("deterministic=true and cudnn_benchmark=true exclude each other: "
                         "benchmarking picks kernels by timing. Turn one off")
-    if deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
     torch.use_deterministic_algorithms(deterministic, warn_only=True)
     torch.backends.cudnn.deterministic = deterministic
     torch.backends.cudnn.benchmark = cudnn_benchmark
@@ -441,6 +445,49 @@ def _peak_rss_mb() -> float:
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def activation_bytes(model: torch.nn.Module, crop: int) -> tuple[int, int]:
+    """(largest, sum) of the outputs of the model's leaf modules for one image of `crop` px,
+    float32, from shapes alone: one forward pass on the meta device with the parameters
+    swapped for meta tensors (torch.func.functional_call), so nothing is computed or copied and
+    the model is left as it was (weights, device, train/eval mode)."""
+    from torch.func import functional_call
+
+    sizes: list[int] = []
+
+    def record(_module: torch.nn.Module, _inputs: Any, output: Any) -> None:
+        for out in output if isinstance(output, tuple | list) else (output,):
+            if isinstance(out, torch.Tensor):
+                sizes.append(out.numel() * 4)
+
+    state = {k: torch.empty_like(v, device="meta") for k, v in model.state_dict(keep_vars=True).items()}
+    hooks = [m.register_forward_hook(record) for m in model.modules() if not list(m.children())]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            functional_call(model, state, (torch.empty(1, 3, crop, crop, device="meta"),))
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    return max(sizes), sum(sizes)
+
+
+EVAL_LIVE_ACTIVATIONS = 3
+"""Activations a forward-only pass holds at once, at most: a layer's input, its output and one
+temporary; everything earlier is freed."""
+
+
+def eval_batch_size(model: torch.nn.Module, crop: int, train_batch: int, cap: int = 64) -> int:
+    """A forward-only (evaluation) batch whose activations stay within what a training step of
+    `train_batch` images keeps for its backward pass (about train_batch x the sum of all
+    activations), so that evaluation never sets a trial's peak memory: floor(train_batch x sum
+    / (3 x largest)), between 1 and `cap`. VGG11-BN at 224 px and batch 6: 14, where a fixed
+    64 would hold ~2.3 GB of activations against ~0.5 GB in training; DenseNet161: 64."""
+    largest, total = activation_bytes(model, crop)
+    return max(1, min(cap, train_batch * total // (EVAL_LIVE_ACTIVATIONS * largest)))
 
 
 def release_memory(device: torch.device) -> None:

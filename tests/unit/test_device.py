@@ -176,6 +176,16 @@ def test_determinism_switches_are_all_set_every_time(restore_numerics, monkeypat
                                       "cudnn_benchmark": True, "cudnn_deterministic": False}
 
 
+def test_cublas_workspace_is_set_from_a_processs_first_trial_on(restore_numerics, monkeypatch):
+    """cuBLAS reads it once per process: a non-deterministic first trial must set it too, or a
+    later deterministic trial of the same (reused) process could not be deterministic."""
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    applied = dev.apply_determinism(deterministic=False, tf32=False, cudnn_benchmark=False)
+    assert applied["cublas_workspace_config"] == dev.CUBLAS_WORKSPACE
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":16:8")  # the user's own choice is kept
+    assert dev.apply_determinism(True, False, False)["cublas_workspace_config"] == ":16:8"
+
+
 def test_deterministic_and_benchmark_exclude_each_other(restore_numerics):
     with pytest.raises(UserError, match="exclude each other"):
         dev.apply_determinism(deterministic=True, tf32=False, cudnn_benchmark=True)
@@ -232,3 +242,35 @@ def test_description_says_when_a_logical_gpu_ran_on_the_cpu():
     assert d.details["ray_gpu_ids"] == ["3"] and d.details["logical_gpu"]
     plain = dev.describe_device(torch.device("cpu"))
     assert "logical" not in plain.label and plain.details["torch"] == torch.__version__
+
+
+# ------------------------------------------------------------------------ evaluation batches
+@pytest.mark.parametrize("arch, crop", [("vgg11_bn", 224), ("resnet18", 224), ("squeezenet1_0", 224)])
+def test_evaluation_batches_stay_below_the_training_activations(arch, crop):
+    from torchvision import models as tvm
+
+    model = getattr(tvm, arch)()
+    model.train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    largest, total = dev.activation_bytes(model, crop)
+    batch = dev.eval_batch_size(model, crop, train_batch=6)
+    assert 1 <= batch < 64
+    assert dev.EVAL_LIVE_ACTIVATIONS * largest * batch <= 6 * total
+    assert dev.EVAL_LIVE_ACTIVATIONS * largest * (batch + 1) > 6 * total, "not needlessly small"
+    # the model is left as it was: real weights on the CPU, still in train mode
+    assert model.training and all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert next(model.parameters()).device.type == "cpu"
+
+
+def test_vgg11_bn_first_activation_is_what_a_batch_of_64_would_multiply():
+    from torchvision import models as tvm
+
+    largest, _ = dev.activation_bytes(tvm.vgg11_bn(), 224)
+    assert largest == 64 * 224 * 224 * 4  # the first conv's output: 12.25 MiB per image
+    assert dev.eval_batch_size(tvm.vgg11_bn(), 224, train_batch=6) == 14
+
+
+def test_deep_narrow_models_keep_the_full_evaluation_batch():
+    from torchvision import models as tvm
+
+    assert dev.eval_batch_size(tvm.densenet161(), 224, train_batch=6) == 64
