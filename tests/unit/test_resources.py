@@ -176,3 +176,36 @@ def test_memory_caps_of_the_auto_plan_hold_each_architectures_registry_peak():
         for name in STUDY_ARCHS:
             cap_gb = memory_fraction_for(plan.for_arch(name).gpu, int(memory * 2**30)) * memory
             assert cap_gb >= ARCHS[name].peak_memory_gb, (name, memory, cap_gb)
+
+
+# ------------------------------------------------------------------------------- GPU preflight
+def _node(facts=None, code="abc123", error=None, address="10.0.0.7"):
+    from sweep.resources import GpuNodeReport
+
+    return GpuNodeReport("n1", address, 4.0, facts, 24.0 if facts else None, code, error)
+
+
+def test_gpu_preflight_names_the_node_and_the_cause():
+    from sweep.preflight import check_gpu_nodes
+    from tests.unit.test_device import broken, facts
+
+    good = facts().to_dict()
+    no_driver = broken(driver_version=None).to_dict()
+    cluster = ClusterInfo(16, 8, 24.0, "ray cluster", (_node(good), _node(no_driver, address="10.0.0.8")))
+    problems, notes = check_gpu_nodes(cluster, "abc123")
+    assert len(problems) == 1 and not notes
+    assert "GPU node 10.0.0.8 (4 GPU)" in problems[0] and "--gpus all" in problems[0]
+    # simulated clusters: the same node is a note
+    problems, notes = check_gpu_nodes(cluster, "abc123", logical_ok=True)
+    assert not problems and "logical GPUs only" in notes[0]
+
+
+def test_gpu_preflight_refuses_nodes_running_other_code_and_notes_silent_ones():
+    from sweep.preflight import check_gpu_nodes
+    from tests.unit.test_device import facts
+
+    cluster = ClusterInfo(16, 8, 24.0, "ray cluster",
+                          (_node(facts().to_dict(), code="def456"), _node(error="no answer within 120 s")))
+    problems, notes = check_gpu_nodes(cluster, "abc123")
+    assert len(problems) == 1 and "runs code def456, the driver abc123" in problems[0]
+    assert len(notes) == 1 and "no answer within 120 s" in notes[0]
