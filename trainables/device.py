@@ -9,6 +9,7 @@ The training loop calls, in order (docs/gpu.md):
     reset_peak_memory(device)
     ... train, evaluate ...
     eval_batch_size(model, crop, config.batch_size)   # forward-only batches below the peak
+    cpu_copy(optimizer.state_dict())          # checkpoints: optimizer state copied to the CPU
     peak_memory(device)                       # {"peak_allocated_mb", "peak_reserved_mb"}
     release_memory(device)                    # give cached blocks back (reused Ray actors)
 
@@ -18,6 +19,7 @@ a capability, a memory size), so that each case is unit-tested on a machine with
 
 from __future__ import annotations
 
+import copy
 import gc
 import os
 import platform
@@ -488,6 +490,23 @@ def eval_batch_size(model: torch.nn.Module, crop: int, train_batch: int, cap: in
     64 would hold ~2.3 GB of activations against ~0.5 GB in training; DenseNet161: 64."""
     largest, total = activation_bytes(model, crop)
     return max(1, min(cap, train_batch * total // (EVAL_LIVE_ACTIVATIONS * largest)))
+
+
+def cpu_copy(obj: Any) -> Any:
+    """A copy of a state (an optimizer's or a model's state_dict: nested dicts, lists and
+    tuples of tensors and plain values) with every tensor copied to the CPU. For checkpoints:
+    `copy.deepcopy(optimizer.state_dict())` would copy the momentum buffers on the GPU, an
+    extra model-sized allocation per checkpoint; `load_state_dict` moves them back to the
+    parameters' device."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: cpu_copy(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [cpu_copy(v) for v in obj]
+    if isinstance(obj, tuple):
+        return tuple(cpu_copy(v) for v in obj)
+    return copy.deepcopy(obj)
 
 
 def release_memory(device: torch.device) -> None:

@@ -274,3 +274,23 @@ def test_deep_narrow_models_keep_the_full_evaluation_batch():
     from torchvision import models as tvm
 
     assert dev.eval_batch_size(tvm.densenet161(), 224, train_batch=6) == 64
+
+
+def test_checkpoint_copy_of_the_optimizer_state_is_on_the_cpu_and_restores_exactly():
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    for _ in range(2):
+        opt.zero_grad()
+        model(torch.randn(5, 4)).sum().backward()
+        opt.step()
+    saved = dev.cpu_copy(opt.state_dict())
+    buffers = [s["momentum_buffer"] for s in saved["state"].values()]
+    assert buffers and all(b.device.type == "cpu" for b in buffers)
+    original = [s["momentum_buffer"] for s in opt.state_dict()["state"].values()]
+    assert all(b.data_ptr() != o.data_ptr() for b, o in zip(buffers, original, strict=True))
+    opt.step()  # the optimizer moves on; the copy must not
+    restored = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    restored.load_state_dict(saved)
+    for a, b in zip(restored.state_dict()["state"].values(), saved["state"].values(), strict=True):
+        assert torch.equal(a["momentum_buffer"], b["momentum_buffer"])
+    assert saved["param_groups"] == restored.state_dict()["param_groups"]
