@@ -139,7 +139,9 @@ def check_gpu_nodes(cluster: ClusterInfo, driver_code_version: str,
                                 f"[{facts.summary()}]")
         if node.code_version and node.code_version != driver_code_version:
             problems.append(f"{where} runs code {node.code_version}, the driver {driver_code_version}. "
-                            "Fix: sync the same code to every node (`ray up cluster.yaml` again)")
+                            "Fix: sync the same code to every node (`ray up cluster.yaml` again); "
+                            "on one machine: the code changed after the sweep started, start it "
+                            "again")
     return problems, notes
 
 
