@@ -12,7 +12,8 @@
 #
 # Prints: wall time, trials per minute, per-architecture trial seconds and peak GPU memory,
 # and GPU utilisation sampled by nvidia-smi every 0.5 s (mean over the run, and the share of
-# samples at >= 90 %). Exit status: 0 all trials ok, 1 some failed, 2 setup error.
+# samples at >= 90 %). Exit status: 0 all trials ok, 1 some failed, 2 setup error (including
+# no usable CUDA: the grid and --bf16-check modes refuse to time a CPU, naming the cause).
 # Environment: PYTHON (default .venv/bin/python, else python3), DEADLINE_S (default 450),
 # EXTRA_ARGS (passed to bench/grid_timing.py, e.g. "--workers 6").
 set -u -o pipefail
@@ -26,7 +27,7 @@ case "${1:-}" in
   --bf16-check) MODE="bf16-check"; ARGS=(--preset paper --bf16-check --archs resnet18 squeezenet1_0) ;;
   --tiny) MODE="tiny"; ARGS=(--tiny) ;;
   --dry-run) MODE="dry-run"; ARGS+=(--dry-run) ;;
-  -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+  -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
   *) echo "error: unknown option $1 (use --bf16, --bf16-check, --tiny, --dry-run)" >&2; exit 2 ;;
 esac
 
@@ -37,6 +38,11 @@ if ! "$PYTHON" -c "import torch, torchvision, pyarrow, scipy, PIL" 2>/dev/null; 
   echo "error: $PYTHON lacks torch/torchvision/pyarrow/scipy/pillow; install the project's " \
        "dependencies (pip install -e .) or set PYTHON" >&2
   exit 2
+fi
+
+# Time a GPU or nothing: without usable CUDA the trials would run (slowly) on the CPU.
+if [[ "$MODE" == "grid" || "$MODE" == "bf16-check" ]]; then
+  "$PYTHON" -m trainables.device --require-cuda || exit 2
 fi
 
 export PYTHONUNBUFFERED=1

@@ -2,7 +2,8 @@
 
 Options, data (validated, split manifest built once), weights of every pretrained architecture,
 and storage (a probe file written and deleted through pyarrow's filesystem). All problems are
-gathered into one message, so a user fixes them in one go.
+gathered into one message, so a user fixes them in one go. Once Ray is up, `check_gpu_nodes`
+looks at what one tiny task per GPU node found (CUDA usable, the same code as the driver).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 
 from sweep.grid import GridPoint, GridSpec, build_grid, split_done, with_ids
 from sweep.layout import Experiment
+from sweep.resources import ClusterInfo
 from trainables import results
 from trainables.datasource import prepare_data
 from trainables.errors import UserError
@@ -110,3 +112,50 @@ def run_preflight(spec: GridSpec, experiment: Experiment, storage_arg: str, data
         write_text_atomic(experiment.manifest, manifest.to_json())
     return Ready(experiment, manifest, roots, grid, done, todo, embedded=data is None)
 
+
+
+def check_gpu_nodes(cluster: ClusterInfo, driver_code_version: str,
+                    logical_ok: bool = False) -> tuple[list[str], list[str]]:
+    """(problems, notes) from the CUDA probe of each GPU node (`resources.probe_gpu_nodes`).
+
+    A problem: a node whose GPUs CUDA cannot use (its trials would fail one after another), or
+    that runs other code than the driver. A note: a probe that did not answer (a busy or
+    starting node: its trials still check CUDA themselves), or logical GPUs in a simulation.
+    GPU nodes that an autoscaler starts later are checked by their trials, at their start."""
+    from trainables.device import CudaFacts
+
+    problems: list[str] = []
+    notes: list[str] = []
+    for node in cluster.gpu_nodes:
+        where = f"GPU node {node.address} ({node.gpus:g} GPU)"
+        if node.error:
+            notes.append(f"{where}: CUDA probe failed ({node.error}); its trials check CUDA at start")
+            continue
+        facts = CudaFacts.from_dict(node.facts or {})
+        if not facts.usable:
+            if logical_ok:
+                notes.append(f"{where}: logical GPUs only, trials train on the CPU "
+                             f"(FEATURE_REUSE_LOGICAL_GPUS is set)")
+            else:
+                problems.append(f"{where}: CUDA is unusable there: {facts.diagnosis()} "
+                                f"[{facts.summary()}]")
+        if node.code_version and node.code_version != driver_code_version:
+            problems.append(f"{where} runs code {node.code_version}, the driver {driver_code_version}. "
+                            "Fix: sync the same code to every node (`ray up cluster.yaml` again); "
+                            "on one machine: the code changed after the sweep started, start it "
+                            "again")
+    return problems, notes
+
+
+def require_gpu_nodes(cluster: ClusterInfo, say=print) -> None:
+    """check_gpu_nodes, printing its notes and raising one UserError for its problems."""
+    from trainables.device import logical_gpus_allowed
+    from trainables.provenance import code_version
+
+    problems, notes = check_gpu_nodes(cluster, code_version(), logical_gpus_allowed())
+    for note in notes:
+        say(f"note: {note}")
+    if problems:
+        raise UserError(problems[0] if len(problems) == 1 else
+                        f"GPU preflight found {len(problems)} problems:\n" +
+                        "\n".join(f"  - {p}" for p in problems))

@@ -1,9 +1,10 @@
-"""Resources per trial: a GPU fraction per architecture, sized from its measured peak memory.
+"""Resources per trial: a GPU fraction per architecture, sized from its peak memory.
 
 Several small trials share one GPU (the study's models need 1-4 GB at batch 6; a data-center
 GPU has 24-141 GB), so `--gpus-per-trial auto` packs `n` trials of an architecture per GPU,
 where `n` is how many copies of its peak memory (with headroom and a CUDA context each) fit,
 capped at MAX_TRIALS_PER_GPU. A cluster without GPUs gets CPU-only trials.
+Spreading fractional trials over the GPUs of a node: sweep/gpu_spread.py.
 """
 
 from __future__ import annotations
@@ -14,15 +15,29 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from trainables.device import CUDA_CONTEXT_GB
 from trainables.errors import UserError
 from trainables.registry import get_arch
 
 HEADROOM = 1.25
 """Multiplier on the measured peak (allocator fragmentation, cuDNN workspaces)."""
-CUDA_CONTEXT_GB = 0.5
-"""What each trial process pays for its CUDA context, outside PyTorch's allocator."""
 MAX_TRIALS_PER_GPU = 8
 """Beyond this, trials on one GPU mostly wait for each other's kernels."""
+
+
+@dataclass(frozen=True)
+class GpuNodeReport:
+    """What the one-off CUDA probe found on one GPU node (`probe_gpu_nodes`)."""
+
+    node_id: str
+    address: str
+    gpus: float
+    facts: dict[str, Any] | None = None
+    """trainables.device.CudaFacts.to_dict() of a process holding one of the node's GPUs."""
+    memory_gb: float | None = None
+    code_version: str | None = None
+    error: str | None = None
+    """The probe itself failed or did not answer in time."""
 
 
 @dataclass(frozen=True)
@@ -32,6 +47,7 @@ class ClusterInfo:
     gpu_memory_gb: float | None = None
     """Memory of the smallest GPU; None when unknown (no GPU up yet)."""
     source: str = "local"
+    gpu_nodes: tuple[GpuNodeReport, ...] = ()
 
     def describe(self) -> str:
         gpu = (f"{self.gpus:g} GPU" + (f" ({self.gpu_memory_gb:.0f} GB each)" if self.gpu_memory_gb
@@ -138,39 +154,67 @@ def plan_resources(archs: Iterable[str], cluster: ClusterInfo, gpus_per_trial: f
 
 
 def local_cluster_info() -> ClusterInfo:
-    """This machine, without Ray (for --dry-run)."""
-    import torch
+    """This machine, without Ray (for --dry-run). A machine with an NVIDIA driver gets a GPU
+    node report, so that `preflight.check_gpu_nodes` also says when CUDA is unusable here."""
+    from trainables.device import CudaFacts
+    from trainables.provenance import code_version
 
     cpus = float(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())
-    if torch.cuda.is_available():
-        count = torch.cuda.device_count()
-        memory = min(torch.cuda.get_device_properties(i).total_memory for i in range(count)) / 2**30
-        return ClusterInfo(cpus, float(count), memory, "this machine")
-    return ClusterInfo(cpus, 0.0, None, "this machine")
+    facts = CudaFacts.probe()
+    if not facts.gpu_present and not facts.usable:
+        return ClusterInfo(cpus, 0.0, None, "this machine")
+    memory = min(g.total_memory for g in facts.gpus) / 2**30 if facts.gpus else None
+    report = GpuNodeReport("local", "this machine", float(facts.device_count), facts.to_dict(),
+                           memory, code_version())
+    return ClusterInfo(cpus, float(facts.device_count), memory, "this machine", (report,))
 
 
-def _gpu_memory_gb() -> float:
-    import torch
+def _probe_gpu_node() -> dict[str, Any]:
+    """Runs as a tiny Ray task holding a sliver of one GPU of a node: imports torch and
+    initialises CUDA there, once per node and sweep."""
+    from trainables.device import CudaFacts
+    from trainables.provenance import code_version
 
-    return torch.cuda.get_device_properties(0).total_memory / 2**30
+    facts = CudaFacts.probe()
+    memory = min(g.total_memory for g in facts.gpus) / 2**30 if facts.gpus else None
+    return {"facts": facts.to_dict(), "memory_gb": memory, "code_version": code_version()}
 
 
-def ray_cluster_info(probe_timeout_s: float = 120.0) -> ClusterInfo:
-    """The connected Ray cluster's CPUs and GPUs; GPU memory measured by one tiny task on each
-    GPU node (the smallest wins)."""
+def probe_gpu_nodes(timeout_s: float = 120.0) -> list[GpuNodeReport]:
+    """One CUDA probe per alive GPU node of the connected Ray cluster, in parallel."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+    nodes = [n for n in ray.nodes() if n.get("Alive") and n.get("Resources", {}).get("GPU")]
+    if not nodes:
+        return []
+    probe = ray.remote(num_cpus=0, num_gpus=0.0001, max_retries=0)(_probe_gpu_node)
+    refs = [probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)
+                          ).remote() for n in nodes]
+    ready, _ = ray.wait(refs, num_returns=len(refs), timeout=timeout_s)
+    reports = []
+    for node, ref in zip(nodes, refs, strict=True):
+        base = {"node_id": node["NodeID"], "address": node.get("NodeManagerAddress", "?"),
+                "gpus": float(node["Resources"]["GPU"])}
+        if ref not in ready:
+            ray.cancel(ref, force=True)
+            reports.append(GpuNodeReport(**base, error=f"no answer within {timeout_s:.0f} s"))
+            continue
+        try:
+            reports.append(GpuNodeReport(**base, **ray.get(ref)))
+        except Exception as exc:  # the probe raised on that node (e.g. torch fails to import)
+            reports.append(GpuNodeReport(**base, error=f"{type(exc).__name__}: {exc}".strip()))
+    return reports
+
+
+def ray_cluster_info(probe_timeout_s: float = 120.0) -> ClusterInfo:
+    """The connected Ray cluster's CPUs and GPUs, and one CUDA probe per GPU node (its
+    facts, code version and GPU memory; the smallest GPU sizes the fractions)."""
+    import ray
+
     total = ray.cluster_resources()
     gpus = float(total.get("GPU", 0.0))
-    memory = None
-    if gpus:
-        probe = ray.remote(num_cpus=0, num_gpus=0.0001)(_gpu_memory_gb)
-        refs = [probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)
-                              ).remote()
-                for n in ray.nodes() if n.get("Alive") and n.get("Resources", {}).get("GPU")]
-        try:
-            memory = min(ray.get(refs, timeout=probe_timeout_s))
-        except Exception:  # a logical GPU without CUDA (tests), or a probe that timed out
-            memory = None
-    return ClusterInfo(float(total.get("CPU", 0.0)), gpus, memory, "ray cluster")
+    reports = tuple(probe_gpu_nodes(probe_timeout_s)) if gpus else ()
+    memories = [r.memory_gb for r in reports if r.memory_gb]
+    return ClusterInfo(float(total.get("CPU", 0.0)), gpus, min(memories) if memories else None,
+                       "ray cluster", reports)

@@ -22,7 +22,7 @@ import time
 from sweep.grid import GridSpec
 from sweep.layout import Experiment, remove_stale_temporaries
 from sweep.logs import ray_driver_log
-from sweep.preflight import Ready, run_preflight
+from sweep.preflight import Ready, require_gpu_nodes, run_preflight
 from sweep.ray_session import ray_session, several_nodes, sigterm_as_interrupt
 from sweep.resources import (
     ClusterInfo,
@@ -216,6 +216,7 @@ def sweep(args: argparse.Namespace) -> int:
         if joins_cluster(args):
             with ray_session(args.address):
                 cluster = ray_cluster_info()
+        require_gpu_nodes(cluster, say)
         say(f"cluster: {cluster.describe()}")
         print_settings(ready)
         print_grid(ready, plan_resources(spec.resolved_archs, cluster, gpus, cpus, args.gpu_memory_gb))
@@ -236,6 +237,7 @@ def sweep(args: argparse.Namespace) -> int:
     if ready.todo:
         with ray_driver_log(experiment), ray_session(args.address, experiment) as started_here:
             cluster = ray_cluster_info()
+            require_gpu_nodes(cluster, say)  # each GPU node: CUDA usable, same code as here
             plan = plan_resources(spec.resolved_archs, cluster, gpus, cpus, args.gpu_memory_gb)
             check_plan(plan, cluster, started_locally=started_here and not joins_cluster(args))
             say(f"cluster: {cluster.describe()}; " + "; ".join(

@@ -17,15 +17,18 @@ import torch
 from ray import tune
 
 from sweep.checkpoints import load_state, previous_checkpoint, report_epoch
+from sweep.gpu_spread import spread_trial_gpu, trial_gpu_share
 from sweep.layout import Experiment
 from trainables.config import TrialConfig, trial_id
+from trainables.device import LOGICAL_GPUS_ENV
 from trainables.manifest import DataRoots, Manifest
 from trainables.train import run_trial
 
-FORWARDED_ENV = ("TORCH_HOME", "FEATURE_REUSE_DATA", "FEATURE_REUSE_FAULT")
+FORWARDED_ENV = ("TORCH_HOME", "FEATURE_REUSE_DATA", "FEATURE_REUSE_FAULT", LOGICAL_GPUS_ENV)
 """Driver environment that trials must see, also when Ray was started elsewhere: where files are
-(the torch weights cache, the embedded data) and the reliability tests' fault-injection hook
-(trainables/faults.py). None of them changes how a trial computes: that is all in TrialConfig."""
+(the torch weights cache, the embedded data), the reliability tests' fault-injection hook
+(trainables/faults.py) and the simulated-cluster marker for logical GPUs (trainables/device.py).
+None of them changes how a trial computes: that is all in TrialConfig."""
 
 
 def forwarded_env() -> dict[str, str]:
@@ -79,8 +82,13 @@ def run_tune_trial(param: dict[str, Any], *, manifest_json: str, roots: dict[str
                    "done": False}
         report_epoch(metrics, fit_state, tid)
 
-    row = run_trial(config, manifest, _roots_here(roots, embedded), experiment.results,
-                    state=state, on_epoch=on_epoch, keep_model=keep_model)
+    # Fractional trials take the least loaded GPU of their node (Ray would pack them onto the
+    # first GPUs); CUDA_VISIBLE_DEVICES points at it before CUDA starts.
+    share = trial_gpu_share()
+    with spread_trial_gpu(share) as gpu_ids:
+        row = run_trial(config, manifest, _roots_here(roots, embedded), experiment.results,
+                        state=state, on_epoch=on_epoch, keep_model=keep_model, gpu_ids=gpu_ids,
+                        gpu_share=share)
     # One last report after the Parquet files are written: Ray sees the trial complete, and the
     # progress view gets its final numbers.
     tune.report({
@@ -89,5 +97,5 @@ def run_tune_trial(param: dict[str, Any], *, manifest_json: str, roots: dict[str
         "test_acc": row["test_acc"], "ood_acc": row["ood_acc"],
         "trial_seconds": row["total_seconds"], "resumed_from_epoch": row["resumed_from_epoch"],
         "node_id": ray.get_runtime_context().get_node_id(),
-        "gpu_ids": ",".join(str(g) for g in ray.get_gpu_ids()),
+        "gpu_ids": ",".join(gpu_ids),
     })

@@ -9,6 +9,9 @@ Reproducibility: every epoch reseeds torch from (trial seed, epoch), so the shuf
 augmentation draws and dropout depend only on the seed and the epoch number. A trial resumed from
 its epoch-k checkpoint therefore continues exactly as an uninterrupted one would.
 
+The device and the process-wide numeric switches (precision, determinism, memory cap) are set
+by the caller, `trainables.train.run_trial`, through `trainables.device`.
+
 On a GPU: batches arrive pinned and are copied without blocking; normalisation constants live on
 the device; loss and accuracy are summed on the device and read once per epoch, so the step loop
 never waits for the GPU.
@@ -16,7 +19,6 @@ never waits for the GPU.
 
 from __future__ import annotations
 
-import os
 import random
 import time
 from collections.abc import Callable, Iterable
@@ -31,7 +33,7 @@ from torch import nn
 from trainables import cached_features
 from trainables.config import TrialConfig
 from trainables.dataset import DecodedSplit, TrialData, eval_loader, train_loader
-from trainables.errors import UserError
+from trainables.device import cpu_copy
 from trainables.faults import maybe_inject
 from trainables.metrics import EvalResult, Meter, selection_score
 from trainables.registry import Arch
@@ -48,25 +50,6 @@ def seed_everything(seed: int) -> None:
 
 def epoch_seed(seed: int, epoch: int) -> int:
     return seed * 1_000_003 + epoch
-
-
-def pick_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def configure_backends(config: TrialConfig, device: torch.device) -> None:
-    """Apply the config's precision and determinism settings (process-wide, set per trial)."""
-    if config.bf16 and (device.type != "cuda" or torch.cuda.get_device_capability(device)[0] < 8):
-        where = (torch.cuda.get_device_name(device) if device.type == "cuda" else "this CPU")
-        raise UserError(f"bf16=true needs a CUDA GPU of compute capability 8.0 or newer "
-                        f"(A100, H100, L4, RTX 30xx...); {where} has none. Fix: --set bf16=false")
-    torch.backends.cuda.matmul.allow_tf32 = config.tf32
-    torch.backends.cudnn.allow_tf32 = config.tf32
-    torch.backends.cudnn.benchmark = config.cudnn_benchmark and not config.deterministic
-    torch.backends.cudnn.deterministic = config.deterministic
-    if config.deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS's requirement
-    torch.use_deterministic_algorithms(config.deterministic)
 
 
 def autocast(device: torch.device, bf16: bool):
@@ -113,18 +96,6 @@ class FitState:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> FitState:
         return cls(**d)
-
-
-def cpu_copy(obj: Any) -> Any:
-    """A copy of a (nested) state dict with every tensor on the CPU: checkpoints never hold a
-    second copy of the weights or optimizer state on the GPU."""
-    if isinstance(obj, torch.Tensor):
-        return obj.detach().to("cpu", copy=True)
-    if isinstance(obj, dict):
-        return {k: cpu_copy(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(cpu_copy(v) for v in obj)
-    return obj
 
 
 def _loss(outputs: Any, labels: torch.Tensor, criterion: nn.Module, aux_weight: float
@@ -193,7 +164,6 @@ def fit(model: nn.Module, arch: Arch, config: TrialConfig, data: TrialData, devi
 
     `state` resumes after its last finished epoch; `on_epoch(row, state)` runs after each epoch
     (the Ray trainable reports and checkpoints there)."""
-    configure_backends(config, device)
     model.to(device)
     if config.channels_last:
         model.to(memory_format=torch.channels_last)

@@ -70,7 +70,9 @@ TRIALS_SCHEMA = pa.schema(_KEY_FIELDS + [
     pa.field("ood_kind", pa.string()),  # "real" | "synthetic shift: ..." | "none"
     pa.field("train_seconds", pa.float64()),
     pa.field("total_seconds", pa.float64()),
-    pa.field("peak_memory_mb", pa.float64()),
+    pa.field("peak_memory_mb", pa.float64()),  # = peak_allocated_mb (kept for readers)
+    pa.field("peak_allocated_mb", pa.float64()),
+    pa.field("peak_reserved_mb", pa.float64()),
     pa.field("resumed_from_epoch", pa.int64()),
     pa.field("model_path", pa.string()),
     # provenance

@@ -16,7 +16,6 @@ import datetime as dt
 import io
 import json
 import os
-import resource
 import sys
 import time
 import traceback
@@ -29,24 +28,28 @@ from trainables import overrides, results, storage
 from trainables.config import REGIMES, TrialConfig, trial_id
 from trainables.dataset import ImageSource, load_trial_data
 from trainables.datasource import prepare_data
-from trainables.engine import FitState, evaluate_split, fit, pick_device, seed_everything
+from trainables.device import (
+    apply_determinism,
+    check_precision,
+    describe_device,
+    peak_memory,
+    release_memory,
+    reset_peak_memory,
+    select_device,
+    set_memory_fraction,
+)
+from trainables.engine import FitState, evaluate_split, fit, seed_everything
 from trainables.errors import UserError
 from trainables.manifest import Manifest, select_train
 from trainables.metrics import EvalResult, confusion_matrix, per_class_recall
 from trainables.models import build_model, count_params
 from trainables.presets import PRESETS, PresetMessage, deviations, get_preset, user_overrides
-from trainables.provenance import code_version, device_name, hostname, library_versions
+from trainables.provenance import code_version, hostname, library_versions
 from trainables.registry import ARCHS, get_arch
 
 
 def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-
-
-def _peak_memory_mb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _key(config: TrialConfig, tid: str) -> dict[str, Any]:
@@ -65,11 +68,11 @@ def base_trial_row(config: TrialConfig, manifest: Manifest, tid: str) -> dict[st
 
 
 def failed_trial_row(config: TrialConfig, manifest: Manifest, tid: str, error: BaseException,
-                     started_at: str) -> dict[str, Any]:
+                     started_at: str, device: str | None) -> dict[str, Any]:
+    """The row of a trial that raised; `device` is None when choosing the device failed."""
     text = "".join(traceback.format_exception_only(type(error), error)).strip()
     return {**base_trial_row(config, manifest, tid), "status": "failed", "error": text,
-            "device": device_name(pick_device()), "started_at": started_at,
-            "finished_at": _now()}
+            "device": device, "started_at": started_at, "finished_at": _now()}
 
 
 def _prediction_rows(key: dict[str, Any], split_name: str, paths: list[str], result: EvalResult,
@@ -87,17 +90,26 @@ def _prediction_rows(key: dict[str, Any], split_name: str, paths: list[str], res
 def run_trial(config: TrialConfig, manifest: Manifest, source: ImageSource, out: str,
               state: FitState | None = None,
               on_epoch: Callable[[dict[str, Any], FitState], None] | None = None,
-              keep_model: bool = False) -> dict[str, Any]:
+              keep_model: bool = False, gpu_ids: list[str] | None = None,
+              gpu_share: float | None = None) -> dict[str, Any]:
     """Train, keep the best epoch on validation, evaluate it on test and OOD, write all three
     tables. `source` serves the manifest's images (`DataRoots` for folders on this machine).
+    `gpu_ids`/`gpu_share`: what Ray gave the trial (None outside Ray: CUDA if it works here).
 
     Returns the `trials` row. On an exception, a failed row is written and the error re-raised
     (so Ray can retry; a later success replaces the failed row)."""
     tid = trial_id(config, manifest.hash)
     started_at = _now()
     t0 = time.perf_counter()
+    device_label = None
+    device = None
     try:
-        device = pick_device()
+        device = select_device(gpu_ids)
+        device_label = describe_device(device, gpu_ids).label
+        check_precision(device, config.bf16)
+        apply_determinism(config.deterministic, config.tf32, config.cudnn_benchmark)
+        set_memory_fraction(device, gpu_share)
+        reset_peak_memory(device)
         arch = get_arch(config.arch)
         data = load_trial_data(manifest, source, config.train_size)
         seed_everything(config.seed)
@@ -119,6 +131,7 @@ def run_trial(config: TrialConfig, manifest: Manifest, source: ImageSource, out:
         if keep_model:
             model_path = save_model(out, tid, config, data.classes, state.best_state)
         counts = torch.bincount(data.train.labels, minlength=len(data.classes))
+        peak = peak_memory(device)
         trial = {
             **base_trial_row(config, manifest, tid), "status": "ok", "error": None,
             "best_epoch": state.best_epoch, "best_val_acc": state.best_acc,
@@ -130,18 +143,21 @@ def run_trial(config: TrialConfig, manifest: Manifest, source: ImageSource, out:
             "train_images": len(data.train), "train_images_per_class": float(counts.float().mean()),
             "trainable_params": trainable, "total_params": total,
             "train_seconds": state.train_seconds, "total_seconds": time.perf_counter() - t0,
-            "peak_memory_mb": _peak_memory_mb(device),
+            **peak, "peak_memory_mb": peak["peak_allocated_mb"],
             "resumed_from_epoch": state.resumed_from_epoch, "model_path": model_path,
-            "device": device_name(device), "started_at": started_at, "finished_at": _now(),
+            "device": device_label, "started_at": started_at, "finished_at": _now(),
         }
         epochs = [{**key, **row} for row in state.rows]
         results.write_trial(out, tid, epochs, trial, predictions)
         return trial
     except BaseException as exc:
         if not isinstance(exc, KeyboardInterrupt):
-            results.write_table_atomic(out, "trials", tid,
-                                       [failed_trial_row(config, manifest, tid, exc, started_at)])
+            row = failed_trial_row(config, manifest, tid, exc, started_at, device_label)
+            results.write_table_atomic(out, "trials", tid, [row])
         raise
+    finally:
+        if device is not None:
+            release_memory(device)
 
 
 def save_model(out: str, tid: str, config: TrialConfig, classes: list[str],

@@ -8,7 +8,8 @@ import pytest
 
 from trainables import results
 from trainables.dataset import load_trial_data
-from trainables.engine import FitState, fit, pick_device, seed_everything
+from trainables.device import select_device
+from trainables.engine import FitState, fit, seed_everything
 from trainables.folders import build_manifest
 from trainables.manifest import DataRoots
 from trainables.models import build_model
@@ -37,7 +38,7 @@ def _fit(config, manifest, pool, state=None, on_epoch=None):
     data = load_trial_data(manifest, DataRoots(str(pool)), config.train_size)
     seed_everything(config.seed)
     model = build_model(config, len(data.classes))
-    return fit(model, ARCHS[config.arch], config, data, pick_device(), state, on_epoch), model
+    return fit(model, ARCHS[config.arch], config, data, select_device(None), state, on_epoch), model
 
 
 def test_loop_learns_on_smoke_data(colour_pool, torch_home, tmp_path):

@@ -1,9 +1,10 @@
 """Fractional GPUs on a simulated two-node Ray cluster (ray.cluster_utils.Cluster).
 
 The GPU is logical (declared with num_gpus=1; there is no CUDA here): what is tested is Ray's
-scheduling of the sweep's resource requests. A CPU-only head node and a worker with one GPU
-and plenty of CPUs, so that the GPU is the binding constraint: 0.25-GPU trials must run four at
-a time on that one GPU, never five, and never on the head.
+scheduling of the sweep's resource requests, and the GPU preflight. A CPU-only head node and a
+worker with one GPU and plenty of CPUs, so that the GPU is the binding constraint: 0.25-GPU
+trials must run four at a time on that one GPU, never five, and never on the head. Spreading
+over the GPUs of a multi-GPU node: tests/integration/test_gpu_spread.py.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import pytest
 
 from sweep.resources import plan_resources, ray_cluster_info
 from trainables import results
+from trainables.device import LOGICAL_GPUS_ENV
 
 pytestmark = pytest.mark.slow
 WORKER_CPUS = 8
@@ -70,6 +72,9 @@ def test_four_quarter_gpu_trials_share_one_gpu_and_a_fifth_waits(cluster, tmp_pa
     _, gpu_node = cluster
     info = ray_cluster_info(probe_timeout_s=30)
     assert (info.gpus, info.cpus) == (1.0, 2 + WORKER_CPUS)
+    # one CUDA probe ran on the GPU node, and found what is here: no CUDA behind the logical GPU
+    assert [r.node_id for r in info.gpu_nodes] == [gpu_node]
+    assert info.gpu_nodes[0].error is None and not info.gpu_nodes[0].facts["usable"]
     # "auto" for a 7 GB GPU: mobilenet_v2 (1 GB peak) packs four per GPU
     plan = plan_resources(["mobilenet_v2"], info, None, gpu_memory_gb=7.0)
     assert plan.for_arch("mobilenet_v2").bundle() == {"CPU": 1.0, "GPU": 0.25}
@@ -92,14 +97,34 @@ def test_four_quarter_gpu_trials_share_one_gpu_and_a_fifth_waits(cluster, tmp_pa
     assert max_overlap([(r["start"], r["end"]) for r in reports]) == 4
 
 
+def test_sweep_refuses_a_gpu_node_where_cuda_is_unusable(cluster, make_pool, tmp_path, capsys,
+                                                        monkeypatch):
+    """The GPU preflight: one probe task on the GPU node finds no CUDA behind Ray's GPU (as a
+    node without GPU passthrough or with too old a driver would), so the sweep stops before any
+    trial, naming the node and the cause, instead of training on CPUs for hours."""
+    from sweep.run import main
+
+    monkeypatch.delenv(LOGICAL_GPUS_ENV, raising=False)
+    code = main(["--preset", "smoke", "--data", str(make_pool({"a": 10, "b": 10})),
+                 "--train-sizes", "4", "--regimes", "scratch", "--seeds", "1",
+                 "--storage", str(tmp_path / "runs"), "--name", "nocuda", "--gpu-memory-gb", "7"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "GPU node" in err and "1 GPU" in err and "CUDA is unusable there" in err
+    assert "no NVIDIA driver" in err and "--gpus all" in err
+    assert not (tmp_path / "runs" / "nocuda" / "results" / "trials").exists(), "no trial may run"
+
+
 def test_sweep_cli_packs_real_trials_on_the_gpu_node(cluster, make_pool, tmp_path, torch_home,
                                                       capsys, monkeypatch):
     """The real CLI and trainable (smoke preset) with --gpus-per-trial auto: each trial asks
-    for a quarter GPU and lands on the GPU node's GPU 0."""
+    for a quarter GPU and lands on the GPU node's GPU 0. The GPU is logical, so
+    FEATURE_REUSE_LOGICAL_GPUS lets the trials train on the CPU (and say so on their rows)."""
     from sweep.run import main
 
     _, gpu_node = cluster
     monkeypatch.delenv("FEATURE_REUSE_FAULT", raising=False)
+    monkeypatch.setenv(LOGICAL_GPUS_ENV, "1")
     previous = signal.getsignal(signal.SIGTERM)
     storage = tmp_path / "runs"
     try:
@@ -112,6 +137,7 @@ def test_sweep_cli_packs_real_trials_on_the_gpu_node(cluster, make_pool, tmp_pat
     out = capsys.readouterr().out
     assert code == 0, out
     assert "mobilenet_v2 1 CPU + 0.25 GPU" in out
+    assert "logical GPUs only" in out  # the preflight's note
     trials = results.read_table(str(storage / "gpu" / "results"), "trials").to_pylist()
     assert len(trials) == 2 and {t["status"] for t in trials} == {"ok"}
     finals = [json.loads(f.read_text().splitlines()[-1])

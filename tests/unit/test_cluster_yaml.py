@@ -1,4 +1,5 @@
-"""cluster.yaml is a valid Ray cluster-launcher config for this project (Ray's own schema)."""
+"""cluster.yaml is a valid Ray cluster-launcher config for this project (Ray's own schema), and
+docs/gpu.md gives the AWS account what it needs to start its workers (IAM policy, GPU quota)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,13 @@ from ray.autoscaler._private.util import prepare_config, validate_config
 from tests.conftest import PROJECT_ROOT
 
 CLUSTER_YAML = PROJECT_ROOT / "cluster.yaml"
-GPU_INSTANCE = re.compile(r"^(g4dn|g5|g6|g6e|p3|p4d|p4de|p5)\.")
+GPU_DOC = PROJECT_ROOT / "docs" / "gpu.md"
+GPU_CAPABILITY = {"g4dn": (7, 5), "g5": (8, 6), "g6": (8, 9), "g6e": (8, 9), "p3": (7, 0),
+                  "p4d": (8, 0), "p4de": (8, 0), "p5": (9, 0)}
+"""Compute capability of each AWS GPU instance family's GPU (T4, A10G, L4, L40S, V100, A100,
+A100 80GB, H100)."""
+GPU_INSTANCE = re.compile(r"^(" + "|".join(GPU_CAPABILITY) + r")\.")
+VCPUS = {"m5.xlarge": 4, "g5.2xlarge": 8, "g5.12xlarge": 48}
 
 
 @pytest.fixture(scope="module")
@@ -58,11 +65,85 @@ def test_aws_with_a_cpu_head_and_autoscaling_gpu_workers(config):
     assert all("IamInstanceProfile" in t["node_config"] for t in workers.values())
 
 
-def test_image_is_rays_gpu_image_of_the_pinned_version(config):
+def test_images_are_rays_of_the_pinned_version_cpu_head_gpu_workers(config):
     py = f"py{sys.version_info.major}{sys.version_info.minor}"
-    assert config["docker"]["image"] == f"rayproject/ray:{ray.__version__}-{py}-gpu"
+    docker = config["docker"]
+    assert docker["head_image"] == f"rayproject/ray:{ray.__version__}-{py}-cpu"
+    assert docker["worker_image"] == f"rayproject/ray:{ray.__version__}-{py}-gpu"
+    assert "image" not in docker or docker["image"] == docker["worker_image"]
     pinned = re.search(r'"ray\[tune\]==([\d.]+)"', (PROJECT_ROOT / "pyproject.toml").read_text())
     assert pinned and pinned.group(1) == ray.__version__
+
+
+def test_workers_get_gpu_passthrough_and_gpus_this_torch_build_runs_on(config):
+    import torch
+
+    from trainables.device import arch_supported
+
+    assert "--gpus all" in config["docker"]["worker_run_options"]
+    assert "--gpus all" not in config["docker"].get("run_options", [])  # not on the CPU head
+    arch_list = torch.cuda.get_arch_list()
+    workers = {n: t for n, t in config["available_node_types"].items() if n != config["head_node_type"]}
+    for name, node_type in workers.items():
+        family = node_type["node_config"]["InstanceType"].split(".")[0]
+        if arch_list:  # a CUDA build of torch: its kernels must cover the workers' GPUs
+            assert arch_supported(GPU_CAPABILITY[family], arch_list), (name, family, arch_list)
+
+
+def test_every_node_checks_its_code_version_stamp(config):
+    setup = config["setup_commands"]
+    install = next(i for i, c in enumerate(setup) if "pip install" in c)
+    check = next(i for i, c in enumerate(setup) if "python -m trainables.provenance check" in c)
+    assert check > install, "the check needs the installed project"
+    assert ".git" in config["rsync_exclude"], "this is why the stamp is needed"
+    assert ".code_version.json" not in config["rsync_exclude"]
+
+
+def head_policy() -> dict:
+    text = GPU_DOC.read_text()
+    block = re.search(r"<!-- head-policy[^>]*-->\s*```json\n(.*?)```", text, flags=re.S)
+    assert block, "docs/gpu.md must give the head's IAM policy as a JSON block"
+    return json.loads(block.group(1))
+
+
+def test_docs_give_the_head_the_permissions_to_start_the_workers(config):
+    """The head's role must pass the workers' role (iam:PassRole on the role behind their
+    instance profile) and resolve their `resolve:ssm:` AMI (ssm:GetParameters on that
+    parameter, in cluster.yaml's region)."""
+    statements = head_policy()["Statement"]
+    grants = {st["Action"]: st["Resource"] for st in statements if st["Effect"] == "Allow"}
+    region = config["provider"]["region"]
+    workers = [t for n, t in config["available_node_types"].items() if n != config["head_node_type"]]
+    for node_type in workers:
+        profile_arn = node_type["node_config"]["IamInstanceProfile"]["Arn"]
+        account, profile = re.fullmatch(r"arn:aws:iam::(\d+):instance-profile/(.+)",
+                                        profile_arn).groups()
+        # Ray's default profile holds the role of the same name (ray-autoscaler-v1)
+        assert grants["iam:PassRole"] == f"arn:aws:iam::{account}:role/{profile}"
+    for node_type in config["available_node_types"].values():
+        image = node_type["node_config"]["ImageId"]
+        assert image.startswith("resolve:ssm:")
+        parameter = image.removeprefix("resolve:ssm:")
+        allowed = grants["ssm:GetParameters"]
+        prefix = f"arn:aws:ssm:{region}::parameter"
+        assert allowed.startswith(prefix)
+        assert re.fullmatch(re.escape(allowed[len(prefix):]).replace(r"\*", ".*"), parameter)
+
+
+def test_docs_state_the_gpu_vcpu_quotas_cluster_yaml_needs(config):
+    text = GPU_DOC.read_text()
+    spot = on_demand = 0
+    for name, node_type in config["available_node_types"].items():
+        if name == config["head_node_type"]:
+            continue
+        vcpus = VCPUS[node_type["node_config"]["InstanceType"]] * node_type["max_workers"]
+        if node_type["node_config"].get("InstanceMarketOptions", {}).get("MarketType") == "spot":
+            spot += vcpus
+        else:
+            on_demand += vcpus
+    assert re.search(rf"Running On-Demand G and VT instances \(`L-DB2E81BA`\).*\| {on_demand} \|", text)
+    assert re.search(rf"All G and VT Spot Instance Requests \(`L-3819A6DF`\).*\| {spot} \|", text)
+    assert f"--desired-value {on_demand}" in text and f"--desired-value {spot}" in text
 
 
 def test_setup_installs_the_synced_project_and_sets_s3_storage(config, monkeypatch):

@@ -1,9 +1,13 @@
-"""GPU fractions per architecture, from the registry's measured peak memory."""
+"""GPU fractions per architecture, from the registry's peak memory; spreading fractional trials
+over the GPUs of a node."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from sweep.gpu_spread import GpuLedger, choose_gpu
 from sweep.resources import (
     CUDA_CONTEXT_GB,
     HEADROOM,
@@ -93,3 +97,113 @@ def test_gpus_and_cpus_per_trial_parse():
     assert parse_cpus_per_trial("0.5") == 0.5
     with pytest.raises(UserError, match="--cpus-per-trial"):
         parse_cpus_per_trial("0")
+
+
+# ---------------------------------------------------------------- spreading over a node's GPUs
+GPUS = ["0", "1", "2", "3"]
+
+
+def test_fractional_trials_go_to_the_least_loaded_gpu():
+    claims: list[tuple[str, float]] = []
+    for _ in range(8):
+        claims.append((choose_gpu(GPUS, claims, 0.25, fallback="0"), 0.25))
+    assert sorted(g for g, _ in claims) == ["0", "0", "1", "1", "2", "2", "3", "3"]
+
+
+def test_a_gpu_never_takes_more_than_its_capacity():
+    claims = [("0", 0.5), ("0", 0.25), ("1", 0.5), ("2", 0.5), ("3", 0.5)]
+    assert choose_gpu(GPUS, claims, 0.5, fallback="9") in {"1", "2", "3"}
+    full = [(g, 0.875) for g in GPUS]
+    assert choose_gpu(GPUS, full, 0.25, fallback="9") == "9", "no room anywhere: Ray's own choice"
+    assert choose_gpu(GPUS, full, 0.125, fallback="9") == "0"
+
+
+def test_ties_rotate_over_the_gpus_given_out_least():
+    assert choose_gpu(GPUS, [], 0.25, assigned={"0": 3, "1": 1, "2": 1, "3": 2}) == "1"
+
+
+def _claim_and_hold(path: str, pid_file: str, barrier) -> None:
+    import os
+
+    ledger = GpuLedger(Path(path))
+    gpu = ledger.claim(os.getpid(), GPUS, 0.25, fallback="0")
+    Path(pid_file).write_text(gpu)
+    barrier.wait(timeout=60)  # hold the claim until every process has claimed
+
+
+def test_ledger_spreads_concurrent_processes_and_forgets_dead_ones(tmp_path):
+    """Eight processes claim a quarter GPU each at the same moment, as eight trials starting on
+    a 4-GPU node do: two per GPU, none over capacity. When they have exited, their claims are
+    gone."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")
+    barrier = ctx.Barrier(8)
+    path = tmp_path / "ledger.json"
+    procs = [ctx.Process(target=_claim_and_hold, args=(str(path), str(tmp_path / f"p{i}"), barrier))
+             for i in range(8)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=90)
+    assert all(p.exitcode == 0 for p in procs)
+    chosen = sorted((tmp_path / f"p{i}").read_text() for i in range(8))
+    assert chosen == ["0", "0", "1", "1", "2", "2", "3", "3"]
+    assert GpuLedger(path).claims() == {}, "claims of exited processes must not block new trials"
+
+
+def test_ledger_claim_is_replaced_released_and_pinned(tmp_path):
+    import os
+
+    ledger = GpuLedger(tmp_path / "ledger.json")
+    me = os.getpid()
+    first = ledger.claim(me, GPUS, 0.5, fallback="0")
+    second = ledger.claim(me, GPUS, 0.5, fallback="0")  # a reused actor's next trial
+    assert list(ledger.claims()) == [str(me)] and {first, second} <= set(GPUS)
+    assert ledger.claim(me, GPUS, 0.5, fallback="0", pinned="3") == "3", \
+        "a process whose CUDA started on GPU 3 can only use GPU 3"
+    ledger.release(me)
+    assert ledger.claims() == {}
+
+
+def test_memory_caps_of_the_auto_plan_hold_each_architectures_registry_peak():
+    from trainables.device import memory_fraction_for
+
+    for memory in (24.0, 80.0):
+        plan = plan_resources(STUDY_ARCHS, ClusterInfo(cpus=16, gpus=1, gpu_memory_gb=memory), None)
+        for name in STUDY_ARCHS:
+            cap_gb = memory_fraction_for(plan.for_arch(name).gpu, int(memory * 2**30)) * memory
+            assert cap_gb >= ARCHS[name].peak_memory_gb, (name, memory, cap_gb)
+
+
+# ------------------------------------------------------------------------------- GPU preflight
+def _node(facts=None, code="abc123", error=None, address="10.0.0.7"):
+    from sweep.resources import GpuNodeReport
+
+    return GpuNodeReport("n1", address, 4.0, facts, 24.0 if facts else None, code, error)
+
+
+def test_gpu_preflight_names_the_node_and_the_cause():
+    from sweep.preflight import check_gpu_nodes
+    from tests.unit.test_device import broken, facts
+
+    good = facts().to_dict()
+    no_driver = broken(driver_version=None).to_dict()
+    cluster = ClusterInfo(16, 8, 24.0, "ray cluster", (_node(good), _node(no_driver, address="10.0.0.8")))
+    problems, notes = check_gpu_nodes(cluster, "abc123")
+    assert len(problems) == 1 and not notes
+    assert "GPU node 10.0.0.8 (4 GPU)" in problems[0] and "--gpus all" in problems[0]
+    # simulated clusters: the same node is a note
+    problems, notes = check_gpu_nodes(cluster, "abc123", logical_ok=True)
+    assert not problems and "logical GPUs only" in notes[0]
+
+
+def test_gpu_preflight_refuses_nodes_running_other_code_and_notes_silent_ones():
+    from sweep.preflight import check_gpu_nodes
+    from tests.unit.test_device import facts
+
+    cluster = ClusterInfo(16, 8, 24.0, "ray cluster",
+                          (_node(facts().to_dict(), code="def456"), _node(error="no answer within 120 s")))
+    problems, notes = check_gpu_nodes(cluster, "abc123")
+    assert len(problems) == 1 and "runs code def456, the driver abc123" in problems[0]
+    assert len(notes) == 1 and "no answer within 120 s" in notes[0]
