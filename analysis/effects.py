@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.compute as pc
 
 from analysis.aggregate import rank
@@ -45,18 +46,21 @@ class Correctness:
         self.matrix: dict[str, np.ndarray] = {}
         if not ids:
             return
-        table = res.prediction_table(ids, columns=["trial_id", "split", "path", "correct"])
+        table = res.prediction_table(ids, columns=["trial_id", "split", "path", "correct"], dictionary=True)
         if table.num_rows == 0:
             return
-        for split in pc.unique(table["split"]).to_pylist():
-            sub = table.filter(pc.equal(table["split"], split))
-            trial = pc.dictionary_encode(sub["trial_id"]).combine_chunks()
-            path = pc.dictionary_encode(sub["path"]).combine_chunks()
-            m = np.full((len(trial.dictionary), len(path.dictionary)), np.nan)
-            correct = pc.fill_null(sub["correct"], False).to_numpy().astype(float)
-            m[trial.indices.to_numpy(), path.indices.to_numpy()] = correct
-            self.rows[split] = {t: i for i, t in enumerate(trial.dictionary.to_pylist())}
-            self.paths[split] = path.dictionary.to_pylist()
+        split_codes, splits = _codes(table["split"])
+        trial_codes, trials = _codes(table["trial_id"])
+        path_codes, paths = _codes(table["path"])
+        correct = pc.fill_null(table["correct"], False).to_numpy().astype(float)
+        for k, split in enumerate(splits):
+            sel = split_codes == k
+            t_codes, t_used = pd.factorize(trial_codes[sel], sort=False)
+            p_codes, p_used = pd.factorize(path_codes[sel], sort=False)
+            m = np.full((len(t_used), len(p_used)), np.nan)
+            m[t_codes, p_codes] = correct[sel]
+            self.rows[split] = {trials[t]: i for i, t in enumerate(t_used)}
+            self.paths[split] = [paths[p] for p in p_used]
             self.matrix[split] = m
 
     def has(self, trial_id: str, split: str) -> bool:
@@ -84,6 +88,16 @@ class Correctness:
         if not used:
             return np.empty((0, 0)), np.empty((0, 0)), [], 0
         return x[:, 0, :], x[:, 1, :], [pairs[i] for i in used], dropped
+
+
+def _codes(column: pa.ChunkedArray) -> tuple[np.ndarray, list[str]]:
+    """(codes, names) of a string or dictionary Arrow column: names[codes[i]] is row i's value.
+    (Concatenating dictionary chunks unifies their dictionaries.)"""
+    arr = column.combine_chunks()
+    if not pa.types.is_dictionary(arr.type):
+        arr = pc.dictionary_encode(arr)
+    codes, used = pd.factorize(arr.indices.to_numpy(zero_copy_only=False), sort=False)
+    return codes, arr.dictionary.take(pa.array(used, type=arr.indices.type)).to_pylist()
 
 
 def per_seed(trials: pd.DataFrame, arch: str) -> pd.DataFrame:

@@ -38,7 +38,15 @@ import pandas as pd
 
 from analysis import aggregate
 from analysis.bands import BAND_RULE_HELP, BandRule, parse_band
-from analysis.load import REGIME_LABELS, TRANSFER_REGIMES, TRIAL_COLUMNS, Results, arch_order, is_full_size
+from analysis.load import (
+    REGIME_LABELS,
+    TRANSFER_REGIMES,
+    TRIAL_COLUMNS,
+    Results,
+    arch_order,
+    is_full_size,
+    read_prediction_table,
+)
 from trainables.config import REGIMES, parse_train_size
 from trainables.errors import UserError
 
@@ -59,11 +67,9 @@ class ExternalResults(Results):
     def predictions(self, trial_ids: list[str]) -> pd.DataFrame:
         return self.prediction_table(trial_ids).to_pandas()
 
-    def prediction_table(self, trial_ids: list[str], columns: list[str] | None = None):
-        from trainables.results import PREDICTIONS_SCHEMA
-
-        empty = PREDICTIONS_SCHEMA.empty_table()
-        return empty.select(columns) if columns else empty
+    def prediction_table(self, trial_ids: list[str], columns: list[str] | None = None,
+                         dictionary: bool = False):
+        return read_prediction_table(self.root, [], columns, dictionary)  # always empty
 
     @cached_property
     def select_on(self) -> list[str]:
@@ -379,13 +385,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m analysis.external_logs", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("logs", help="per-epoch validation logs (CSV, layout above)")
-    p.add_argument("--lines", default=None, help="per-architecture test/OOD lines (CSV, layout above)")
+    p.add_argument("--lines", default=None, metavar="LINES.csv",
+                   help="per-architecture test/OOD lines (CSV, layout above)")
     p.add_argument("--compare", default=None, metavar="PRINTED.csv",
                    help="a printed Table II to compare the rebuilt bands with")
-    p.add_argument("--band-from-epoch", default="half", help=BAND_RULE_HELP)
-    p.add_argument("--out", default=None, help="write table2.md, table2.csv, fig2.png here (and "
-                   "band_comparison.md with --compare)")
-    p.add_argument("--ood-kind", default="real", help="what the lines' OOD set is (default real)")
+    p.add_argument("--band-from-epoch", default="half", metavar="RULE", help=BAND_RULE_HELP)
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="write table2.md, table2.csv, fig2.png here (and band_comparison.md with --compare)")
+    p.add_argument("--ood-kind", default="real", metavar="KIND",
+                   help="what the lines' OOD set is (default real)")
     return p
 
 

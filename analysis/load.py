@@ -150,8 +150,9 @@ class Results:
     def predictions(self, trial_ids: list[str]) -> pd.DataFrame:
         return read_predictions(self.root, trial_ids)
 
-    def prediction_table(self, trial_ids: list[str], columns: list[str] | None = None) -> pa.Table:
-        return read_prediction_table(self.root, trial_ids, columns)
+    def prediction_table(self, trial_ids: list[str], columns: list[str] | None = None,
+                         dictionary: bool = False) -> pa.Table:
+        return read_prediction_table(self.root, trial_ids, columns, dictionary)
 
 
 def ood_label(kinds: list[str]) -> str:
@@ -253,25 +254,37 @@ def read_predictions(root: str, trial_ids: list[str]) -> pd.DataFrame:
     return read_prediction_table(root, trial_ids).to_pandas()
 
 
-def read_prediction_table(root: str, trial_ids: list[str], columns: list[str] | None = None) -> pa.Table:
+PREDICTION_KEYS = ("trial_id", "split", "path")
+"""String columns of `predictions` that `read_prediction_table(dictionary=True)` keeps encoded."""
+
+
+def read_prediction_table(root: str, trial_ids: list[str], columns: list[str] | None = None,
+                          dictionary: bool = False) -> pa.Table:
     """Predictions of some trials as an Arrow table (only `columns`, default all). Reads their
     own files (<root>/predictions/<id>.parquet, the layout trainables.results writes) when
-    present, else filters the whole table."""
+    present, else filters the whole table. With `dictionary`, the PREDICTION_KEYS columns come
+    back dictionary-encoded as Parquet stores them (half the CPU on millions of rows)."""
     fs, base = resolve(root)
     ids = list(dict.fromkeys(trial_ids))
-    empty = PREDICTIONS_SCHEMA.empty_table()
+    schema, fmt = PREDICTIONS_SCHEMA, "parquet"
+    if dictionary:
+        schema = pa.schema([pa.field(f.name, pa.dictionary(pa.int32(), pa.string()), f.nullable)
+                            if f.name in PREDICTION_KEYS else f for f in PREDICTIONS_SCHEMA])
+        options = ds.ParquetReadOptions(dictionary_columns=set(PREDICTION_KEYS))
+        fmt = ds.ParquetFileFormat(read_options=options)
+    empty = schema.empty_table()
     empty = empty.select(columns) if columns else empty
     if not ids:
         return empty
     paths = [_join(base, "predictions", f"{tid}.parquet") for tid in ids]
     infos = fs.get_file_info(paths)
     if all(i.type == pafs.FileType.File for i in infos):
-        dataset = ds.dataset(paths, schema=PREDICTIONS_SCHEMA, format="parquet", filesystem=fs)
+        dataset = ds.dataset(paths, schema=schema, format=fmt, filesystem=fs)
         return dataset.to_table(columns=columns)
     folder = _join(base, "predictions")
     if fs.get_file_info(folder).type == pafs.FileType.NotFound:
         return empty
-    dataset = ds.dataset(folder, schema=PREDICTIONS_SCHEMA, format="parquet", filesystem=fs)
+    dataset = ds.dataset(folder, schema=schema, format=fmt, filesystem=fs)
     value_set = pa.array(ids, type=pa.string())
     return dataset.to_table(columns=columns, filter=pc.field("trial_id").isin(value_set))
 

@@ -27,7 +27,7 @@ class AnalysisOptions:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("bands, claims and external logs (docs/analysis.md)")
-    g.add_argument("--band-from-epoch", default=DEFAULT_RULE.spec, help=BAND_RULE_HELP)
+    g.add_argument("--band-from-epoch", default=DEFAULT_RULE.spec, metavar="RULE", help=BAND_RULE_HELP)
     g.add_argument("--equivalence-margin", type=float, default=100 * EQUIVALENCE_MARGIN, metavar="POINTS",
                    help="accuracy difference in percentage points within which two models count as "
                    f"close (equivalence tests; default {100 * EQUIVALENCE_MARGIN:g})")

@@ -10,6 +10,7 @@ Writes into --out (default: the results folder's sibling ``report/``):
   learning_curves.png/.pdf      accuracy against training images per class
   params.png/.pdf               accuracy against trainable parameters
   gradcam_<arch>.png            Grad-CAM (Table I) when the sweep kept models
+  external_table2.md/.csv, external_fig2.png   with --external-logs (e.g. the study's own logs)
 and prints the Markdown Table II. Definitions: docs/analysis.md.
 """
 

@@ -173,8 +173,13 @@ def two_level_bootstrap(values: np.ndarray, reps: int = BOOTSTRAP_REPS, seed: in
     rng = np.random.default_rng(seed)
     w_seed = _draw_counts(rng, reps, n_s)
     w_img = _draw_counts(rng, reps, n_i)
+    # Integer values (correctness differences) sum exactly in float32 while every partial sum
+    # stays below 2^24: the same numbers as float64 at half the cost for thousands of seeds.
+    if np.array_equal(x, np.round(x)) and float(np.abs(x).max(initial=0)) * n_s * n_i * 4 < 2 ** 24:
+        w_seed, w_img, x = w_seed.astype(np.float32), w_img.astype(np.float32), x.astype(np.float32)
     # mean over the drawn (seed, image) cells = sum_s sum_i w_s x_si v_i / (n_s n_i)
-    return np.einsum("bi,bi->b", w_seed @ x, w_img) / (n_s * n_i)
+    total = np.einsum("bi,bi->b", w_seed @ x, w_img).astype(np.float64)
+    return total / (n_s * n_i)
 
 
 def _draw_counts(rng: np.random.Generator, reps: int, n: int) -> np.ndarray:

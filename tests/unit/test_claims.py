@@ -233,3 +233,28 @@ def test_claims_markdown_lists_verdict_evidence_and_test(tmp_path):
     md = C.claims_markdown(C.check_claims(res))
     assert md.startswith("- **holds** — Transfer learning beats training from scratch on test accuracy.")
     assert "  - Test: per architecture and seed" in md
+
+
+def test_claims_read_compacted_predictions_the_same(tmp_path):
+    """One Parquet file per trial (the sweep's layout) or one compacted file (read through the
+    filtered scan, with dictionaries unified across files): the same effects."""
+    import pandas as pd
+
+    from analysis.load import read_predictions
+    from trainables import results
+
+    _grid(tmp_path, {"resnet18": {"finetune": hits(44, 46), "feature_extract": hits(40, 46, 3),
+                                  "scratch": hits(20, 46, 7)}})
+    before = {k: [e.effect for e in c.effects] for k, c in _claims(tmp_path).items()}
+    res = load_results(str(tmp_path))
+    merged = read_predictions(str(tmp_path), res.trials["trial_id"].tolist())
+    for f in (tmp_path / "predictions").glob("*.parquet"):
+        f.unlink()
+    half = len(merged) // 2  # two parts, so their dictionaries differ
+    results.write_table_atomic(str(tmp_path), "predictions", "part-0", merged.iloc[:half].to_dict("records"))
+    results.write_table_atomic(str(tmp_path), "predictions", "part-1", merged.iloc[half:].to_dict("records"))
+    after = {k: [e.effect for e in c.effects] for k, c in _claims(tmp_path).items()}
+    assert after == before
+    # FT and FE tie on validation (accuracy, loss, epoch): the trial id decides, feature_extract
+    assert before["transfer_beats_scratch_test"][0].estimate == pytest.approx((40 - 20) / 46)
+    assert isinstance(merged, pd.DataFrame)
