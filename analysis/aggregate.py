@@ -1,20 +1,22 @@
 """Numbers behind every table, figure and claim, computed once from the loaded results.
 
-"Best model" means one thing everywhere: the trial with the highest best-val accuracy (ties:
-lower seed, as the sweep's --keep-models best does, then lower best-val loss, then trial id).
-It is chosen on validation data only, so its test and OOD accuracy are honest estimates.
+"Best model" means one thing everywhere: the trial with the highest best-val accuracy; ties go
+to the lower validation loss at that epoch, then to the earlier best epoch (it reached that
+accuracy sooner), and only then to the trial id, which just makes an exact tie reproducible.
+The seed never decides. It is chosen on validation data only, so its test and OOD accuracy are
+honest estimates.
 """
 
 from __future__ import annotations
 
 import pandas as pd
 
-from analysis.bands import val_bands
+from analysis.bands import BandRule, val_bands
 from analysis.load import TRANSFER_REGIMES, Results, arch_order, regime_order
 from analysis.stats import mcnemar_exact, mean_ci, paired_bootstrap, t_halfwidths
 
 METRICS = ("best_val_acc", "test_acc", "ood_acc")
-BEST_SORT = (["best_val_acc", "seed", "best_val_loss", "trial_id"], [False, True, True, True])
+BEST_SORT = (["best_val_acc", "best_val_loss", "best_epoch", "trial_id"], [False, True, True, True])
 
 
 def rank(df: pd.DataFrame) -> pd.DataFrame:
@@ -58,8 +60,9 @@ def _order(df: pd.DataFrame) -> pd.DataFrame:
         drop=True)
 
 
-def regime_summary(res: Results) -> pd.DataFrame:
-    """Arch x regime at the full train size: band, trainable params, mean +/- CI of each metric."""
+def regime_summary(res: Results, band_rule: BandRule | str | None = None) -> pd.DataFrame:
+    """Arch x regime at the full train size: band (`band_rule`, default analysis.bands.DEFAULT_RULE),
+    trainable params, mean +/- CI of each metric."""
     full = res.full
     summary = agg_ci(full, ["arch", "regime"])
     params = full.groupby(["arch", "regime"], sort=False)["trainable_params"].median().rename(
@@ -67,7 +70,7 @@ def regime_summary(res: Results) -> pd.DataFrame:
     total = full.groupby(["arch", "regime"], sort=False)["total_params"].median().rename(
         "total_params").reset_index()
     epochs = res.epochs[res.epochs["train_size"] == res.full_size]
-    bands = val_bands(epochs, by=["arch", "regime"])
+    bands = val_bands(epochs, by=["arch", "regime"], rule=band_rule)
     out = summary.merge(params, on=["arch", "regime"]).merge(total, on=["arch", "regime"])
     out = out.merge(bands, on=["arch", "regime"], how="left")
     out.insert(2, "train_size", res.full_size)
@@ -173,3 +176,17 @@ def epoch_curves(res: Results) -> pd.DataFrame:
     """Val accuracy per epoch at the full train size: one row per trial and epoch."""
     e = res.epochs[res.epochs["train_size"] == res.full_size]
     return e.sort_values(["arch", "regime", "seed", "trial_id", "epoch"], kind="stable")
+
+
+SELECT_ON_TEXT = {"val_acc": "best validation accuracy", "val_loss": "lowest validation loss",
+                  "last": "last epoch"}
+
+
+def model_selection(res: Results) -> str:
+    """How each trial's kept model was chosen, for reports and claims: its config's `select_on`
+    (named as recorded) or, when no trial records one, the best validation accuracy."""
+    values = res.select_on
+    if not values:
+        return "each trial's epoch with the best validation accuracy"
+    named = [f"{SELECT_ON_TEXT.get(v, v)} (select_on={v})" for v in values]
+    return f"each trial's epoch chosen on {' / '.join(named)}"

@@ -49,7 +49,7 @@ def regime_order(regimes: list[str] | pd.Series) -> list[str]:
 
 
 def arch_order(archs: list[str] | pd.Series) -> list[str]:
-    """The study's order (trainables.config.STUDY_ARCHS), then any others alphabetically."""
+    """The study's order (trainables.registry.STUDY_ARCHS), then any others alphabetically."""
     from trainables.registry import STUDY_ARCHS
 
     present = set(archs)
@@ -85,7 +85,7 @@ class Results:
 
     @cached_property
     def manifest(self) -> Any:
-        """The split manifest (trainables.data.Manifest) the trials used, or None. Loaded on
+        """The split manifest (trainables.manifest.Manifest) the trials used, or None. Loaded on
         first use (it imports torch); a manifest of another split is noted and ignored."""
         if self.manifest_path is None:
             return None
@@ -125,6 +125,12 @@ class Results:
         return ood_label(self.ood_kinds)
 
     @cached_property
+    def select_on(self) -> list[str]:
+        """The distinct `select_on` values of the trials' config_json (how each trial chose its
+        kept epoch); empty when no trial records one (then: best validation accuracy)."""
+        return read_select_on(self.root, self.trials["trial_id"].tolist())
+
+    @cached_property
     def classes(self) -> list[str]:
         for text in self.trials["classes_json"].dropna():
             return list(json.loads(text))
@@ -144,6 +150,10 @@ class Results:
 
     def predictions(self, trial_ids: list[str]) -> pd.DataFrame:
         return read_predictions(self.root, trial_ids)
+
+    def prediction_table(self, trial_ids: list[str], columns: list[str] | None = None,
+                         dictionary: bool = False) -> pa.Table:
+        return read_prediction_table(self.root, trial_ids, columns, dictionary)
 
 
 def ood_label(kinds: list[str]) -> str:
@@ -227,24 +237,57 @@ def _epochs_of(table: pa.Table, trials: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+def read_select_on(root: str, trial_ids: list[str]) -> list[str]:
+    """Distinct `"select_on": "..."` values in these trials' config_json, without parsing every
+    JSON document (a regex in Arrow over the one column)."""
+    col = read_table(root, "trials", columns=["trial_id", "config_json"])
+    if col.num_rows == 0:
+        return []
+    keep = pc.is_in(col["trial_id"], value_set=pa.array(trial_ids, type=pa.string()))
+    text = pc.filter(col["config_json"], keep).combine_chunks()
+    found = pc.extract_regex(text, r'"select_on"\s*:\s*"(?P<v>[^"]*)"')
+    values = pc.struct_field(found, "v")  # null where the struct is null (no match)
+    return sorted(v for v in pc.unique(values).to_pylist() if v is not None)
+
+
 def read_predictions(root: str, trial_ids: list[str]) -> pd.DataFrame:
-    """Predictions of a few trials. Reads their own files (<root>/predictions/<id>.parquet, the
-    layout trainables.results writes) when present, else filters the whole table."""
+    """Predictions of a few trials (every column), as pandas."""
+    return read_prediction_table(root, trial_ids).to_pandas()
+
+
+PREDICTION_KEYS = ("trial_id", "split", "path")
+"""String columns of `predictions` that `read_prediction_table(dictionary=True)` keeps encoded."""
+
+
+def read_prediction_table(root: str, trial_ids: list[str], columns: list[str] | None = None,
+                          dictionary: bool = False) -> pa.Table:
+    """Predictions of some trials as an Arrow table (only `columns`, default all). Reads their
+    own files (<root>/predictions/<id>.parquet, the layout trainables.results writes) when
+    present, else filters the whole table. With `dictionary`, the PREDICTION_KEYS columns come
+    back dictionary-encoded as Parquet stores them (half the CPU on millions of rows)."""
     fs, base = resolve(root)
     ids = list(dict.fromkeys(trial_ids))
+    schema, fmt = PREDICTIONS_SCHEMA, "parquet"
+    if dictionary:
+        schema = pa.schema([pa.field(f.name, pa.dictionary(pa.int32(), pa.string()), f.nullable)
+                            if f.name in PREDICTION_KEYS else f for f in PREDICTIONS_SCHEMA])
+        options = ds.ParquetReadOptions(dictionary_columns=set(PREDICTION_KEYS))
+        fmt = ds.ParquetFileFormat(read_options=options)
+    empty = schema.empty_table()
+    empty = empty.select(columns) if columns else empty
     if not ids:
-        return PREDICTIONS_SCHEMA.empty_table().to_pandas()
+        return empty
     paths = [_join(base, "predictions", f"{tid}.parquet") for tid in ids]
     infos = fs.get_file_info(paths)
     if all(i.type == pafs.FileType.File for i in infos):
-        dataset = ds.dataset(paths, schema=PREDICTIONS_SCHEMA, format="parquet", filesystem=fs)
-        return dataset.to_table().to_pandas()
+        dataset = ds.dataset(paths, schema=schema, format=fmt, filesystem=fs)
+        return dataset.to_table(columns=columns)
     folder = _join(base, "predictions")
     if fs.get_file_info(folder).type == pafs.FileType.NotFound:
-        return PREDICTIONS_SCHEMA.empty_table().to_pandas()
-    dataset = ds.dataset(folder, schema=PREDICTIONS_SCHEMA, format="parquet", filesystem=fs)
+        return empty
+    dataset = ds.dataset(folder, schema=schema, format=fmt, filesystem=fs)
     value_set = pa.array(ids, type=pa.string())
-    return dataset.to_table(filter=pc.field("trial_id").isin(value_set)).to_pandas()
+    return dataset.to_table(columns=columns, filter=pc.field("trial_id").isin(value_set))
 
 
 def default_out_dir(results: str) -> str:

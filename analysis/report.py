@@ -10,6 +10,7 @@ Writes into --out (default: the results folder's sibling ``report/``):
   learning_curves.png/.pdf      accuracy against training images per class
   params.png/.pdf               accuracy against trainable parameters
   gradcam_<arch>.png            Grad-CAM (Table I) when the sweep kept models
+  external_table2.md/.csv, external_fig2.png   with --external-logs (e.g. the study's own logs)
 and prints the Markdown Table II. Definitions: docs/analysis.md.
 """
 
@@ -27,6 +28,7 @@ from typing import Any
 
 from analysis import aggregate, figures, tables
 from analysis import claims as claims_mod
+from analysis import options as options_mod
 from analysis.load import DEFAULT_RESULTS, Results, default_out_dir, load_results
 from trainables.errors import UserError
 
@@ -63,7 +65,8 @@ code{background:#f3f3f3;padding:0 .25em;border-radius:3px}
 """
 
 VERDICT_CLASS = {claims_mod.HOLDS: "holds", claims_mod.PARTLY: "partly", claims_mod.FAILS: "fails",
-                 claims_mod.UNTESTABLE: "untestable"}
+                 claims_mod.UNTESTABLE: "untestable", claims_mod.NOT_SHOWN: "untestable",
+                 claims_mod.NO_DIFFERENCE: "untestable"}
 
 
 def _gradcam_section(res: Results, out: Path, n: int, report: Report, data: str | None,
@@ -115,7 +118,8 @@ def _data_args(data: str | None, ood: str | None) -> str:
 
 
 def build(results: str = DEFAULT_RESULTS, out: str | None = None, gradcam_n: int = 4,
-          with_gradcam: bool = True, data: str | None = None, ood: str | None = None) -> Report:
+          with_gradcam: bool = True, data: str | None = None, ood: str | None = None,
+          options: options_mod.AnalysisOptions | None = None) -> Report:
     """Compute everything, write every file, return what was written."""
     timings: dict[str, float] = {}
     clock = [time.perf_counter()]
@@ -125,16 +129,17 @@ def build(results: str = DEFAULT_RESULTS, out: str | None = None, gradcam_n: int
         timings[name] = now - clock[0]
         clock[0] = now
 
+    options = options or options_mod.AnalysisOptions()
     res = load_results(results)
     lap("read")
     out_dir = Path(out or default_out_dir(results))
     out_dir.mkdir(parents=True, exist_ok=True)
-    regimes = aggregate.regime_summary(res)
+    regimes = aggregate.regime_summary(res, options.band_rule)
     best = aggregate.best_models(res)
     paired = aggregate.paired_tests(res, best)
     seed_diffs = aggregate.seed_paired(res)
     lc = aggregate.learning_curves(res)
-    claims = claims_mod.check_claims(res, regimes, best, paired)
+    claims = claims_mod.check_claims(res, regimes, best, paired, options.claims)
     t2 = tables.table2(res, regimes, best)
     lap("statistics")
     report = Report(out=out_dir, table2=t2, notes=res.notes, failed=len(res.failed))
@@ -159,9 +164,16 @@ def build(results: str = DEFAULT_RESULTS, out: str | None = None, gradcam_n: int
     gradcam_html = (_gradcam_section(res, out_dir, gradcam_n, report, data, ood) if with_gradcam
                     else "<p>Grad-CAM not drawn (--no-gradcam).</p>\n")
     lap("gradcam")
+    extra_html = ""
+    if options.external_logs:
+        from analysis import external_logs
+
+        extra_html, ext_files = external_logs.report_section(options.external_logs, options.external_lines,
+                                                             out_dir, options.band_rule)
+        report.files.extend(ext_files)
     images_tab, seeds_tab = tables.paired_tables(paired, seed_diffs, ood)
     html = _html(res, report, t2, tables.regimes_table(regimes, ood), images_tab, seeds_tab, claims,
-                 fig_paths, gradcam_html)
+                 fig_paths, gradcam_html, options, extra_html)
     path = out_dir / "report.html"
     path.write_text(html, encoding="utf-8")
     report.files.insert(0, path)
@@ -172,7 +184,7 @@ def build(results: str = DEFAULT_RESULTS, out: str | None = None, gradcam_n: int
 
 def _html(res: Results, report: Report, t2: tables.Table2, detail: tables.Tab, images_tab: tables.Tab,
           seeds_tab: tables.Tab, claims: list[claims_mod.Claim], figs: dict[str, list[Path]],
-          gradcam_html: str) -> str:
+          gradcam_html: str, options: options_mod.AnalysisOptions, extra_html: str = "") -> str:
     n_ok, n_failed = len(res.trials), len(res.failed)
     archs = res.trials["arch"].nunique()
     archs_text = f"{archs} architecture{'s' if archs != 1 else ''}"
@@ -203,20 +215,21 @@ def _html(res: Results, report: Report, t2: tables.Table2, detail: tables.Tab, i
               "<h2>The study's claims on these results</h2>", "<ul>"]
     for c in claims:
         parts.append(f'<li><span class="{VERDICT_CLASS[c.verdict]}">{escape(c.verdict)}</span> — '
-                     f"{escape(c.statement)}. {escape(c.evidence[0].upper() + c.evidence[1:])}.</li>")
+                     f"{escape(c.statement)}. {escape(c.evidence[0].upper() + c.evidence[1:])}"
+                     + (f" <i>Test:</i> {escape(c.test)}." if c.test else "") + "</li>")
     parts += ["</ul>", "<p class=\"note\">Verdict rules: docs/analysis.md. \"Partly\": for some "
-              "architectures but not all.</p>",
+              "architectures but not all. Settings: " + escape(options.describe()) + ".</p>",
               "<h2>Learning curves</h2>", _img(figs["learning_curves"][0], "learning curves"),
               "<h2>Accuracy against trainable parameters</h2>", _img(figs["params"][0], "params"),
-              "<h2>Grad-CAM (Table I)</h2>", gradcam_html,
+              "<h2>Grad-CAM (Table I)</h2>", gradcam_html, extra_html,
               "<h2>Failed trials</h2>", tables.failed_table(res.failed).html(),
               "<h2>Definitions</h2><ul>",
-              "<li><b>Val band</b>: range of validation accuracy over the plateau epochs (those after "
-              "the last learning-rate step), pooled over seeds; whole percent, one value when the ends "
-              "meet.</li>",
+              f"<li><b>Val band</b>: {escape(options.band_rule.describe())}; whole percent, one value "
+              "when the ends meet.</li>",
               "<li><b>Mean ± CI</b>: across seeds, two-sided 95% t-interval; n=1 gives no interval.</li>",
-              "<li><b>Best model</b>: highest best-val accuracy (ties: lower seed, then lower val "
-              "loss); chosen on validation data only, never on test or OOD accuracy.</li>",
+              "<li><b>Best model</b>: highest best-val accuracy (ties: lower val loss, then earlier "
+              "epoch; never the seed); chosen on validation data only, never on test or OOD accuracy. "
+              f"Kept epochs: {escape(aggregate.model_selection(res))}.</li>",
               "</ul>", "</body></html>\n"]
     return "\n".join(parts)
 
@@ -232,13 +245,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default=None, help="for Grad-CAM: the data folder the sweep was given "
                    "(not needed for the embedded demo set)")
     p.add_argument("--ood", default=None, help="for Grad-CAM: the OOD folder the sweep was given")
+    options_mod.add_arguments(p)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        report = build(args.results, args.out, args.gradcam_n, not args.no_gradcam, args.data, args.ood)
+        options = options_mod.from_args(args)
+        report = build(args.results, args.out, args.gradcam_n, not args.no_gradcam, args.data, args.ood,
+                       options)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -9,7 +9,7 @@ from html import escape
 
 import pandas as pd
 
-from analysis.bands import format_epochs
+from analysis.bands import BandRule, format_epochs
 from analysis.load import REGIME_LABELS, Results, regime_order
 
 
@@ -147,9 +147,10 @@ def table2(res: Results, regimes: pd.DataFrame, best: pd.DataFrame) -> Table2:
                       zip(regimes["plateau_first"].dropna(), regimes["plateau_last"].dropna(),
                           strict=True)})
     n_text = f"n={ns.pop()} seeds" if uniform_n else "n seeds per cell"
-    legend = (f"Train size: {res.full_size}. Regime cells: validation-accuracy band over the plateau "
-              f"epochs after the last learning-rate step (epoch {', '.join(plateau) or 'n/a'}), "
-              f"pooled over seeds · best-val accuracy mean ± 95% CI (t-interval, {n_text}), percent.")
+    rule = BandRule.parse(regimes["band_rule"].iloc[0] if "band_rule" in regimes and len(regimes) else None)
+    legend = (f"Train size: {res.full_size}. Regime cells: {rule.describe()} (epochs "
+              f"{', '.join(plateau) or 'n/a'}) · best-val accuracy mean ± 95% CI (t-interval, {n_text}), "
+              "percent.")
     if has_ood:
         legend += (f" {ood} cells: OOD accuracy of the best model, chosen on validation accuracy "
                    "(regime, seed) · mean ± 95% CI across seeds of each seed's best transfer "

@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from analysis.claims import VERDICTS
 from analysis.report import main
 from tests.conftest import PROJECT_ROOT, write_image
 from tests.synthetic import write_synthetic_trial
@@ -88,7 +89,7 @@ def test_report_on_real_smoke_trials(smoke_results, capsys):
     assert "injected failure for the report test" in html  # failed trials listed
     assert "OOD (real)" in html and "synthetic" not in html
     assert "Caveat" not in html  # classes a/b from a user's folder: no ImageNet caveat
-    for verdict in ("holds", "does not hold", "not testable", "partly holds"):
+    for verdict in VERDICTS:
         html = html.replace(f">{verdict}<", ">VERDICT<")
     assert html.count(">VERDICT<") == 6
 

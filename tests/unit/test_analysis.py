@@ -1,5 +1,6 @@
-"""Analysis on synthetic Parquet results with known answers: bands, Table II, OOD labels,
-failed trials, paired tests, claims, and the report CLI's errors.
+"""Analysis on synthetic Parquet results with known answers: Table II, OOD labels, failed
+trials, paired tests, the best-model rule, and the report CLI's errors (bands: test_bands.py;
+claims: test_claims.py).
 
 `tests.synthetic.write_synthetic_trial` writes a trial through trainables.results (the real
 schema and writer), so these tests read exactly what a sweep would leave behind."""
@@ -13,48 +14,10 @@ import pytest
 
 from analysis import aggregate, tables
 from analysis import claims as claims_mod
-from analysis.bands import format_band, plateau_mask, val_bands
 from analysis.load import ANTS_BEES_CAVEAT, load_results, read_predictions
 from tests.synthetic import STEP_LR_15, write_synthetic_trial
 from trainables import results
 from trainables.shift import SHIFT_LABEL
-
-
-# ------------------------------------------------------------------------------------ bands
-def test_plateau_is_after_the_last_lr_step():
-    lr30 = [1e-3 * 0.1 ** ((e - 1) // 7) for e in range(1, 31)]  # StepLR(7, 0.1), 30 epochs
-    e = pd.DataFrame({"trial_id": "t", "epoch": range(1, 31), "lr": lr30, "val_acc": 0.5})
-    assert e.loc[plateau_mask(e), "epoch"].tolist() == [29, 30]
-    e15 = pd.DataFrame({"trial_id": "u", "epoch": range(1, 16), "lr": STEP_LR_15, "val_acc": 0.5})
-    assert e15.loc[plateau_mask(e15), "epoch"].tolist() == [15]
-    flat = pd.DataFrame({"trial_id": "v", "epoch": range(1, 5), "lr": [0.01] * 4, "val_acc": 0.5})
-    assert plateau_mask(flat).all()
-    # Row order does not matter; the mask keeps the frame's index.
-    both = pd.concat([e, e15, flat]).sample(frac=1.0, random_state=0)
-    mask = plateau_mask(both)
-    assert sorted(both.loc[mask, ["trial_id", "epoch"]].itertuples(index=False)) == [
-        ("t", 29), ("t", 30), ("u", 15), ("v", 1), ("v", 2), ("v", 3), ("v", 4)]
-
-
-def test_band_pools_plateau_epochs_over_seeds():
-    rows = []
-    for seed, (last, before) in enumerate([(0.98, 0.20), (1.00, 0.10)]):
-        vals = [0.5] * 13 + [before, last]  # epoch 14 is before the last step: not in the band
-        rows += [{"trial_id": f"s{seed}", "arch": "a", "regime": "finetune", "train_size": "all",
-                  "epoch": i + 1, "val_acc": v, "lr": r} for i, (v, r) in enumerate(zip(vals, STEP_LR_15,
-                                                                                        strict=True))]
-    bands = val_bands(pd.DataFrame(rows))
-    assert bands.loc[0, "band"] == "98-100%"
-    assert (bands.loc[0, "band_lo"], bands.loc[0, "band_hi"]) == (0.98, 1.0)
-    assert (bands.loc[0, "plateau_first"], bands.loc[0, "plateau_last"]) == (15, 15)
-
-
-@pytest.mark.parametrize(("lo", "hi", "text"), [
-    (0.98, 1.0, "98-100%"), (0.97, 0.974, "97%"), (0.985, 0.985, "99%"), (0.5, 0.5, "50%"),
-    (0.9849, 1.0, "98-100%"), (float("nan"), 0.9, "n/a"), (0.0, 0.004, "0%"),
-])
-def test_format_band(lo, hi, text):
-    assert format_band(lo, hi) == text
 
 
 # ------------------------------------------------------------------------------- Table II
@@ -77,7 +40,7 @@ def study(tmp_path) -> Path:
         ("squeezenet1_0", "scratch", 1): (0.62, 0.60, 0.63, 0.6),
     }
     for (arch, regime, seed), (v, test, ood, loss) in plan.items():
-        vals = [0.4] * 14 + [v]
+        vals = [0.4] * 7 + [v] * 8  # the band: the second half, epochs 8-15
         write_synthetic_trial(root, arch, regime, seed, val=vals, lr=STEP_LR_15, test=test, ood=ood,
                               best_val_loss=loss)
     write_synthetic_trial(root, "resnet18", "scratch", 2, status="failed",
@@ -121,7 +84,7 @@ def test_table2_known_answers(study):
     row = next(line for line in md.splitlines() if line.startswith("| resnet18"))
     assert "| 96-98% · 97.0 ± 12.7 |" in row
     assert "60.0% (feature_extract, s0) · 66.0 ± 76.2" in row
-    assert "epoch 15" in md and "n=2 seeds" in md
+    assert "epochs 8-15" in md and "n=2 seeds" in md and "convention" in md
     csv = pd.read_csv(pd.io.common.StringIO(t2.csv()))
     assert len(csv) == 6 and {"band", "best_val_acc_ci_lo", "transfer_ood"} <= set(csv.columns)
     tex = t2.latex()
@@ -191,54 +154,19 @@ def test_seed_paired_differences(tmp_path):
     assert d.loc["test_acc", "n"] == 3 and d.loc["test_acc", "diff_half"] > 0
 
 
-# --------------------------------------------------------------------------------- claims
-def _claims(root: Path) -> dict[str, claims_mod.Claim]:
-    res = load_results(str(root))
-    regimes, best = aggregate.regime_summary(res), aggregate.best_models(res)
-    return {c.key: c for c in claims_mod.check_claims(res, regimes, best, aggregate.paired_tests(res, best))}
-
-
-def test_claim_verdicts_known_answers(study):
-    c = _claims(study)
-    assert c["transfer_beats_scratch_test"].verdict == claims_mod.HOLDS
-    assert "2 of 2" in c["transfer_beats_scratch_test"].evidence
-    # OOD: resnet18 transfer .60 > scratch .54; squeezenet transfer .62 (FT seed 1) < scratch .63
-    ood = c["transfer_beats_scratch_ood"]
-    assert ood.verdict == claims_mod.PARTLY and "1 of 2" in ood.evidence
-    assert "OOD (real)" in ood.statement
-    # squeezenet: FT 91.0 vs FE 90.0 mean best val -> 1 pp apart: close
-    close = c["feature_extract_close_to_finetune_squeezenet1_0"]
-    assert close.verdict == claims_mod.HOLDS and "1.0 pp" in close.evidence
-    assert c["feature_extract_beats_scratch"].verdict == claims_mod.HOLDS
-    assert c["overparameterisation"].verdict == claims_mod.UNTESTABLE  # only 2 architectures
-    assert c["transfer_gap_larger_with_less_data"].verdict == claims_mod.UNTESTABLE
-
-
-def test_claim_verdicts_other_outcomes(tmp_path):
-    # squeezenet FE far behind FT; scratch beats transfer on test everywhere; 3 sizes of archs
-    specs = {"squeezenet1_0": 1_000_000, "resnet18": 10_000_000, "vgg11_bn": 100_000_000}
-    for i, (arch, params) in enumerate(specs.items()):
-        for seed in (0, 1):
-            ft_acc = 0.6 + 0.1 * i
-            write_synthetic_trial(tmp_path, arch, "finetune", seed, val=[0.9], test=ft_acc, params=params)
-            write_synthetic_trial(tmp_path, arch, "feature_extract", seed, val=[0.7], test=0.5)
-            write_synthetic_trial(tmp_path, arch, "scratch", seed, val=[0.6], test=0.95, params=params)
-            for size, per_class, gap in (("5", 5.0, 0.3), ("all", 60.0, 0.1)):
-                if size == "all":
-                    continue
-                write_synthetic_trial(tmp_path, arch, "finetune", seed, val=[0.8], test=0.5 + gap,
-                                      train_size=size, per_class=per_class, params=params)
-                write_synthetic_trial(tmp_path, arch, "scratch", seed, val=[0.5], test=0.5,
-                                      train_size=size, per_class=per_class, params=params)
-    c = _claims(tmp_path)
-    assert c["feature_extract_close_to_finetune_squeezenet1_0"].verdict == claims_mod.FAILS
-    assert c["transfer_beats_scratch_test"].verdict == claims_mod.FAILS
-    assert c["feature_extract_beats_scratch"].verdict == claims_mod.FAILS
-    over = c["overparameterisation"]
-    assert over.verdict == claims_mod.HOLDS and "+1.00" in over.evidence
-    # gap at "5": 0.8 - 0.5 = +30 pp; at "all": mean transfer (FT .6-.8, FE .5) - scratch .95 < 0
-    gap = c["transfer_gap_larger_with_less_data"]
-    assert gap.verdict == claims_mod.HOLDS and "3 of 3" in gap.evidence
+# ------------------------------------------------------------------------------ best model
+def test_best_model_ties_go_to_lower_val_loss_then_earlier_epoch_never_the_seed(tmp_path):
+    # seed 0 and seed 1 reach the same best-val accuracy; seed 1 has the lower val loss
+    write_synthetic_trial(tmp_path, "resnet18", "finetune", 0, val=[0.5, 0.9], test=0.7, best_val_loss=0.4)
+    write_synthetic_trial(tmp_path, "resnet18", "finetune", 1, val=[0.5, 0.9], test=0.8, best_val_loss=0.3)
+    # seed 2 ties with seed 1 on accuracy and loss too, but got there one epoch later
+    write_synthetic_trial(tmp_path, "resnet18", "finetune", 2, val=[0.5, 0.6, 0.9], test=0.6,
+                          best_val_loss=0.3)
+    res = load_results(str(tmp_path))
+    best = aggregate.best_overall(res, "resnet18")
+    assert int(best["seed"]) == 1
+    assert aggregate.rank(res.trials)["seed"].tolist() == [1, 2, 0]
+    assert aggregate.best_models(res).loc[0, "transfer_seed"] == 1
 
 
 # --------------------------------------------------------------------------- loading, errors
