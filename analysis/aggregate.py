@@ -14,9 +14,10 @@ import pandas as pd
 from analysis.bands import BandRule, val_bands
 from analysis.load import TRANSFER_REGIMES, Results, arch_order, regime_order
 from analysis.stats import mcnemar_exact, mean_ci, paired_bootstrap, t_halfwidths
+from trainables.results import BEST_TRIAL_ORDER
 
 METRICS = ("best_val_acc", "test_acc", "ood_acc")
-BEST_SORT = (["best_val_acc", "best_val_loss", "best_epoch", "trial_id"], [False, True, True, True])
+BEST_SORT = ([c for c, _ in BEST_TRIAL_ORDER], [asc for _, asc in BEST_TRIAL_ORDER])
 
 
 def rank(df: pd.DataFrame) -> pd.DataFrame:

@@ -84,8 +84,9 @@ def timings(state: SweepState, rows: dict[str, dict], started: float, ended: flo
 
 def prune_models(results_root: str, grid: Sequence[GridPoint], rows: dict[str, dict]) -> int:
     """--keep-models best: in each (arch, regime, train size) group whose trials are all ok,
-    keep only the model of the best-val trial (ties: lowest seed); delete the others' files and
-    clear their model_path. Returns how many models were deleted."""
+    keep only the model of the best trial (`trainables.results.BEST_TRIAL_ORDER`, the report's
+    rule); delete the others' files and clear their model_path. Returns how many models were
+    deleted."""
     groups: dict[tuple[str, str, str], list[GridPoint]] = {}
     for p in grid:
         groups.setdefault((p.config.arch, p.config.regime, p.config.train_size), []).append(p)
@@ -94,7 +95,7 @@ def prune_models(results_root: str, grid: Sequence[GridPoint], rows: dict[str, d
         group_rows = [rows.get(p.trial_id) for p in points]
         if any(r is None or r["status"] != "ok" for r in group_rows):
             continue
-        best = max(group_rows, key=lambda r: (r["best_val_acc"], -r["seed"]))
+        best = min(group_rows, key=results.best_trial_key)
         for row in group_rows:
             if row is best or not row["model_path"]:
                 continue

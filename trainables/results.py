@@ -96,6 +96,25 @@ PREDICTIONS_SCHEMA = pa.schema(_KEY_FIELDS + [
     pa.field("correct", pa.bool_()),
 ])
 
+BEST_TRIAL_ORDER: tuple[tuple[str, bool], ...] = (
+    ("best_val_acc", False), ("best_val_loss", True), ("best_epoch", True), ("trial_id", True))
+"""Which of several trials is "the best model" (the report, and the sweep's --keep-models best):
+(column, ascending): highest best-val accuracy, then lower val loss, then the earlier epoch, then
+trial id. Chosen on validation only; the seed never decides."""
+
+
+def best_trial_key(row: dict[str, Any]) -> tuple:
+    """Sort key of a trials row by BEST_TRIAL_ORDER (smallest first = best)."""
+    key = []
+    for column, ascending in BEST_TRIAL_ORDER:
+        value = row.get(column)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            key.append(value if ascending else -value)
+        else:
+            key.append(value if value is not None else "")
+    return tuple(key)
+
+
 TABLES: dict[str, pa.Schema] = {
     "epochs": EPOCHS_SCHEMA,
     "trials": TRIALS_SCHEMA,
