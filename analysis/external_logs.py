@@ -78,14 +78,6 @@ class ExternalResults(Results):
     def select_on(self) -> list[str]:
         return []
 
-    @cached_property
-    def full_size(self) -> str:
-        sizes = self.trials["train_size"].unique().tolist()
-        full = [s for s in sizes if is_full_size(s)]
-        if full:
-            return sorted(full)[0]
-        return max(sizes, key=lambda s: parse_train_size(s) or 0)
-
 
 # ------------------------------------------------------------------------------- reading
 def _read_csv(path: str | Path, what: str) -> pd.DataFrame:

@@ -108,7 +108,9 @@ class Results:
         if full:
             return sorted(full)[0]
         per_class = self.trials.groupby("train_size")["train_images_per_class"].mean()
-        return str(per_class.idxmax())
+        if per_class.notna().any():
+            return str(per_class.idxmax())
+        return max(sizes, key=lambda s: parse_train_size(s) or 0)  # runs without image counts
 
     @cached_property
     def full(self) -> pd.DataFrame:
