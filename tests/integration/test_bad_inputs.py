@@ -272,7 +272,9 @@ def test_exif_rotation_reaches_the_trial_tensors(tmp_path):
     exif = Image.Exif()
     exif[0x0112] = 6
     for i in range(5):  # every image of class a is a portrait photo stored landscape
-        Image.fromarray(_quadrants()).save(pool / "a" / f"img_{i:03d}.jpg", "JPEG",
+        pixels = _quadrants()
+        pixels[:8, :8] = 60 * i  # five different photos: identical files would be set aside
+        Image.fromarray(pixels).save(pool / "a" / f"img_{i:03d}.jpg", "JPEG",
                                            exif=exif.tobytes())
     manifest = build_manifest(pool)
     data = load_trial_data(manifest, DataRoots(str(pool)))
@@ -425,13 +427,13 @@ def test_unicode_normalization_differences_still_match(tmp_path):
 
 
 def test_symlinked_files_and_folders_are_followed_once(tmp_path):
-    store = pool_of(tmp_path / "store", {"a": 5, "b": 8})
+    store = pool_of(tmp_path / "store", {"a": 5, "b": 8, "c": 8})
     pool = tmp_path / "pool"
     (pool / "a").mkdir(parents=True)
     for i in range(5):  # a: every file a symlink
         (pool / "a" / f"link_{i}.jpg").symlink_to(store / "a" / f"img_{i:03d}.jpg")
     (pool / "b").symlink_to(store / "b")  # b: the class folder itself is a link
-    (pool / "a" / "more").symlink_to(tmp_path / "store" / "b")  # a linked sub-folder...
+    (pool / "a" / "more").symlink_to(tmp_path / "store" / "c")  # a linked sub-folder...
     (pool / "a" / "loop").symlink_to(pool)  # ... and a link back up the tree
     manifest = build_manifest(pool)
     a = sorted(e.path for e in manifest.entries if e.label == "a")
