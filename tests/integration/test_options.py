@@ -183,7 +183,7 @@ SWEEP_CASES = {
     "cpus_per_trial": (["--cpus-per-trial", "0"], ["--cpus-per-trial '0'"]),
     "keep_models": (["--keep-models", "some"], ["invalid choice: 'some'", "none", "best", "all"]),
     "name_with_slash": (["--name", "a/b"], ["--name 'a/b'"]),
-    "max_failures": (["--max-failures", "-1"], ["--max-failures must be 0 or more"]),
+    "max_failures": (["--max-failures", "-1"], ["--max-failures must be a whole number 0 or more"]),
     "data_missing": (["--data", "/nonexistent/photos"], ["/nonexistent/photos does not exist"]),
 }
 
