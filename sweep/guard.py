@@ -15,6 +15,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import pyarrow.fs as pafs
+
 from sweep.grid import GridPoint, GridSpec
 from sweep.layout import Experiment
 from trainables import options
@@ -66,6 +68,51 @@ def joining(address: str | None) -> Iterator[None]:
                         "start a local Ray") from None
 
 
+def _trial_error(trial: Any) -> str:
+    """The exception line of a Tune trial's error: from storage, else from Ray's local copy."""
+    texts = []
+    with contextlib.suppress(Exception):
+        texts.append(str(trial.get_error() or ""))
+    with contextlib.suppress(Exception):
+        with open(trial.error_file, encoding="utf-8", errors="replace") as f:
+            texts.append(f.read())
+    for text in texts:
+        lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+        errors = [ln for ln in lines if ("Error" in ln or "Exception" in ln) and ":" in ln]
+        if lines:
+            return (errors[-1] if errors else lines[-1])[:300]
+    return ""
+
+
+def free_orphan_checkpoints(experiment: Experiment) -> int:
+    """Delete checkpoint folders under ray/ that no resume pointer names: nothing resumes from
+    them (a rerun only follows pointers), and a half-uploaded one may be what fills the disk."""
+    from sweep.checkpoints import read_pointer
+
+    fs, root = experiment.fs()
+    resume = f"{root}/resume"
+    keep = set()
+    if fs.get_file_info(resume).type == pafs.FileType.Directory:
+        for info in fs.get_file_info(pafs.FileSelector(resume)):
+            if info.base_name.endswith(".json"):
+                path = read_pointer(experiment, info.base_name.removesuffix(".json"))
+                if path:
+                    keep.add(path.rstrip("/"))
+    deleted = 0
+    ray_dir = f"{root}/{experiment.ray_name}"
+    if fs.get_file_info(ray_dir).type != pafs.FileType.Directory:
+        return 0
+    for trial_dir in fs.get_file_info(pafs.FileSelector(ray_dir)):
+        if trial_dir.type != pafs.FileType.Directory:
+            continue
+        for sub in fs.get_file_info(pafs.FileSelector(trial_dir.path)):
+            if (sub.type == pafs.FileType.Directory and sub.base_name.startswith("checkpoint_")
+                    and sub.path.rstrip("/") not in keep):
+                fs.delete_dir(sub.path)
+                deleted += 1
+    return deleted
+
+
 def _first_line(error: Any) -> str:
     text = str(error).strip()
     lines = [line for line in text.splitlines() if line.strip()]
@@ -83,11 +130,39 @@ class RunFaults:
     ray_errors: dict[str, str] = field(default_factory=dict)
     """trial_id -> last line of Ray's error, for trials Ray reports as errored."""
 
+    full: bool | None = None
+    """Whether the storage was full when the Tuner ended (probed before anything is freed)."""
+
+    def callback(self) -> Any:
+        """A Tune callback noting each errored trial (Ray's ResultGrid is lost when fit()
+        itself fails, e.g. on a full disk)."""
+        from ray import tune
+
+        faults = self
+
+        class _Errors(tune.Callback):
+            def on_trial_error(self, iteration, trials, trial, **info) -> None:
+                tid = trial.config["point"]["trial_id"]
+                faults.ray_errors[tid] = _trial_error(trial) or faults.ray_errors.get(tid, "")
+
+        return _Errors()
+
     def collect(self, result_grid: Any) -> None:
         for result in result_grid or []:
             point = (getattr(result, "config", None) or {}).get("point") or {}
             if result.error is not None and point.get("trial_id"):
                 self.ray_errors[point["trial_id"]] = _first_line(result.error)
+
+    def after_tuner(self, points: Sequence[GridPoint], manifest: Any) -> int:
+        """Once the Tuner is done (Ray still up, before its logs are copied): note whether the
+        disk is full, free the checkpoint folders no resume pointer names (a failed upload's
+        partial copy keeps the disk full), then record a failed row for each errored trial that
+        has none. Returns the number of rows recorded."""
+        self.full = self.disk_full()
+        if self.ray_errors or self.stopped is not None:
+            with contextlib.suppress(Exception):
+                free_orphan_checkpoints(self.experiment)
+        return self.record_failed_rows(points, manifest)
 
     def merge(self, summary: Any) -> None:
         """Trials that ended without a row but with an error from Ray count as failed."""
@@ -96,23 +171,31 @@ class RunFaults:
                 summary.missing.remove(tid)
                 summary.failed[tid] = self.ray_errors[tid]
 
-    def record_failed_rows(self, points: Sequence[GridPoint], manifest: Any, summary: Any,
-                           rows: dict[str, dict]) -> int:
+    def record_failed_rows(self, points: Sequence[GridPoint], manifest: Any) -> int:
         """A failed row for each errored trial without one (best effort: the disk may still
         be full). A rerun retries them like any failed trial."""
         from trainables import results
         from trainables.train import failed_trial_row
 
+        fs, root = self.experiment.fs()
         written = 0
         for p in points:
-            if p.trial_id in summary.failed and p.trial_id not in rows:
-                error = RuntimeError(summary.failed[p.trial_id])
-                row = failed_trial_row(p.config, manifest, p.trial_id, error, "", None)
-                try:
-                    results.write_table_atomic(self.experiment.results, "trials", p.trial_id, [row])
-                    written += 1
-                except Exception:
-                    break  # nothing more can be written now
+            if p.trial_id not in self.ray_errors:
+                continue
+            if fs.get_file_info(f"{root}/results/trials/{p.trial_id}.parquet").type == \
+                    pafs.FileType.File:
+                continue  # the trial wrote its own row
+            text = self.ray_errors[p.trial_id] or (
+                "OSError: [Errno 28] No space left on device (Ray could not record the error)"
+                if self.full else "the trial failed; Ray recorded no readable error")
+            self.ray_errors[p.trial_id] = text
+            row = {**failed_trial_row(p.config, manifest, p.trial_id, RuntimeError(text), "", None),
+                   "error": text}
+            try:
+                results.write_table_atomic(self.experiment.results, "trials", p.trial_id, [row])
+                written += 1
+            except Exception:
+                break  # nothing more can be written now
         return written
 
     def disk_full(self) -> bool:
@@ -127,7 +210,8 @@ class RunFaults:
         if self.stopped is not None:
             out.append(f"the sweep stopped early: {type(self.stopped).__name__}: "
                        f"{_first_line(self.stopped)}")
-        if (self.stopped is not None or not complete) and self.disk_full():
+        full = self.full if self.full is not None else self.disk_full()
+        if (self.stopped is not None or not complete) and full:
             out.append(f"cause: the disk holding --storage {self.storage_arg} "
                        f"({self.experiment.root}) is full (No space left on device). "
                        f"Fix: {DISK_FULL_FIX}")

@@ -153,7 +153,7 @@ def trial_dirname(trial) -> str:
 
 
 def run_tuner(ready: Ready, plan: ResourcePlan, args: argparse.Namespace, progress,
-              keep_model: bool):
+              keep_model: bool, faults: RunFaults):
     from ray import tune
 
     from sweep.checkpoints import ResumePointers
@@ -174,7 +174,7 @@ def run_tuner(ready: Ready, plan: ResourcePlan, args: argparse.Namespace, progre
             name=exp.ray_name, storage_path=exp.root, verbose=0,
             # each trial's stdout/stderr, uploaded into its folder under ray/
             log_to_file=True, sync_config=tune.SyncConfig(sync_artifacts=True),
-            callbacks=[progress, ResumePointers(exp)],
+            callbacks=[progress, ResumePointers(exp), faults.callback()],
             failure_config=tune.FailureConfig(max_failures=args.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1)),
     )
@@ -251,7 +251,7 @@ def run_ready(args: argparse.Namespace, spec: GridSpec, preset, experiment: Expe
     if removed:
         say(f"removed {removed} partial file(s) left by an interrupted run")
     t_run = time.time()
-    faults = RunFaults(experiment, args.storage)
+    faults, recorded = RunFaults(experiment, args.storage), 0
     if ready.todo:
         with contextlib.ExitStack() as stack:
             stack.enter_context(ray_driver_log(experiment))
@@ -271,14 +271,14 @@ def run_ready(args: argparse.Namespace, spec: GridSpec, preset, experiment: Expe
             state.start = time.time()
             try:
                 faults.collect(run_tuner(ready, plan, args, progress,
-                                         keep_model=args.keep_models != "none"))
+                                         keep_model=args.keep_models != "none", faults=faults))
             except Exception as exc:  # Ray or the storage failed under the Tuner: summarize
                 faults.stopped = exc
+            recorded = faults.after_tuner(ready.todo, ready.manifest)
     t_end = time.time()
 
     summary, rows = summarize_checked(experiment.results, ready.grid)
     faults.merge(summary)
-    recorded = faults.record_failed_rows(ready.todo, ready.manifest, summary, rows)
     say("")
     for line in outcome.describe(summary, ready.grid):
         say(line)

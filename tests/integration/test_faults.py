@@ -255,3 +255,71 @@ def test_unwritable_out_is_refused_by_the_single_trial_cli(case, pool, tmp_path,
     err = capsys.readouterr().err
     assert code == 2 and err.startswith(f"error: cannot write results to '{storage / 'run'}'"), err
     assert "Fix:" in err and not (storage / "run").exists()
+
+
+# ------------------------------------------------------------------------- a full disk
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 6 MB tmpfs: room for the manifest and a few rows, not for one MobileNetV2 checkpoint."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(mount)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_disk_full_mid_sweep_keeps_the_driver_alive_and_a_rerun_completes(pool, env, tmp_path,
+                                                                          small_disk):
+    args = sweep_args(pool, small_disk, 2)
+    full = run_sweep(args, tmp_path / "log_full", env=env)
+    assert full.proc.returncode == 1, full.output()
+    assert "Traceback" not in full.stderr and "Logging error" not in full.stderr, full.stderr[-3000:]
+    out = full.stdout
+    assert "trials: 0/2 ok, 2 failed" in out, out[-3000:]
+    assert f"cause: the disk holding --storage {small_disk}" in out and "Fix: free space" in out
+    results_root = small_disk / NAME / "results"
+    failed = rows(results_root, "trials")
+    assert len(failed) == 2 and {t["status"] for t in failed} == {"failed"}
+    assert all("No space left on device" in t["error"] for t in failed), failed
+    assert not (small_disk / NAME / "sweep.lock").exists(), "the lock must be released"
+
+    subprocess.run(["mount", "-o", "remount,size=300m", str(small_disk)], check=True)
+    again = run_sweep(args, tmp_path / "log_again", env=env)
+    assert again.proc.returncode == 0, again.output()
+    assert_complete(results_root, 2)
+
+
+# ---------------------------------------------------------------- two sweeps, one experiment
+def test_a_second_sweep_on_the_same_experiment_refuses_and_a_killed_holder_is_taken_over(
+        pool, env, tmp_path):
+    storage = tmp_path / "runs"
+    results_root = storage / NAME / "results"
+    held = tmp_path / "held"
+    fault = f"sleep@seed=0,epoch=1,where=train,seconds=600,once={held}"
+    args = sweep_args(pool, storage, 1)
+    first = Sweep(args, {**env, "FEATURE_REUSE_FAULT": fault}).start(tmp_path / "log_first")
+    try:
+        wait_until(held.exists, timeout=300, sweep=first, what="the first sweep's trial to run")
+        lock = storage / NAME / "sweep.lock"
+        assert lock.exists()
+        second = run_sweep(args, tmp_path / "log_second", env=env, timeout=120)
+        assert second.proc.returncode == 2, second.output()
+        assert "error: another sweep is running on this experiment" in second.stderr
+        assert f"pid {first.proc.pid}" in second.stderr and "Traceback" not in second.stderr
+        assert "cluster:" not in second.stdout, "the refused sweep must not start Ray"
+        assert first.proc.poll() is None, "the refusal must not disturb the running sweep"
+        first.kill_driver()
+    finally:
+        first.cleanup()
+    assert lock.exists(), "kill -9 leaves the lock behind"
+    third = run_sweep(args, tmp_path / "log_third", env=env)
+    assert third.proc.returncode == 0, third.output()
+    assert f"took over a stale lock of pid {first.proc.pid}" in third.stdout
+    assert "no longer running" in third.stdout
+    assert_complete(results_root, 1)
+    assert not lock.exists()
