@@ -143,11 +143,15 @@ def finished_trials(results_root: str) -> set[str]:
     from trainables.results_check import check_table
 
     try:
-        return results.finished_trial_ids(results_root)
+        finished = results.finished_trial_ids(results_root)
+        keys = results.read_table(results_root, "trials", columns=["trial_id", "status"])
     except (OSError, ValueError) as exc:  # pyarrow's errors derive from these
         check_table(results_root, "trials")  # names the file, with the fix
         raise UserError(f"cannot read the finished trials in {results_root}/trials ({exc}). "
                         "Fix: remove the unreadable file it names (its trial runs again)") from None
+    if keys["trial_id"].null_count or keys["status"].null_count:
+        check_table(results_root, "trials")  # a file of another schema reads as nulls
+    return finished
 
 
 
