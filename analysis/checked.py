@@ -16,6 +16,7 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 
 from trainables.errors import UserError
+from trainables.options import text_option
 from trainables.results import read_table
 from trainables.results_check import OK_REQUIRED, check_table
 from trainables.storage import resolve
@@ -33,6 +34,7 @@ def check_results_root(root: str, hint: str) -> None:
     if not root.strip():
         raise UserError("--results is empty. Fix: pass the results folder of a sweep "
                         "(<storage>/<name>/results) or of `trainables.train --out`")
+    text_option("--results", root)
     fs, base = resolve(root)
     kind = _kind(fs, base)
     if kind == pafs.FileType.NotFound:
@@ -132,6 +134,7 @@ def prepare_out_dir(out: str) -> pathlib.Path:
     that cannot be written."""
     if not str(out).strip():
         raise UserError("--out is empty. Fix: pass a folder for the report")
+    text_option("--out", str(out))
     if "://" in str(out):
         raise UserError(f"--out {out}: the report is written to a local folder (its figures need "
                         "a disk). Fix: pass a local folder and copy it afterwards")
