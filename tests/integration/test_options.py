@@ -351,3 +351,57 @@ def test_report_out_that_cannot_be_a_folder_is_refused(case, synthetic_results, 
     needle = {"file": "is a file, not a folder", "under_a_file": "is a file, not a folder",
               "uri": "written to a local folder"}[case]
     assert_refused(code, err, needle)
+
+
+# ------------------------------------- the lead's round-one fixes, kept under test (issue 11)
+def test_train_sizes_spelled_differently_are_one_trial_each():
+    from sweep.grid import GridSpec, build_grid, with_ids
+
+    spec = GridSpec(PRESETS["smoke"], archs=("mobilenet_v2",), regimes=("scratch",), seeds=1,
+                    train_sizes=("all", "ALL", "0.5", ".5", "2", "02", " 2 "))
+    assert spec.resolved_train_sizes == ("all", "0.5", "2")
+    ids = [p.trial_id for p in with_ids(build_grid(spec), "m")]
+    assert len(ids) == len(set(ids)) == 3
+
+
+def test_a_second_single_trial_run_into_an_out_of_another_split_is_refused(pool, tmp_path,
+                                                                           capsys):
+    from trainables.folders import build_manifest
+    from trainables.train import main
+
+    out = tmp_path / "out"
+    out.mkdir()
+    other = build_manifest(pool, split_seed=1)
+    (out / "manifest.json").write_text(other.to_json())
+    code = main([*TRAIN_BASE, "--data", str(pool), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert_refused(code, err, f"--out {out} holds trials of a different split", "pick a new --out")
+    assert (out / "manifest.json").read_text() == other.to_json(), "the old manifest was replaced"
+    assert not (out / "trials").exists()
+
+
+def test_ctrl_c_in_the_single_trial_cli_exits_130_without_a_traceback(pool, tmp_path,
+                                                                       torch_home):
+    import subprocess
+    import time
+
+    from tests.conftest import PROJECT_ROOT
+
+    marker = tmp_path / "training"
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT), "TORCH_HOME": str(torch_home),
+           "FEATURE_REUSE_FAULT": f"sleep@where=train,seconds=120,once={marker}"}
+    proc = subprocess.Popen([sys.executable, "-m", "trainables.train", *TRAIN_BASE, "--data",
+                             str(pool), "--out", str(tmp_path / "out")], cwd=PROJECT_ROOT,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 180
+        while not marker.exists() and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.2)
+        assert marker.exists(), proc.communicate(timeout=30)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert "interrupted: nothing of this trial was saved" in err and "Traceback" not in err
