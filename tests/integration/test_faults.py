@@ -564,3 +564,17 @@ def test_a_lock_from_another_host_is_stale_once_its_heartbeat_is_old(age, held, 
     else:
         assert "heartbeat is" in lock.acquire()
         lock.release()
+
+
+def test_disk_full_in_the_single_trial_cli_is_one_error_with_the_fix(pool, env, tmp_path,
+                                                                     small_disk, capsys):
+    """A kept model (14 MB) does not fit on the 6 MB disk: exit 1, the cause and the fix."""
+    from trainables.train import main
+
+    out = small_disk / "one"
+    code = main(["--arch", "mobilenet_v2", "--regime", "scratch", "--preset", "smoke",
+                 "--set", "epochs=1", "--data", str(pool), "--out", str(out), "--keep-model"])
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert err.startswith(f"error: the disk holding {out} is full") and "Fix: free space" in err
+    assert "Traceback" not in err
