@@ -20,9 +20,11 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 
+from analysis.checked import check_results_root, manifest_notes, read_checked, read_manifest_json
 from trainables.config import REGIMES, parse_train_size
 from trainables.errors import UserError
 from trainables.results import PREDICTIONS_SCHEMA, read_table
+from trainables.results_check import check_table
 from trainables.storage import resolve
 
 DEFAULT_RESULTS = "runs/demo/results"
@@ -81,7 +83,7 @@ class Results:
         """The manifest's layout ("embedded-demo", "pool", "presplit"), read without torch."""
         if self.manifest_path is None:
             return None
-        return json.loads(_read_text(self.root, self.manifest_path)).get("layout")
+        return read_manifest_json(self.root, self.manifest_path).get("layout")
 
     @cached_property
     def manifest(self) -> Any:
@@ -188,11 +190,8 @@ def _read_text(root: str, path: str) -> str:
 
 def load_results(root: str = DEFAULT_RESULTS, with_manifest: bool = True) -> Results:
     """Read the trials and epochs tables; clear errors for a missing or empty results root."""
-    fs, base = resolve(root)
-    info = fs.get_file_info(base)
-    if info.type == pafs.FileType.NotFound:
-        raise UserError(f"results folder {root} does not exist; {PRODUCE_HINT}")
-    trials_tbl = read_table(root, "trials", columns=TRIAL_COLUMNS)
+    check_results_root(root, PRODUCE_HINT)
+    trials_tbl = read_checked(root, "trials", columns=TRIAL_COLUMNS)
     if trials_tbl.num_rows == 0:
         raise UserError(f"results folder {root} holds no finished trials (no {root}/trials/*.parquet);"
                         f" {PRODUCE_HINT}")
@@ -204,7 +203,7 @@ def load_results(root: str = DEFAULT_RESULTS, with_manifest: bool = True) -> Res
         raise UserError(f"all {len(failed)} trial(s) in {root} failed, nothing to analyse; first "
                         f"error(s): {' | '.join(first) or 'not recorded'}. Fix the cause and rerun "
                         "the sweep (it resumes unfinished trials)")
-    epochs = _epochs_of(read_table(root, "epochs", columns=EPOCH_COLUMNS), ok)
+    epochs = _epochs_of(read_checked(root, "epochs", columns=EPOCH_COLUMNS), ok)
     notes = []
     presets = sorted(ok["preset"].dropna().unique().tolist())
     if len(presets) > 1:
@@ -213,8 +212,11 @@ def load_results(root: str = DEFAULT_RESULTS, with_manifest: bool = True) -> Res
     if len(hashes) > 1:
         notes.append(f"trials use {len(hashes)} different split manifests; paired tests only "
                      "pair images both trials saw")
+    manifest_path = find_manifest(root) if with_manifest else None
+    if manifest_path is not None:
+        notes += manifest_notes(read_manifest_json(root, manifest_path), manifest_path)
     return Results(root=root, trials=ok, failed=failed, epochs=epochs,
-                   manifest_path=find_manifest(root) if with_manifest else None, notes=notes)
+                   manifest_path=manifest_path, notes=notes)
 
 
 def _epochs_of(table: pa.Table, trials: pd.DataFrame) -> pd.DataFrame:
@@ -281,15 +283,19 @@ def read_prediction_table(root: str, trial_ids: list[str], columns: list[str] | 
         return empty
     paths = [_join(base, "predictions", f"{tid}.parquet") for tid in ids]
     infos = fs.get_file_info(paths)
-    if all(i.type == pafs.FileType.File for i in infos):
-        dataset = ds.dataset(paths, schema=schema, format=fmt, filesystem=fs)
-        return dataset.to_table(columns=columns)
-    folder = _join(base, "predictions")
-    if fs.get_file_info(folder).type == pafs.FileType.NotFound:
-        return empty
-    dataset = ds.dataset(folder, schema=schema, format=fmt, filesystem=fs)
-    value_set = pa.array(ids, type=pa.string())
-    return dataset.to_table(columns=columns, filter=pc.field("trial_id").isin(value_set))
+    try:
+        if all(i.type == pafs.FileType.File for i in infos):
+            dataset = ds.dataset(paths, schema=schema, format=fmt, filesystem=fs)
+            return dataset.to_table(columns=columns)
+        folder = _join(base, "predictions")
+        if fs.get_file_info(folder).type == pafs.FileType.NotFound:
+            return empty
+        dataset = ds.dataset(folder, schema=schema, format=fmt, filesystem=fs)
+        value_set = pa.array(ids, type=pa.string())
+        return dataset.to_table(columns=columns, filter=pc.field("trial_id").isin(value_set))
+    except (OSError, ValueError, pa.ArrowException) as exc:
+        check_table(root, "predictions")  # names the damaged or foreign file
+        raise UserError(f"cannot read {root}/predictions ({str(exc).splitlines()[0][:300]})") from None
 
 
 def default_out_dir(results: str) -> str:

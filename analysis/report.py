@@ -29,6 +29,7 @@ from typing import Any
 from analysis import aggregate, figures, tables
 from analysis import claims as claims_mod
 from analysis import options as options_mod
+from analysis.checked import prepare_out_dir
 from analysis.load import DEFAULT_RESULTS, Results, default_out_dir, load_results
 from trainables.errors import UserError
 
@@ -132,8 +133,7 @@ def build(results: str = DEFAULT_RESULTS, out: str | None = None, gradcam_n: int
     options = options or options_mod.AnalysisOptions()
     res = load_results(results)
     lap("read")
-    out_dir = Path(out or default_out_dir(results))
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = prepare_out_dir(out or default_out_dir(results))
     regimes = aggregate.regime_summary(res, options.band_rule)
     best = aggregate.best_models(res)
     paired = aggregate.paired_tests(res, best)

@@ -11,6 +11,7 @@ kept separately with --keep-models).
 from __future__ import annotations
 
 import json
+import logging
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -23,10 +24,28 @@ from trainables.engine import FitState
 from trainables.storage import delete_file, join, read_text, write_text_atomic
 
 STATE_FILE = "fit_state.pt"
+log = logging.getLogger("sweep")
 
 
 def _pointer(experiment: Experiment, tid: str) -> str:
     return join(experiment.resume_dir, f"{tid}.json")
+
+
+def read_pointer(experiment: Experiment, tid: str) -> str | None:
+    """The checkpoint path a pointer names; None when absent, or unreadable (truncated,
+    hand-edited, not JSON): the trial then starts afresh instead of failing on every retry."""
+    try:
+        text = read_text(_pointer(experiment, tid))
+        if text is None:
+            return None
+        path = json.loads(text)["path"]
+        if not isinstance(path, str) or not path:
+            raise ValueError("no checkpoint path")
+        return path
+    except Exception as exc:
+        log.warning("ignoring the unreadable resume pointer %s (%s); the trial starts afresh",
+                    _pointer(experiment, tid), exc)
+        return None
 
 
 def report_epoch(metrics: dict[str, Any], state: FitState, tid: str) -> None:
@@ -45,19 +64,20 @@ def load_state(checkpoint: tune.Checkpoint, tid: str) -> FitState | None:
     try:
         with checkpoint.as_directory() as folder:
             saved = torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=False)
-    except (OSError, RuntimeError, EOFError, KeyError):
+        if not isinstance(saved, dict) or saved.get("trial_id") != tid:
+            return None
+        return FitState.from_dict(saved["state"])
+    except Exception as exc:  # truncated, corrupt or foreign: start afresh, never fail forever
+        log.warning("ignoring the unreadable checkpoint of trial %s (%s); it starts afresh",
+                    tid, exc)
         return None
-    if saved.get("trial_id") != tid:
-        return None
-    return FitState.from_dict(saved["state"])
 
 
 def previous_checkpoint(experiment: Experiment, tid: str) -> tune.Checkpoint | None:
     """The checkpoint an earlier sweep recorded for this trial, if it still exists."""
-    text = read_text(_pointer(experiment, tid))
-    if text is None:
+    path = read_pointer(experiment, tid)
+    if path is None:
         return None
-    path = json.loads(text)["path"]
     fs, _ = experiment.fs()
     if fs.get_file_info(path).type != pafs.FileType.Directory:
         return None
@@ -75,14 +95,17 @@ class ResumePointers(tune.Callback):
         self._seen: set[str] = set()
 
     def _previous_path(self, tid: str) -> str | None:
-        text = read_text(_pointer(self.experiment, tid))
-        return json.loads(text)["path"] if text else None
+        return read_pointer(self.experiment, tid)
 
     def on_checkpoint(self, iteration, trials, trial, checkpoint, **info) -> None:
         tid = trial.config["point"]["trial_id"]
         stale = None if tid in self._seen else self._previous_path(tid)
         self._seen.add(tid)
-        write_text_atomic(_pointer(self.experiment, tid), json.dumps({"path": checkpoint.path}))
+        try:
+            write_text_atomic(_pointer(self.experiment, tid), json.dumps({"path": checkpoint.path}))
+        except OSError as exc:  # a full disk: the trial goes on; a rerun may restart it
+            log.warning("could not record the resume pointer of %s (%s)", tid, exc)
+            return
         if stale and stale != checkpoint.path:
             _delete_dir(checkpoint.filesystem, stale)
 
@@ -93,7 +116,10 @@ class ResumePointers(tune.Callback):
         paths = {self._previous_path(tid)}
         if trial.checkpoint is not None:
             paths.add(trial.checkpoint.path)
-        delete_file(_pointer(self.experiment, tid))
+        try:
+            delete_file(_pointer(self.experiment, tid))
+        except OSError as exc:
+            log.warning("could not delete the resume pointer of %s (%s)", tid, exc)
         fs, _ = self.experiment.fs()
         for path in paths - {None}:
             _delete_dir(fs, path)

@@ -34,7 +34,41 @@ class _KeepFormatter:
 
 
 class _FileHandler(_KeepFormatter, logging.FileHandler):
-    pass
+    """The driver log; a write that fails (the disk is full) stops the file, never the sweep.
+
+    logging's own handlers print a traceback per failed record and raise from flush/close; the
+    log is a convenience, so here the first failure is remembered and later records are
+    dropped (the console still shows warnings)."""
+
+    failed: str | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.failed is None:
+            super().emit(record)
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 (logging's name)
+        self.failed = str(sys.exc_info()[1] or "write failed")
+
+    def write_line(self, text: str) -> None:
+        try:
+            self.stream.write(text)
+            self.stream.flush()
+        except (OSError, ValueError) as exc:
+            self.failed = str(exc)
+
+    def flush(self) -> None:
+        try:
+            super().flush()
+        except (OSError, ValueError) as exc:
+            self.failed = str(exc)
+
+    def close(self) -> None:
+        try:
+            super().close()
+        except (OSError, ValueError) as exc:
+            self.failed = self.failed or str(exc)
+            with contextlib.suppress(Exception):
+                self.stream = None  # type: ignore[assignment]
 
 
 class _StreamHandler(_KeepFormatter, logging.StreamHandler):
@@ -79,13 +113,15 @@ def ray_driver_log(experiment: Experiment) -> Iterator[str]:
     console.setFormatter(_OneLine(final))
     console.addFilter(_ConsoleFilter())
     logger.handlers = [to_file, console]
-    to_file.stream.write(f"--- sweep started {time.strftime('%Y-%m-%d %H:%M:%S')} ---\n")
+    to_file.write_line(f"--- sweep started {time.strftime('%Y-%m-%d %H:%M:%S')} ---\n")
     try:
         yield final
     finally:
         logger.handlers, level = saved
         logger.setLevel(level)
         to_file.close()
+        if to_file.failed:
+            print(f"note: the driver log {final} is incomplete: {to_file.failed}", file=sys.stderr)
         if experiment.is_remote:
             with contextlib.suppress(Exception):
                 import pyarrow.fs as pafs

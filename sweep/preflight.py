@@ -8,18 +8,20 @@ looks at what one tiny task per GPU node found (CUDA usable, the same code as th
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sweep.grid import GridPoint, GridSpec, build_grid, split_done, with_ids
-from sweep.layout import Experiment
+from sweep.layout import Experiment, ExperimentLock
 from sweep.resources import ClusterInfo
 from trainables import results
 from trainables.datasource import prepare_data
 from trainables.errors import UserError
 from trainables.manifest import DataRoots, Manifest, select_train
-from trainables.storage import STORAGE_FIX, read_text, storage_problem, write_text_atomic
+from trainables.storage import STORAGE_FIX, read_bytes, storage_problem, write_text_atomic
 
 STORAGE_TIMEOUT_S = 20.0
+MANIFEST_FIX = ("delete it and run the same command again: it is rebuilt from --data and checked "
+                "against the split hash every finished trial's row carries")
 
 
 @dataclass
@@ -33,6 +35,9 @@ class Ready:
     done: list[GridPoint]
     todo: list[GridPoint]
     embedded: bool
+    lock: ExperimentLock | None = None
+    """Held from preflight until the sweep ends (None for --dry-run); the caller releases it."""
+    notes: list[str] = field(default_factory=list)
 
 
 def check_storage(experiment: Experiment, storage_arg: str, write: bool = True,
@@ -57,32 +62,44 @@ def check_train_sizes(manifest: Manifest, sizes: tuple[str, ...]) -> list[str]:
 
 
 def check_existing_manifest(experiment: Experiment, manifest: Manifest) -> str | None:
-    """Refuse to mix two different splits in one experiment's results."""
+    """Refuse to mix two different splits in one experiment's results; a corrupt manifest.json
+    is named with the fix (the trials rows carry the split's hash, so deleting it is safe)."""
     try:
-        text = read_text(experiment.manifest)
+        data = read_bytes(experiment.manifest)
     except Exception:
         return None  # storage problems are reported by check_storage
-    if text is None:
+    old_hash = None
+    if data is not None:
+        try:
+            old_hash = Manifest.parse(data, experiment.manifest, MANIFEST_FIX).hash
+        except UserError as exc:
+            return str(exc)
+    if old_hash is None:
+        try:
+            table = results.read_table(experiment.results, "trials", columns=["split_manifest_hash"])
+            hashes = sorted({h for h in table["split_manifest_hash"].to_pylist() if h})
+        except Exception:
+            return None  # unreadable results are named by the finished-trials check
+        old_hash = hashes[0] if hashes and manifest.hash not in hashes else None
+    if old_hash is None or old_hash == manifest.hash:
         return None
-    old = Manifest.from_json(text)
-    if old.hash == manifest.hash:
-        return None
-    return (f"experiment {experiment.root} was run on a different split (manifest {old.hash}, "
+    return (f"experiment {experiment.root} was run on a different split (manifest {old_hash}, "
             f"now {manifest.hash}): the data, --ood or --split-seed changed. Fix: pick a new "
             f"--name, or delete {experiment.root} to start over")
 
 
 def run_preflight(spec: GridSpec, experiment: Experiment, storage_arg: str, data: str | None,
                   ood: str | None, split_seed: int = 0, skip_bad: bool = False,
-                  write: bool = True) -> Ready:
+                  write: bool = True, allow_duplicates: bool = False) -> Ready:
     """All checks; raises one UserError listing every problem. With `write` (not --dry-run),
-    also saves the manifest to the experiment."""
+    takes the experiment's lock (refused while another sweep holds it) and saves the manifest
+    to the experiment."""
     from trainables.weights import preflight as weights_preflight
 
     problems = list(spec.problems())
     manifest = roots = None
     try:
-        roots, manifest = prepare_data(data, ood, split_seed, None, skip_bad)
+        roots, manifest = prepare_data(data, ood, split_seed, None, skip_bad, allow_duplicates)
     except UserError as exc:
         problems.append(str(exc))
     if manifest is not None:
@@ -102,15 +119,39 @@ def run_preflight(spec: GridSpec, experiment: Experiment, storage_arg: str, data
                         "\n".join(f"  - {p}" for p in problems))
     assert manifest is not None and roots is not None
     grid = with_ids(build_grid(spec), manifest.hash)
+    lock = ExperimentLock(experiment) if write else None
+    notes = []
+    if lock is not None:
+        note = lock.acquire()
+        if note:
+            notes.append(note)
     try:
-        finished = results.finished_trial_ids(experiment.results)
+        finished = finished_trials(experiment.results)
+        done, todo = split_done(grid, finished)
+        if write:
+            write_text_atomic(experiment.manifest, manifest.to_json())
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
+    return Ready(experiment, manifest, roots, grid, done, todo, embedded=data is None, lock=lock,
+                 notes=notes)
+
+
+def finished_trials(results_root: str) -> set[str]:
+    """Ids of finished trials; one UserError naming an unreadable or foreign file."""
+    from trainables.results_check import check_table
+
+    try:
+        finished = results.finished_trial_ids(results_root)
+        keys = results.read_table(results_root, "trials", columns=["trial_id", "status"])
     except (OSError, ValueError) as exc:  # pyarrow's errors derive from these
-        raise UserError(f"cannot read the finished trials in {experiment.results}/trials ({exc}). "
+        check_table(results_root, "trials")  # names the file, with the fix
+        raise UserError(f"cannot read the finished trials in {results_root}/trials ({exc}). "
                         "Fix: remove the unreadable file it names (its trial runs again)") from None
-    done, todo = split_done(grid, finished)
-    if write:
-        write_text_atomic(experiment.manifest, manifest.to_json())
-    return Ready(experiment, manifest, roots, grid, done, todo, embedded=data is None)
+    if keys["trial_id"].null_count or keys["status"].null_count:
+        check_table(results_root, "trials")  # a file of another schema reads as nulls
+    return finished
 
 
 

@@ -82,7 +82,7 @@ def parse_gpus_per_trial(value: str) -> float | None:
 def parse_cpus_per_trial(value: str) -> float:
     try:
         f = float(value)
-        if f <= 0:
+        if not math.isfinite(f) or f <= 0:  # nan passed `f <= 0` and hung the sweep
             raise ValueError
         return f
     except ValueError:

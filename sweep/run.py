@@ -14,12 +14,14 @@ from its last finished epoch. Exit status: 0 all trials ok, 1 some failed or did
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
 import time
 
 from sweep.grid import GridSpec
+from sweep.guard import RunFaults, check_options, joining, summarize_checked
 from sweep.layout import Experiment, remove_stale_temporaries
 from sweep.logs import ray_driver_log
 from sweep.preflight import Ready, require_gpu_nodes, run_preflight
@@ -65,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split-seed", type=int, default=0, help="seed of the 60/20/20 split")
     p.add_argument("--skip-bad-images", action="store_true",
                    help="skip unreadable images (listed in the manifest) instead of failing")
+    p.add_argument("--allow-duplicates", action="store_true",
+                   help="run although byte-identical images are in train and in val/test/OOD "
+                        "(they are recorded in the manifest and the report); refused by default")
     p.add_argument("--storage", default=os.environ.get(STORAGE_ENV) or "runs",
                    help="local folder or URI (s3://bucket/prefix) holding experiments "
                         f"(default ${STORAGE_ENV} if set, else ./runs)")
@@ -148,7 +153,7 @@ def trial_dirname(trial) -> str:
 
 
 def run_tuner(ready: Ready, plan: ResourcePlan, args: argparse.Namespace, progress,
-              keep_model: bool):
+              keep_model: bool, faults: RunFaults):
     from ray import tune
 
     from sweep.checkpoints import ResumePointers
@@ -169,7 +174,7 @@ def run_tuner(ready: Ready, plan: ResourcePlan, args: argparse.Namespace, progre
             name=exp.ray_name, storage_path=exp.root, verbose=0,
             # each trial's stdout/stderr, uploaded into its folder under ray/
             log_to_file=True, sync_config=tune.SyncConfig(sync_artifacts=True),
-            callbacks=[progress, ResumePointers(exp)],
+            callbacks=[progress, ResumePointers(exp), faults.callback()],
             failure_config=tune.FailureConfig(max_failures=args.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1)),
     )
@@ -178,9 +183,6 @@ def run_tuner(ready: Ready, plan: ResourcePlan, args: argparse.Namespace, progre
 
 # ---------------------------------------------------------------------------------- main
 def sweep(args: argparse.Namespace) -> int:
-    from sweep import outcome
-    from sweep.progress import SweepProgress, SweepState, TrialView
-
     t_start = time.time()
     preset = get_preset(args.preset)
     spec = GridSpec(preset=preset, archs=tuple(args.archs) if args.archs else None,
@@ -189,13 +191,28 @@ def sweep(args: argparse.Namespace) -> int:
                     overrides=overrides.collect(args.config_file, args.set_values))
     gpus = parse_gpus_per_trial(args.gpus_per_trial)
     cpus = parse_cpus_per_trial(args.cpus_per_trial)
-    if args.max_failures < 0:
-        raise UserError(f"--max-failures must be 0 or more, got {args.max_failures}")
-    if args.name is not None and (not args.name.strip() or "/" in args.name or args.name in (".", "..")):
-        raise UserError(f"--name {args.name!r}: use a plain folder name (no '/')")
+    check_options(args, spec)
     experiment = Experiment.at(args.storage, args.name or preset.name)
     ready = run_preflight(spec, experiment, args.storage, args.data, args.ood, args.split_seed,
-                          args.skip_bad_images, write=not args.dry_run)
+                          args.skip_bad_images, write=not args.dry_run,
+                          allow_duplicates=args.allow_duplicates)
+    try:
+        return run_ready(args, spec, preset, experiment, ready, gpus, cpus, t_start)
+    finally:
+        if ready.lock is not None:
+            ready.lock.release()
+
+
+def run_ready(args: argparse.Namespace, spec: GridSpec, preset, experiment: Experiment,
+              ready: Ready, gpus: float | None, cpus: float, t_start: float) -> int:
+    """Everything after preflight: the dry-run listing, or the Tuner and the summary."""
+    from sweep import outcome
+    from sweep.progress import SweepProgress, SweepState, TrialView
+
+    for note in ready.notes:
+        say(f"note: {note}")
+    for warning in ready.manifest.warnings:
+        print(f"warning: {warning}", file=sys.stderr, flush=True)
     counts = ready.manifest.counts()
     say(f"preflight ok in {time.time() - t_start:.1f} s: split {ready.manifest.hash} "
         + ", ".join(f"{s} {sum(counts.get(s, {}).values())}" for s in ("train", "val", "test", "ood"))
@@ -214,7 +231,7 @@ def sweep(args: argparse.Namespace) -> int:
     if args.dry_run:
         cluster = local_cluster_info()
         if joins_cluster(args):
-            with ray_session(args.address):
+            with joining(args.address), ray_session(args.address):
                 cluster = ray_cluster_info()
         require_gpu_nodes(cluster, say)
         say(f"cluster: {cluster.describe()}")
@@ -234,8 +251,12 @@ def sweep(args: argparse.Namespace) -> int:
     if removed:
         say(f"removed {removed} partial file(s) left by an interrupted run")
     t_run = time.time()
+    faults, recorded = RunFaults(experiment, args.storage), 0
     if ready.todo:
-        with ray_driver_log(experiment), ray_session(args.address, experiment) as started_here:
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(ray_driver_log(experiment))
+            with joining(args.address):
+                started_here = stack.enter_context(ray_session(args.address, experiment))
             cluster = ray_cluster_info()
             require_gpu_nodes(cluster, say)  # each GPU node: CUDA usable, same code as here
             plan = plan_resources(spec.resolved_archs, cluster, gpus, cpus, args.gpu_memory_gb)
@@ -248,18 +269,31 @@ def sweep(args: argparse.Namespace) -> int:
                     "(--storage s3://bucket/prefix, or a folder every node mounts)")
             progress = SweepProgress(state, experiment.results, interval=args.progress_interval)
             state.start = time.time()
-            run_tuner(ready, plan, args, progress, keep_model=args.keep_models != "none")
+            try:
+                faults.collect(run_tuner(ready, plan, args, progress,
+                                         keep_model=args.keep_models != "none", faults=faults))
+            except Exception as exc:  # Ray or the storage failed under the Tuner: summarize
+                faults.stopped = exc
+            recorded = faults.after_tuner(ready.todo, ready.manifest)
     t_end = time.time()
 
-    summary, rows = outcome.summarize(experiment.results, ready.grid)
+    summary, rows = summarize_checked(experiment.results, ready.grid)
+    faults.merge(summary)
     say("")
     for line in outcome.describe(summary, ready.grid):
+        say(line)
+    if recorded:
+        say(f"recorded {recorded} failed trial row(s) from Ray's errors")
+    for line in faults.lines(summary.complete):
         say(line)
     if ready.todo:
         for line in outcome.timings(state, rows, t_run, t_end, ready.todo):
             say(line)
     if args.keep_models == "best":
-        outcome.prune_models(experiment.results, ready.grid, rows)
+        try:
+            outcome.prune_models(experiment.results, ready.grid, rows)
+        except OSError as exc:
+            say(f"could not remove the models of non-best seeds ({exc}); the next run does")
     say(f"results: {experiment.results}")
     say(f"report:  {outcome.report_command(experiment.results)}")
     if not summary.complete:

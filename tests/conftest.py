@@ -4,6 +4,7 @@ ImageNet weights imported from the pip package, and small generated image folder
 from __future__ import annotations
 
 import os
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -36,9 +37,12 @@ def torch_home(tmp_path_factory) -> Path:
 
 def write_image(path: Path, color: tuple[int, int, int], size: tuple[int, int] = (48, 40),
                 seed: int = 0) -> Path:
-    """A small noisy RGB JPEG/PNG whose mean colour carries its class."""
+    """A small noisy RGB JPEG/PNG whose mean colour carries its class. The noise depends on the
+    seed and the last three parts of the path, so files at different places (train/a/0.jpg,
+    test/a/0.jpg) differ: identical bytes in two splits are refused as leakage."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
+    where = zlib.crc32("/".join(path.parts[-3:]).encode("utf-8", "surrogateescape"))
+    rng = np.random.default_rng([seed, where])
     arr = np.clip(rng.normal(0, 25, size=(size[1], size[0], 3)) + np.array(color), 0, 255)
     Image.fromarray(arr.astype(np.uint8), "RGB").save(path)
     return path

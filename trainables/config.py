@@ -44,6 +44,9 @@ IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
 SIZE_FIELDS: tuple[str, ...] = ("train_crop", "val_resize", "val_crop", "test_resize", "test_crop",
                                 "ood_resize", "ood_crop")
+MAX_PIXELS = 2048
+"""The largest crop or resize a setting may ask for (the study's are 224-299 px)."""
+MAX_CROP_SCALE = 8.0
 IDENTITY_FIELDS: tuple[str, ...] = ("arch", "regime", "seed", "train_size", "preset")
 """Set by the grid and the CLIs' own options, never by --set."""
 
@@ -187,9 +190,12 @@ def validate_fields(config: TrialConfig) -> list[str]:
         if name not in mistyped and getattr(config, name) < 1:
             problems.append(f"{name} must be at least 1, got {getattr(config, name)!r}")
     for name in SIZE_FIELDS:
-        if name not in mistyped and getattr(config, name) < 0:
-            problems.append(f"{name} must be a positive number of pixels (0: the study's), "
-                            f"got {getattr(config, name)!r}")
+        if name not in mistyped and not 0 <= getattr(config, name) <= MAX_PIXELS:
+            problems.append(f"{name} must be a number of pixels up to {MAX_PIXELS} (0: the "
+                            f"study's), got {getattr(config, name)!r}")
+    if "crop_scale" not in mistyped and config.crop_scale > MAX_CROP_SCALE:
+        problems.append(f"crop_scale must be at most {MAX_CROP_SCALE:g} (crops of "
+                        f"{MAX_CROP_SCALE:g} x the architecture's size), got {config.crop_scale!r}")
     for name in ("lr", "crop_scale"):
         if name not in mistyped and getattr(config, name) <= 0:
             problems.append(f"{name} must be positive, got {getattr(config, name)!r}")

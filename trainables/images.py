@@ -16,6 +16,10 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+MAX_ASPECT_RATIO = 20.0
+"""Longer side / shorter side above this is refused at validation: resizing the short side of a
+1x30000 px strip to 256 px would build a 7.7-megapixel-long, 2-gigapixel image. Panoramas are
+~4-10:1."""
 MAX_SHORT_SIDE = 1024
 """Images whose shorter side exceeds this are downscaled once at decode (antialiased) to save
 memory; every crop is then resized to <= 342 px anyway. Smaller images are untouched."""
@@ -57,7 +61,12 @@ def pil_to_tensor(img: Image.Image) -> torch.Tensor:
 
 
 def check_image(path: Path) -> str | None:
-    """None if the file decodes fully, else the reason it does not."""
+    """None if the file decodes fully to a usable image, else the reason it does not."""
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        return ("its name is not valid UTF-8 (manifests and results store names as UTF-8). "
+                "Fix: rename it, e.g. `convmv -f latin1 -t utf8 -r --notest FOLDER`")
     try:
         if path.is_symlink() and not path.exists():
             return f"broken symbolic link (points to {os.readlink(path)}, which does not exist)"
@@ -65,6 +74,11 @@ def check_image(path: Path) -> str | None:
             return "empty file (0 bytes)"
         with Image.open(path) as img:
             img.load()
+            width, height = img.size
+        if min(width, height) < 1 or max(width, height) / min(width, height) > MAX_ASPECT_RATIO:
+            return (f"extreme aspect ratio ({width}x{height} px, more than "
+                    f"{MAX_ASPECT_RATIO:g}:1): resizing its short side for the model would "
+                    "build a huge image. Fix: crop it to the object, or remove it")
         return None
     except UnidentifiedImageError:
         return "not an image (unrecognised format)"

@@ -47,6 +47,11 @@ class Manifest:
     shift_seed: int | None = None
     caps: dict[str, int] = field(default_factory=dict)
     skipped: list[dict[str, str]] = field(default_factory=list)
+    duplicates: list[dict] = field(default_factory=list)
+    """Groups of byte-identical files (trainables/leakage.py); written only when there are any,
+    so a folder without duplicates keeps the manifest (and hash) it always had."""
+    warnings: list[str] = field(default_factory=list, compare=False, repr=False)
+    """What the scan ignored or found suspicious, for the CLIs to print; not part of the JSON."""
 
     def __post_init__(self) -> None:
         # One canonical order, the one the JSON is written in: a manifest built here and one
@@ -62,6 +67,8 @@ class Manifest:
             "skipped": sorted(self.skipped, key=lambda s: s["path"]),
             "entries": [e.__dict__ for e in sorted(self.entries, key=_entry_order)],
         }
+        if self.duplicates:
+            body["duplicates"] = self.duplicates
         return json.dumps(body, sort_keys=True, indent=1, ensure_ascii=False) + "\n"
 
     @property
@@ -72,7 +79,22 @@ class Manifest:
     def from_json(cls, text: str) -> Manifest:
         body = json.loads(text)
         body["entries"] = [Entry(**e) for e in body["entries"]]
+        body.pop("warnings", None)
         return cls(**body)
+
+    @classmethod
+    def parse(cls, text: str | bytes, where: str, fix: str) -> Manifest:
+        """from_json, with one UserError naming the file when it is corrupt or truncated."""
+        try:
+            if isinstance(text, bytes):
+                text = text.decode("utf-8")
+            manifest = cls.from_json(text)
+            if not isinstance(manifest.classes, list) or not manifest.entries:
+                raise ValueError("no classes or no entries")
+            return manifest
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+            raise DataError(f"{where} is corrupt or truncated ({reason}). Fix: {fix}") from None
 
     def save(self, path: str | Path) -> str:
         write_text_atomic(str(path), self.to_json())

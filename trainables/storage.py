@@ -10,6 +10,7 @@ by DuckDB's or Polars' `*.parquet` globs alike.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import threading
 import uuid
@@ -43,7 +44,10 @@ def resolve(root: str) -> tuple[pafs.FileSystem, str]:
 
 
 def join(base: str, *parts: str) -> str:
-    """base/part/...; a URI's query (s3://b/p?endpoint_override=...) stays at the end."""
+    """base/part/...; a URI's query (s3://b/p?endpoint_override=...) stays at the end. A local
+    path's `?` is just a character of a folder name."""
+    if "://" not in base:
+        return "/".join([base.rstrip("/"), *parts])
     path, sep, query = base.partition("?")
     return "/".join([path.rstrip("/"), *parts]) + sep + query
 
@@ -165,3 +169,27 @@ def check_writable(root: str, timeout_s: float = 60.0) -> None:
     problem = storage_problem(root, timeout_s=timeout_s)
     if problem is not None:
         raise UserError(f"cannot write results to {root!r}: {problem}. {STORAGE_FIX}")
+
+
+DISK_FULL_TEXTS = ("No space left on device", "Disk quota exceeded")
+DISK_FULL_FIX = ("free space there (or pass another storage location), then run the same "
+                 "command again: finished work is kept and nothing is written twice")
+
+
+def is_disk_full(error: BaseException | str | None) -> bool:
+    """ENOSPC/EDQUOT, from Python (errno) or from pyarrow and Ray (only the message says it)."""
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(error or "")
+    return any(t in text for t in DISK_FULL_TEXTS)
+
+
+def os_error_message(error: OSError, where: str) -> str:
+    """One line naming `where`, the cause and the fix, for a write that failed."""
+    text = str(error).strip()
+    reason = error.strerror or (text.splitlines()[0] if text else type(error).__name__)
+    if is_disk_full(error):
+        return f"the disk holding {where} is full ({reason}). Fix: {DISK_FULL_FIX}"
+    if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"cannot write to {where} ({reason}). {STORAGE_FIX}"
+    return f"{where}: {reason}"

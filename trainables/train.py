@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from trainables import overrides, results, storage
+from trainables import options, overrides, results, storage
 from trainables.config import REGIMES, TrialConfig, trial_id
 from trainables.dataset import ImageSource, load_trial_data
 from trainables.datasource import prepare_data
@@ -46,6 +46,9 @@ from trainables.models import build_model, count_params
 from trainables.presets import PRESETS, PresetMessage, deviations, get_preset, user_overrides
 from trainables.provenance import code_version, hostname, library_versions
 from trainables.registry import ARCHS, get_arch
+
+MAX_SEED = 2**32 - 1
+"""Seeds and split seeds above this overflow NumPy's and torch's seeding."""
 
 
 def _now() -> str:
@@ -182,14 +185,12 @@ def parse_caps(items: list[str] | None) -> dict[str, int]:
 
 def check_same_experiment(out: str, manifest: Manifest) -> None:
     """One OUT, one split: refuse to pool trials of different data into one results folder."""
-    text = storage.read_text(storage.join(out, "manifest.json"))
-    if text is None:
+    where = storage.join(out, "manifest.json")
+    data = storage.read_bytes(where)
+    if data is None:
         return
-    try:
-        old = Manifest.from_json(text).hash
-    except (ValueError, TypeError, KeyError) as exc:
-        raise UserError(f"{storage.join(out, 'manifest.json')} is corrupt ({exc}). Fix: delete it "
-                        "if the folder holds no results you need, or pick a new --out") from None
+    old = Manifest.parse(data, where, "delete it if the folder holds no results you need (a "
+                         "run writes it again), or pick a new --out").hash
     if old != manifest.hash:
         raise UserError(f"--out {out} holds trials of a different split (manifest {old}, now "
                         f"{manifest.hash}): the data, --ood, --cap or --split-seed changed. "
@@ -216,6 +217,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep at most N images of CLASS in the pool (repeatable)")
     p.add_argument("--skip-bad-images", action="store_true",
                    help="skip unreadable files (recorded in the manifest) instead of failing")
+    p.add_argument("--allow-duplicates", action="store_true",
+                   help="run although byte-identical images are in train and in val/test/OOD "
+                        "(they are recorded in the manifest); refused by default")
     p.add_argument("--keep-model", action="store_true", help="save the best epoch's weights")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--dry-run", action="store_true",
@@ -227,13 +231,19 @@ def prepare(args: argparse.Namespace) -> tuple[TrialConfig, Any, Manifest, Prese
     """Options and data checked, nothing written: (config, image source, manifest, message)."""
     if args.seed < 0:
         raise UserError(f"--seed must be a non-negative integer, got {args.seed}")
+    options.whole("--seed", args.seed, 0, MAX_SEED)
+    options.whole("--split-seed", args.split_seed, 0, MAX_SEED)
     if args.threads is not None and args.threads < 1:
         raise UserError(f"--threads must be at least 1, got {args.threads}")
+    if args.threads is not None:
+        options.whole("--threads", args.threads, 1, 4 * options.cpu_count())
+    for flag, value in (("--data", args.data), ("--ood", args.ood), ("--out", args.out)):
+        options.path_option(flag, value)
     preset = get_preset(args.preset)
     config = preset.trial(args.arch, args.regime, args.seed, args.train_size,
                           **overrides.collect(args.config_file, args.set_values))
     roots, manifest = prepare_data(args.data, args.ood, args.split_seed, parse_caps(args.cap),
-                                   args.skip_bad_images)
+                                   args.skip_bad_images, args.allow_duplicates)
     select_train(manifest.split_entries("train"), manifest.classes, config.train_size,
                  manifest.split_seed)  # a too-large --train-size fails before training
     if config.select_class is not None and config.select_class not in manifest.classes:
@@ -250,6 +260,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         config, source, manifest, message = prepare(args)
+        for warning in manifest.warnings:
+            print(f"warning: {warning}", file=sys.stderr)
         for line in message.lines():
             print(line)
         if args.dry_run:
@@ -272,6 +284,9 @@ def main(argv: list[str] | None = None) -> int:
         print("\ninterrupted: nothing of this trial was saved; run the same command again",
               file=sys.stderr)
         return 130
+    except OSError as exc:  # a full or failing disk while training or writing
+        print(f"error: {storage.os_error_message(exc, args.out)}", file=sys.stderr)
+        return 1
     ood = "n/a" if row["ood_acc"] is None else f"{row['ood_acc']:.3f}"
     print(f"{config.arch} {config.regime} seed={config.seed} train_size={config.train_size}: "
           f"best val {row['best_val_acc']:.3f} (epoch {row['best_epoch']}/{config.epochs}) "

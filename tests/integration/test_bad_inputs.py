@@ -272,7 +272,9 @@ def test_exif_rotation_reaches_the_trial_tensors(tmp_path):
     exif = Image.Exif()
     exif[0x0112] = 6
     for i in range(5):  # every image of class a is a portrait photo stored landscape
-        Image.fromarray(_quadrants()).save(pool / "a" / f"img_{i:03d}.jpg", "JPEG",
+        pixels = _quadrants()
+        pixels[:8, :8] = 60 * i  # five different photos: identical files would be set aside
+        Image.fromarray(pixels).save(pool / "a" / f"img_{i:03d}.jpg", "JPEG",
                                            exif=exif.tobytes())
     manifest = build_manifest(pool)
     data = load_trial_data(manifest, DataRoots(str(pool)))
@@ -425,13 +427,13 @@ def test_unicode_normalization_differences_still_match(tmp_path):
 
 
 def test_symlinked_files_and_folders_are_followed_once(tmp_path):
-    store = pool_of(tmp_path / "store", {"a": 5, "b": 8})
+    store = pool_of(tmp_path / "store", {"a": 5, "b": 8, "c": 8})
     pool = tmp_path / "pool"
     (pool / "a").mkdir(parents=True)
     for i in range(5):  # a: every file a symlink
         (pool / "a" / f"link_{i}.jpg").symlink_to(store / "a" / f"img_{i:03d}.jpg")
     (pool / "b").symlink_to(store / "b")  # b: the class folder itself is a link
-    (pool / "a" / "more").symlink_to(tmp_path / "store" / "b")  # a linked sub-folder...
+    (pool / "a" / "more").symlink_to(tmp_path / "store" / "c")  # a linked sub-folder...
     (pool / "a" / "loop").symlink_to(pool)  # ... and a link back up the tree
     manifest = build_manifest(pool)
     a = sorted(e.path for e in manifest.entries if e.label == "a")
@@ -519,3 +521,201 @@ def test_cli_train_size_too_large_fails_before_any_trial_row(tmp_path):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     assert "class 'a' has only 3 training images" in proc.stderr
     assert not (out / "trials").exists(), "a refused option must not leave a failed trial row"
+
+
+# ------------------------------------------------- layouts that labelling tools export (issue 11)
+def presplit_of(root: Path, names: tuple[str, str, str], counts=(4, 2, 2)) -> Path:
+    for split, n in zip(names, counts, strict=True):
+        pool_of(root / split, {"ants": n, "bees": n})
+    return root
+
+
+@pytest.mark.parametrize("names", [("train", "valid", "test"), ("Train", "Val", "Test"),
+                                   ("training", "validation", "testing"),
+                                   ("TRAIN", "dev", "test_set"), ("train_images", "valset", "tst")])
+def test_split_folder_spellings_are_read_as_a_presplit_folder(names, tmp_path):
+    root = presplit_of(tmp_path / "d", names)
+    manifest = build_manifest(root)
+    assert manifest.layout == "presplit" and manifest.classes == ["ants", "bees"]
+    assert manifest.counts() == {"train": {"ants": 4, "bees": 4}, "val": {"ants": 2, "bees": 2},
+                                 "test": {"ants": 2, "bees": 2}}
+    assert {e.path.split("/")[0] for e in manifest.entries} == set(names)  # paths as on disk
+
+
+def test_split_names_as_classes_are_refused_with_the_fix(tmp_path):
+    """`train/ test/ cats/`: neither a pre-split folder nor a pool of real classes."""
+    root = tmp_path / "d"
+    pool_of(root, {"Train": 5, "Test": 5, "cats": 5})
+    with pytest.raises(DataError) as info:
+        build_manifest(root)
+    message = str(info.value)
+    assert "Test/, Train/" in message or "Train/, Test/" in message
+    assert "named like data splits" in message and "valid" in message and "rename" in message
+
+
+def test_two_folders_for_one_split_are_refused(tmp_path):
+    root = presplit_of(tmp_path / "d", ("train", "val", "test"))
+    pool_of(root / "valid", {"ants": 2, "bees": 2})
+    with pytest.raises(DataError, match=r"more than one folder for a split \(val: val/, valid/\)"):
+        build_manifest(root)
+
+
+def test_folders_beside_the_splits_are_named_in_a_warning(tmp_path):
+    root = presplit_of(tmp_path / "d", ("train", "val", "test"))
+    pool_of(root / "extra", {"ants": 3})
+    manifest = build_manifest(root)
+    assert any("1 folder(s) beside the train/val/test folders are not used" in w and "extra" in w
+               for w in manifest.warnings), manifest.warnings
+
+
+def test_split_named_subfolders_inside_classes_are_named_in_a_warning(tmp_path):
+    root = tmp_path / "d"
+    for cls in ("ants", "bees"):
+        pool_of(root / cls, {"train": 4, "test": 2})
+    manifest = build_manifest(root)
+    assert manifest.layout == "pool" and manifest.classes == ["ants", "bees"]
+    assert any("2 class folder(s) hold split-named subfolders" in w for w in manifest.warnings)
+
+
+# ------------------------------------------------------------------------- leakage
+def test_the_same_image_in_train_and_test_is_refused_unless_allowed(tmp_path):
+    root = presplit_of(tmp_path / "d", ("train", "val", "test"))
+    copy = root / "test" / "ants" / "copy of img_000.jpg"
+    copy.write_bytes((root / "train" / "ants" / "img_000.jpg").read_bytes())
+    with pytest.raises(DataError) as info:
+        build_manifest(root)
+    message = str(info.value)
+    assert "1 image(s) are both in train and in val, test or OOD" in message
+    assert "train/ants/img_000.jpg" in message and "test/ants/copy of img_000.jpg" in message
+    assert "--allow-duplicates" in message
+    manifest = build_manifest(root, allow_duplicates=True)
+    assert len(manifest.duplicates) == 1
+    assert {f["split"] for f in manifest.duplicates[0]["files"]} == {"train", "test"}
+    assert any("both in train and in an evaluation split" in w for w in manifest.warnings)
+    assert '"duplicates"' in manifest.to_json()
+
+
+def test_a_folder_without_duplicates_keeps_its_manifest_bytes(tmp_path):
+    manifest = build_manifest(presplit_of(tmp_path / "d", ("train", "val", "test")))
+    assert manifest.duplicates == [] and '"duplicates"' not in manifest.to_json()
+
+
+def test_copies_within_a_pool_class_are_set_aside_so_none_straddles_the_split(tmp_path):
+    pool = pool_of(tmp_path / "pool", {"a": 6, "b": 6})
+    for i in range(3):
+        (pool / "a" / f"dup_{i}.jpg").write_bytes((pool / "a" / "img_000.jpg").read_bytes())
+    manifest = build_manifest(pool)
+    used = [e for e in manifest.entries if e.sha256 == manifest.duplicates[0]["sha256"]]
+    assert len(used) == 1, "one copy of the image is used"
+    unused = [f for f in manifest.duplicates[0]["files"] if f["split"] == "unused"]
+    assert len(unused) == 3
+    assert any("3 extra copy(ies)" in w for w in manifest.warnings), manifest.warnings
+    allowed = build_manifest(pool, allow_duplicates=True)  # kept as given, and recorded
+    assert sum(e.sha256 == manifest.duplicates[0]["sha256"] for e in allowed.entries) == 4
+
+
+def test_an_image_in_two_classes_is_named(tmp_path):
+    pool = pool_of(tmp_path / "pool", {"a": 6, "b": 6})
+    (pool / "b" / "also_a.jpg").write_bytes((pool / "a" / "img_000.jpg").read_bytes())
+    manifest = build_manifest(pool, allow_duplicates=True)
+    assert any("1 image(s) are in two or more classes" in w and "also_a.jpg" in w
+               for w in manifest.warnings), manifest.warnings
+    assert {f["label"] for f in manifest.duplicates[0]["files"]} == {"a", "b"}
+
+
+def test_a_class_folder_linking_to_another_class_is_refused(tmp_path):
+    pool = pool_of(tmp_path / "pool", {"ants": 8, "bees": 8})
+    (pool / "wasps").symlink_to(pool / "bees")
+    with pytest.raises(DataError) as info:
+        build_manifest(pool)
+    assert "class folder 'bees' and 'wasps' are the same folder (a link)" in str(info.value)
+
+
+@pytest.mark.parametrize("where", ["same", "inside"])
+def test_ood_equal_to_or_inside_data_is_refused(where, tmp_path):
+    pool = pool_of(tmp_path / "pool", {"ants": 6, "bees": 6})
+    if where == "same":
+        ood = pool
+        needle = "is the same folder as --data"
+    else:
+        ood = tmp_path / "pool" / "bees" / "ood"
+        for cls in ("ants", "bees"):
+            (ood / cls).mkdir(parents=True)
+            for i in range(2):
+                (ood / cls / f"{i}.jpg").write_bytes((pool / cls / f"img_{i:03d}.jpg").read_bytes())
+        needle = "overlap (one is inside the other)"
+    with pytest.raises(DataError) as info:
+        build_manifest(pool, ood)
+    assert "are both in train and in val, test or OOD" in str(info.value)
+    assert needle in str(info.value)
+
+
+# ------------------------------------------------------------- files the scan does not use
+def test_every_file_left_out_is_named_in_a_warning_with_its_count(tmp_path):
+    pool = pool_of(tmp_path / "pool", {"ants": 6, "bees": 6})
+    write_image(pool / "ants" / "phone.jfif", RED, seed=50)  # used: PIL reads it, as JPEG
+    Image.new("RGB", (16, 16), RED).save(pool / "ants" / "icon.ico")
+    Image.new("RGB", (16, 16), RED).save(pool / "bees" / "scan.pcx")
+    (pool / "bees" / "IMG_0042.HEIC").write_bytes(b"\x00\x00\x00\x18ftypheic")
+    (pool / "bees" / "download").write_bytes((pool / "bees" / "img_000.jpg").read_bytes())
+    for i in range(2):
+        write_image(pool / f"loose_{i}.jpg", RED, seed=60 + i)
+    (pool / "bees.zip").write_bytes(b"PK\x03\x04")
+    (pool / "notes.txt").write_text("not an image, not counted\n")
+    manifest = build_manifest(pool)
+    assert "ants/phone.jfif" in {e.path for e in manifest.entries}
+    text = "\n".join(manifest.warnings)
+    for needle in ("2 file(s) in formats Pillow reads", "icon.ico", "scan.pcx",
+                   "1 photo(s) in formats Pillow cannot decode", "IMG_0042.HEIC",
+                   "1 file(s) look like images (by their first bytes)", "download",
+                   "2 image(s) outside any class folder", "loose_0.jpg",
+                   "1 file(s) are named like a class or are archives", "bees.zip"):
+        assert needle in text, f"{needle!r} missing from {text}"
+    assert "notes.txt" not in text
+
+
+def test_class_names_that_differ_only_in_case_are_refused(tmp_path):
+    pool = pool_of(tmp_path / "pool", {"Cat": 5, "cat": 5, "dog": 5})
+    with pytest.raises(DataError, match=r"differ only in case.*'Cat' and 'cat'.*collide on macOS"):
+        build_manifest(pool)
+
+
+def test_an_ood_class_emptied_by_skipping_is_refused(tmp_path):
+    pool = pool_of(tmp_path / "pool", {"ants": 5, "bees": 5})
+    ood = pool_of(tmp_path / "ood", {"ants": 2})
+    (ood / "bees").mkdir()
+    _truncated(ood / "bees" / "only.jpg")
+    with pytest.raises(DataError, match=r"no readable images left in ood/bees"):
+        build_manifest(pool, ood, skip_bad=True)
+
+
+@pytest.mark.parametrize("size", [(1, 30000), (30000, 1), (21, 1)])
+def test_extreme_aspect_ratio_is_refused_by_name(size, tmp_path):
+    pool = pool_of(tmp_path / "pool", {"a": 6, "b": 6})
+    strip = pool / "a" / "strip.png"
+    Image.new("RGB", size, RED).save(strip)
+    with pytest.raises(DataError) as info:
+        build_manifest(pool)
+    assert f"{strip}: extreme aspect ratio ({size[0]}x{size[1]} px" in str(info.value)
+    manifest = build_manifest(pool, skip_bad=True)
+    assert [s["path"] for s in manifest.skipped] == [str(strip)]
+
+
+def test_non_utf8_file_and_folder_names_are_named_without_a_traceback(tmp_path):
+    pool = pool_of(tmp_path / "pool", {"a": 6, "b": 6})
+    bad = os.fsdecode(b"caf\xe9.jpg")  # Latin-1 bytes from an old Windows zip
+    (pool / "a" / bad).write_bytes((pool / "a" / "img_000.jpg").read_bytes() + b"\x00")
+    with pytest.raises(DataError) as info:
+        build_manifest(pool)
+    assert "caf\\xe9.jpg: its name is not valid UTF-8" in str(info.value)
+    manifest = build_manifest(pool, skip_bad=True)
+    manifest.to_json().encode("utf-8")  # the record itself is valid UTF-8
+    assert manifest.skipped[0]["path"].endswith("caf\\xe9.jpg")
+    (pool / os.fsdecode(b"\xff\xfe")).mkdir()
+    with pytest.raises(DataError, match=r"class folder name\(s\) are not valid UTF-8"):
+        build_manifest(pool)
+    out = tmp_path / "out"
+    proc = _cli("--arch", "mobilenet_v2", "--regime", "scratch", "--preset", "smoke",
+                "--data", str(pool), "--out", str(out))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert "error: --data: class folder name(s) are not valid UTF-8" in proc.stderr

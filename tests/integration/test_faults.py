@@ -11,6 +11,7 @@ mostly Ray's start-up.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -255,3 +256,325 @@ def test_unwritable_out_is_refused_by_the_single_trial_cli(case, pool, tmp_path,
     err = capsys.readouterr().err
     assert code == 2 and err.startswith(f"error: cannot write results to '{storage / 'run'}'"), err
     assert "Fix:" in err and not (storage / "run").exists()
+
+
+# ------------------------------------------------------------------------- a full disk
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 6 MB tmpfs: room for the manifest and a few rows, not for one MobileNetV2 checkpoint."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(mount)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_disk_full_mid_sweep_keeps_the_driver_alive_and_a_rerun_completes(pool, env, tmp_path,
+                                                                          small_disk):
+    args = sweep_args(pool, small_disk, 2)
+    full = run_sweep(args, tmp_path / "log_full", env=env)
+    assert full.proc.returncode == 1, full.output()
+    assert "Traceback" not in full.stderr and "Logging error" not in full.stderr, full.stderr[-3000:]
+    out = full.stdout
+    assert "trials: 0/2 ok, 2 failed" in out, out[-3000:]
+    assert f"cause: the disk holding --storage {small_disk}" in out and "Fix: free space" in out
+    results_root = small_disk / NAME / "results"
+    failed = rows(results_root, "trials")
+    assert len(failed) == 2 and {t["status"] for t in failed} == {"failed"}
+    assert all("No space left on device" in t["error"] for t in failed), failed
+    assert not (small_disk / NAME / "sweep.lock").exists(), "the lock must be released"
+
+    subprocess.run(["mount", "-o", "remount,size=300m", str(small_disk)], check=True)
+    again = run_sweep(args, tmp_path / "log_again", env=env)
+    assert again.proc.returncode == 0, again.output()
+    assert_complete(results_root, 2)
+
+
+# ---------------------------------------------------------------- two sweeps, one experiment
+def test_a_second_sweep_on_the_same_experiment_refuses_and_a_killed_holder_is_taken_over(
+        pool, env, tmp_path):
+    storage = tmp_path / "runs"
+    results_root = storage / NAME / "results"
+    held = tmp_path / "held"
+    fault = f"sleep@seed=0,epoch=1,where=train,seconds=600,once={held}"
+    args = sweep_args(pool, storage, 1)
+    first = Sweep(args, {**env, "FEATURE_REUSE_FAULT": fault}).start(tmp_path / "log_first")
+    try:
+        wait_until(held.exists, timeout=300, sweep=first, what="the first sweep's trial to run")
+        lock = storage / NAME / "sweep.lock"
+        assert lock.exists()
+        second = run_sweep(args, tmp_path / "log_second", env=env, timeout=120)
+        assert second.proc.returncode == 2, second.output()
+        assert "error: another sweep is running on this experiment" in second.stderr
+        assert f"pid {first.proc.pid}" in second.stderr and "Traceback" not in second.stderr
+        assert "cluster:" not in second.stdout, "the refused sweep must not start Ray"
+        assert first.proc.poll() is None, "the refusal must not disturb the running sweep"
+        first.kill_driver()
+    finally:
+        first.cleanup()
+    assert lock.exists(), "kill -9 leaves the lock behind"
+    third = run_sweep(args, tmp_path / "log_third", env=env)
+    assert third.proc.returncode == 0, third.output()
+    assert f"took over a stale lock of pid {first.proc.pid}" in third.stdout
+    assert "no longer running" in third.stdout
+    assert_complete(results_root, 1)
+    assert not lock.exists()
+
+
+# ----------------------------------------------------- corrupt or foreign state files (no Ray)
+def _sweep_cli(args: list[str], env: dict[str, str], timeout: float = 240
+               ) -> subprocess.CompletedProcess:
+    import sys
+
+    from tests.conftest import PROJECT_ROOT
+
+    return subprocess.run([sys.executable, "-m", "sweep.run", *args], cwd=PROJECT_ROOT,
+                          env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT), **env},
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "binary", "not_a_manifest"])
+def test_a_corrupt_manifest_json_is_named_with_the_fix(damage, pool, env, tmp_path):
+    storage = tmp_path / "runs"
+    (storage / NAME).mkdir(parents=True)
+    good = build_manifest(pool).to_json()
+    manifest = storage / NAME / "manifest.json"
+    manifest.write_bytes({"truncated": good[: len(good) // 2].encode(), "binary": b"\xff\xfe\x00x",
+                          "not_a_manifest": b'{"hello": 1}'}[damage])
+    proc = _sweep_cli([*sweep_args(pool, storage, 1), "--dry-run"], env)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert f"error: {manifest} is corrupt or truncated" in proc.stderr
+    assert "Fix: delete it and run the same command again" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_a_deleted_manifest_still_guards_against_mixing_splits(pool, env, tmp_path):
+    """The rows carry the split hash: without manifest.json, another split is still refused."""
+    from tests.synthetic import write_synthetic_trial
+
+    storage = tmp_path / "runs"
+    write_synthetic_trial(storage / NAME / "results", "mobilenet_v2", "scratch", 0,
+                          manifest_hash="0123456789abcdef")
+    proc = _sweep_cli([*sweep_args(pool, storage, 1), "--dry-run"], env)
+    assert proc.returncode == 2 and "was run on a different split (manifest 0123456789abcdef" \
+        in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize("damage", ["truncated", "foreign_schema"])
+def test_an_unreadable_results_file_is_named_by_the_sweep(damage, pool, env, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    storage = tmp_path / "runs"
+    trials = storage / NAME / "results" / "trials"
+    trials.mkdir(parents=True)
+    bad = trials / "0000000000000000.parquet"
+    if damage == "truncated":
+        pq.write_table(pa.table({"x": list(range(100))}), bad)
+        bad.write_bytes(bad.read_bytes()[:-20])
+    else:
+        pq.write_table(pa.table({"trial": ["a"], "score": [0.5]}), bad)
+    proc = _sweep_cli([*sweep_args(pool, storage, 1), "--dry-run"], env)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert str(bad) in proc.stderr and "Fix: move each out of the results folder" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_a_corrupt_resume_pointer_or_checkpoint_starts_the_trial_afresh(tmp_path):
+    from ray import tune
+
+    from sweep.checkpoints import load_state, previous_checkpoint, read_pointer
+    from sweep.layout import Experiment
+
+    exp = Experiment(str(tmp_path / "exp"))
+    pointer = tmp_path / "exp" / "resume" / "abc.json"
+    pointer.parent.mkdir(parents=True)
+    for text in ('{"path": "/tmp/x"', "", "[1, 2]", '{"path": 7}', "\xff"):
+        pointer.write_text(text, encoding="utf-8", errors="surrogateescape")
+        assert read_pointer(exp, "abc") is None and previous_checkpoint(exp, "abc") is None
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    (folder / "fit_state.pt").write_bytes(b"PK\x03\x04 truncated zip")
+    assert load_state(tune.Checkpoint(str(folder)), "abc") is None
+
+
+def test_a_full_disk_never_breaks_the_driver_log(tmp_path, capsys):
+    """/dev/full answers every write with ENOSPC, as a filled disk does."""
+    import logging
+
+    from sweep.logs import _FileHandler
+
+    handler = _FileHandler("/dev/full", encoding="utf-8")
+    logger = logging.getLogger("test-full-disk")
+    logger.addHandler(handler)
+    try:
+        for i in range(3):
+            logger.warning("record %d", i)
+        handler.write_line("header\n")
+        handler.flush()
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+    assert handler.failed and "No space left on device" in handler.failed
+    assert "Traceback" not in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------- the report's inputs
+@pytest.fixture
+def report_results(tmp_path) -> Path:
+    from tests.synthetic import write_synthetic_trial
+
+    root = tmp_path / "results"
+    for seed in range(2):
+        for regime in ("finetune", "scratch"):
+            write_synthetic_trial(root, "resnet18", regime, seed)
+    return root
+
+
+def _damage_truncated(root: Path) -> Path:
+    path = next((root / "trials").glob("*.parquet"))
+    path.write_bytes(path.read_bytes()[: 200])
+    return path
+
+
+def _damage_foreign(root: Path) -> Path:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = root / "trials" / "export.parquet"
+    pq.write_table(pa.table({"model": ["x"], "accuracy": [0.9]}), path)
+    return path
+
+
+def _damage_ok_row_without_metrics(root: Path) -> Path:
+    from trainables import results as res
+
+    path = root / "trials" / "hand-edited.parquet"
+    res.write_table_atomic(str(root), "trials", "hand-edited", [{
+        "trial_id": "hand-edited", "arch": "resnet18", "regime": "scratch", "seed": 9,
+        "train_size": "all", "status": "ok"}])
+    return path
+
+
+def _damage_epochs(root: Path) -> Path:
+    path = next((root / "epochs").glob("*.parquet"))
+    path.write_bytes(b"PAR1 not really")
+    return path
+
+
+REPORT_DAMAGE = {"truncated_trials": _damage_truncated, "foreign_schema": _damage_foreign,
+                 "ok_row_without_metrics": _damage_ok_row_without_metrics,
+                 "corrupt_epochs": _damage_epochs}
+
+
+@pytest.mark.parametrize("case", sorted(REPORT_DAMAGE))
+def test_the_report_names_a_damaged_or_foreign_parquet_file(case, report_results, tmp_path,
+                                                            capsys):
+    from analysis.report import main
+
+    bad = REPORT_DAMAGE[case](report_results)
+    code = main(["--results", str(report_results), "--out", str(tmp_path / "rep"), "--no-gradcam"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: 1 file(s) in "), err
+    assert str(bad) in err and "Fix: move each out of the results folder" in err
+    assert not (tmp_path / "rep" / "report.html").exists()
+
+
+def test_the_report_names_a_corrupt_manifest(report_results, tmp_path, capsys):
+    from analysis.report import main
+
+    (report_results / "manifest.json").write_text('{"classes": ["a", "b"], "entr')
+    code = main(["--results", str(report_results), "--out", str(tmp_path / "rep"), "--no-gradcam"])
+    err = capsys.readouterr().err
+    assert code == 2 and f"split manifest {report_results / 'manifest.json'} is corrupt" in err
+
+
+def test_the_report_notes_duplicates_a_manifest_records(report_results, tmp_path, capsys):
+    from analysis.load import load_results
+
+    body = {"classes": ["alpha", "beta"], "entries": [], "layout": "presplit",
+            "duplicates": [{"sha256": "ab", "files": [
+                {"root": "data", "path": "train/alpha/1.jpg", "label": "alpha", "split": "train"},
+                {"root": "data", "path": "test/alpha/1.jpg", "label": "alpha", "split": "test"}]}]}
+    (report_results / "manifest.json").write_text(json.dumps(body))
+    notes = load_results(str(report_results)).notes
+    assert any("1 group(s) of byte-identical images" in n and "--allow-duplicates" in n
+               for n in notes), notes
+
+
+# --------------------------------------------------------------------- the lock, directly
+HOLDER = """
+import sys, time
+from sweep.layout import Experiment, ExperimentLock
+lock = ExperimentLock(Experiment(sys.argv[1]))
+lock.acquire()
+print("held", flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_lock_whose_holder_was_killed_is_stale_at_once(tmp_path):
+    import signal
+    import sys
+
+    from sweep.layout import Experiment, ExperimentLock
+    from tests.conftest import PROJECT_ROOT
+    from trainables.errors import UserError
+
+    exp = Experiment(str(tmp_path / "exp"))
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, exp.root], cwd=PROJECT_ROOT,
+                              env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)},
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(UserError, match=rf"another sweep is running on this experiment: pid "
+                                            rf"{holder.pid} on host"):
+            ExperimentLock(exp).acquire()
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(30)
+    lock = ExperimentLock(exp)
+    note = lock.acquire()
+    assert note and f"pid {holder.pid}" in note and "no longer running" in note
+    lock.release()
+    assert not (tmp_path / "exp" / "sweep.lock").exists()
+
+
+@pytest.mark.parametrize(("age", "held"), [(5, True), (3600, False)])
+def test_a_lock_from_another_host_is_stale_once_its_heartbeat_is_old(age, held, tmp_path):
+    import time
+
+    from sweep.layout import Experiment, ExperimentLock
+    from trainables.errors import UserError
+
+    exp = Experiment(str(tmp_path / "exp"))
+    (tmp_path / "exp").mkdir()
+    (tmp_path / "exp" / "sweep.lock").write_text(json.dumps(
+        {"host": "gpu-node-7", "pidns": "x", "pid": 1, "token": "t", "since": "earlier",
+         "heartbeat": time.time() - age, "command": "python -m sweep.run"}))
+    lock = ExperimentLock(exp)
+    if held:
+        with pytest.raises(UserError, match="pid 1 on host gpu-node-7"):
+            lock.acquire()
+    else:
+        assert "heartbeat is" in lock.acquire()
+        lock.release()
+
+
+def test_disk_full_in_the_single_trial_cli_is_one_error_with_the_fix(pool, env, tmp_path,
+                                                                     small_disk, capsys):
+    """A kept model (14 MB) does not fit on the 6 MB disk: exit 1, the cause and the fix."""
+    from trainables.train import main
+
+    out = small_disk / "one"
+    code = main(["--arch", "mobilenet_v2", "--regime", "scratch", "--preset", "smoke",
+                 "--set", "epochs=1", "--data", str(pool), "--out", str(out), "--keep-model"])
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert err.startswith(f"error: the disk holding {out} is full") and "Fix: free space" in err
+    assert "Traceback" not in err

@@ -7,6 +7,7 @@ tests/integration/test_faults.py runs them as real processes.
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from pathlib import Path
@@ -183,7 +184,7 @@ SWEEP_CASES = {
     "cpus_per_trial": (["--cpus-per-trial", "0"], ["--cpus-per-trial '0'"]),
     "keep_models": (["--keep-models", "some"], ["invalid choice: 'some'", "none", "best", "all"]),
     "name_with_slash": (["--name", "a/b"], ["--name 'a/b'"]),
-    "max_failures": (["--max-failures", "-1"], ["--max-failures must be 0 or more"]),
+    "max_failures": (["--max-failures", "-1"], ["--max-failures must be a whole number 0 or more"]),
     "data_missing": (["--data", "/nonexistent/photos"], ["/nonexistent/photos does not exist"]),
 }
 
@@ -231,3 +232,176 @@ def test_sweep_cli_refuses_an_unreachable_object_store(sweep_main, pool, tmp_pat
     assert "cannot write to" in err or "did not answer" in err
     ray = sys.modules.get("ray")
     assert ray is None or not ray.is_initialized()
+
+
+# ------------------------------------------------------------ numbers, names, paths (issue 11)
+NAN_AND_FRIENDS = {
+    "cpus_nan": (["--cpus-per-trial", "nan"], ["--cpus-per-trial 'nan'"]),
+    "cpus_inf": (["--cpus-per-trial", "inf"], ["--cpus-per-trial 'inf'"]),
+    "cpus_negative": (["--cpus-per-trial", "-1"], ["--cpus-per-trial '-1'"]),
+    "gpus_nan": (["--gpus-per-trial", "nan"], ["--gpus-per-trial 'nan'"]),
+    "gpu_memory_nan": (["--gpu-memory-gb", "nan"], ["--gpu-memory-gb nan: use a finite number"]),
+    "gpu_memory_negative": (["--gpu-memory-gb", "-8"], ["--gpu-memory-gb -8.0: use a finite"]),
+    "progress_inf": (["--progress-interval", "inf"], ["--progress-interval inf: use a finite"]),
+    "progress_zero": (["--progress-interval", "0"], ["--progress-interval 0.0: use a finite"]),
+    "split_seed_negative": (["--split-seed", "-1"], ["--split-seed must be a whole number"]),
+    "seeds_huge": (["--seeds", "1000000"], ["--seeds must be a whole number between 1 and 1000"]),
+    "grid_huge": (["--seeds", "1000", "--train-sizes", *[str(n) for n in range(1, 30)]],
+                  ["the grid has 87000 trials"]),
+    "name_query": (["--name", "run?x=1"], ["--name 'run?x=1': use a plain folder name"]),
+    "name_fragment": (["--name", "run#2"], ["--name 'run#2'"]),
+    "name_dotdot": (["--name", ".."], ["--name '..'"]),
+    "name_hidden": (["--name", ".x"], ["--name '.x'"]),
+    "name_space": (["--name", "my run"], ["--name 'my run'"]),
+    "name_percent": (["--name", "a%2Fb"], ["--name 'a%2Fb'"]),
+    "storage_empty": (["--storage", ""], ["--storage is empty"]),
+    "data_empty": (["--data", " "], ["--data is empty"]),
+    "ood_empty": (["--ood", ""], ["--ood is empty"]),
+    "address_empty": (["--address", ""], ["--address is empty"]),
+    "data_not_utf8": (["--data", os.fsdecode(b"/tmp/caf\xe9")], ["is not valid UTF-8"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(NAN_AND_FRIENDS))
+def test_sweep_cli_refuses_odd_numbers_names_and_paths(case, sweep_main, pool, tmp_path, capsys):
+    extra, needles = NAN_AND_FRIENDS[case]
+    storage = tmp_path / "runs"
+    args = ["--preset", "smoke", "--data", str(pool), "--storage", str(storage), "--name", "x",
+            *extra]
+    code = sweep_main(args)
+    err = capsys.readouterr().err
+    assert_refused(code, err, *needles)
+    assert err.strip().splitlines()[-1].startswith("error:"), err
+    assert not (storage / "x" / "manifest.json").exists()
+
+
+TRAIN_ODD = {
+    "seed_huge": ("--seed", str(2**40), ["--seed must be a whole number between 0 and 4294967295"]),
+    "split_seed_negative": ("--split-seed", "-3", ["--split-seed must be a whole number"]),
+    "threads_huge": ("--threads", "100000", ["--threads must be a whole number between 1 and"]),
+    "data_empty": ("--data", "", ["--data is empty"]),
+    "ood_empty": ("--ood", "", ["--ood is empty"]),
+    "out_empty": ("--out", "", ["--out is empty"]),
+    "lr_nan": ("--set", "lr=nan", ["lr='nan' is not a finite number"]),
+    "out_not_utf8": ("--out", os.fsdecode(b"/tmp/r\xe9sultats"), ["is not valid UTF-8"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(TRAIN_ODD))
+def test_train_cli_refuses_odd_numbers_and_paths(case, pool, tmp_path, capsys):
+    flag, value, needles = TRAIN_ODD[case]
+    out = tmp_path / "out"
+    base = [*TRAIN_BASE, "--data", str(pool), "--out", str(out)]
+    code, err = _train(_replace(base, flag, value), out, capsys)
+    assert_refused(code, err, *needles)
+    assert not (out / "manifest.json").exists()
+
+
+def test_a_local_out_folder_with_uri_characters_is_just_a_folder(pool, tmp_path, capsys):
+    """`?` and `#` only mean query and fragment in a URI; locally they are characters."""
+    from trainables.train import main
+
+    out = tmp_path / "run?v=2#a"
+    code = main([*TRAIN_BASE, "--set", "epochs=1", "--data", str(pool), "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    assert (out / "manifest.json").is_file() and len(list((out / "trials").iterdir())) == 1
+
+
+# ------------------------------------------------------------------ python -m analysis.report
+@pytest.fixture
+def synthetic_results(tmp_path) -> Path:
+    from tests.synthetic import write_synthetic_trial
+
+    root = tmp_path / "runs" / "exp" / "results"
+    for seed in range(2):
+        for regime in ("finetune", "scratch"):
+            write_synthetic_trial(root, "resnet18", regime, seed)
+    return root
+
+
+def _report(args: list[str], capsys) -> tuple[int, str]:
+    from analysis.report import main
+
+    try:
+        code = main(args)
+    except SystemExit as exc:
+        code = exc.code
+    return code, capsys.readouterr().err
+
+
+def test_report_results_pointing_at_an_experiment_names_its_results(synthetic_results, capsys):
+    exp = synthetic_results.parent
+    code, err = _report(["--results", str(exp), "--no-gradcam"], capsys)
+    assert_refused(code, err, f"--results {exp} is an experiment folder", f"--results {exp}/results")
+    code, err = _report(["--results", str(exp.parent), "--no-gradcam"], capsys)
+    assert_refused(code, err, "holds several experiments", f"{exp}/results")
+    code, err = _report(["--results", str(synthetic_results / "trials"), "--no-gradcam"], capsys)
+    assert_refused(code, err, "is the folder of one table", f"--results {synthetic_results}")
+    some_file = synthetic_results / "trials" / next(iter(os.listdir(synthetic_results / "trials")))
+    code, err = _report(["--results", str(some_file), "--no-gradcam"], capsys)
+    assert_refused(code, err, "is a file, not a results folder")
+
+
+@pytest.mark.parametrize("case", ["file", "under_a_file", "uri"])
+def test_report_out_that_cannot_be_a_folder_is_refused(case, synthetic_results, tmp_path, capsys):
+    blocker = tmp_path / "report.html"
+    blocker.write_text("a file\n")
+    out = {"file": str(blocker), "under_a_file": str(blocker / "sub"), "uri": "s3://bucket/rep"}[case]
+    code, err = _report(["--results", str(synthetic_results), "--out", out, "--no-gradcam"], capsys)
+    needle = {"file": "is a file, not a folder", "under_a_file": "is a file, not a folder",
+              "uri": "written to a local folder"}[case]
+    assert_refused(code, err, needle)
+
+
+# ------------------------------------- the lead's round-one fixes, kept under test (issue 11)
+def test_train_sizes_spelled_differently_are_one_trial_each():
+    from sweep.grid import GridSpec, build_grid, with_ids
+
+    spec = GridSpec(PRESETS["smoke"], archs=("mobilenet_v2",), regimes=("scratch",), seeds=1,
+                    train_sizes=("all", "ALL", "0.5", ".5", "2", "02", " 2 "))
+    assert spec.resolved_train_sizes == ("all", "0.5", "2")
+    ids = [p.trial_id for p in with_ids(build_grid(spec), "m")]
+    assert len(ids) == len(set(ids)) == 3
+
+
+def test_a_second_single_trial_run_into_an_out_of_another_split_is_refused(pool, tmp_path,
+                                                                           capsys):
+    from trainables.folders import build_manifest
+    from trainables.train import main
+
+    out = tmp_path / "out"
+    out.mkdir()
+    other = build_manifest(pool, split_seed=1)
+    (out / "manifest.json").write_text(other.to_json())
+    code = main([*TRAIN_BASE, "--data", str(pool), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert_refused(code, err, f"--out {out} holds trials of a different split", "pick a new --out")
+    assert (out / "manifest.json").read_text() == other.to_json(), "the old manifest was replaced"
+    assert not (out / "trials").exists()
+
+
+def test_ctrl_c_in_the_single_trial_cli_exits_130_without_a_traceback(pool, tmp_path,
+                                                                       torch_home):
+    import subprocess
+    import time
+
+    from tests.conftest import PROJECT_ROOT
+
+    marker = tmp_path / "training"
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT), "TORCH_HOME": str(torch_home),
+           "FEATURE_REUSE_FAULT": f"sleep@where=train,seconds=120,once={marker}"}
+    proc = subprocess.Popen([sys.executable, "-m", "trainables.train", *TRAIN_BASE, "--data",
+                             str(pool), "--out", str(tmp_path / "out")], cwd=PROJECT_ROOT,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 180
+        while not marker.exists() and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.2)
+        assert marker.exists(), proc.communicate(timeout=30)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert "interrupted: nothing of this trial was saved" in err and "Traceback" not in err

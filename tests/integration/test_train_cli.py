@@ -129,6 +129,8 @@ def test_config_file_and_dry_run(tiny_pool, tmp_path, capsys):
     (["--set", "arch=resnet18"], "arch is set with --arch"),
     (["--set", "select_on=recall:zebra"], "no class 'zebra'"),
     (["--set", "train_crop=128", "--arch", "inception_v3"], "trains at 299 px or more"),
+    (["--set", "crop_scale=1e6"], "crop_scale must be at most 8"),
+    (["--set", "test_resize=100000"], "test_resize must be a number of pixels up to 2048"),
     (["--config", "/nonexistent/settings.yaml"], "cannot be read"),
 ])
 def test_bad_overrides_are_named(args, message, tiny_pool, tmp_path, capsys):
