@@ -125,6 +125,25 @@ class ResumePointers(tune.Callback):
             _delete_dir(fs, path)
 
 
+def forget_finished(experiment: Experiment, trial_ids: list[str]) -> int:
+    """Delete the resume pointer, and the checkpoint it names, of each trial that has a result
+    row: an interrupt between a trial's last row and Ray's completion callback leaves both
+    behind, and nothing resumes a finished trial. Returns how many pointers were found."""
+    fs, _ = experiment.fs()
+    found = 0
+    for tid in trial_ids:
+        path = read_pointer(experiment, tid)
+        if path is None:
+            continue
+        found += 1
+        _delete_dir(fs, path)
+        try:
+            delete_file(_pointer(experiment, tid))
+        except OSError as exc:
+            log.warning("could not delete the resume pointer of %s (%s)", tid, exc)
+    return found
+
+
 def _delete_dir(fs: pafs.FileSystem, path: str) -> None:
     try:
         fs.delete_dir(path)

@@ -21,7 +21,14 @@ import sys
 import time
 
 from sweep.grid import GridSpec
-from sweep.guard import RunFaults, check_options, joining, summarize_checked
+from sweep.checkpoints import forget_finished
+from sweep.guard import (
+    RunFaults,
+    check_options,
+    free_orphan_checkpoints,
+    joining,
+    summarize_checked,
+)
 from sweep.layout import Experiment, remove_stale_temporaries
 from sweep.logs import ray_driver_log
 from sweep.preflight import Ready, require_gpu_nodes, run_preflight
@@ -250,6 +257,9 @@ def run_ready(args: argparse.Namespace, spec: GridSpec, preset, experiment: Expe
     removed = remove_stale_temporaries(experiment.results)
     if removed:
         say(f"removed {removed} partial file(s) left by an interrupted run")
+    forget_finished(experiment, [p.trial_id for p in ready.done])
+    with contextlib.suppress(Exception):  # best effort: only disk space is at stake
+        free_orphan_checkpoints(experiment)
     t_run = time.time()
     faults, recorded = RunFaults(experiment, args.storage), 0
     if ready.todo:
@@ -279,6 +289,8 @@ def run_ready(args: argparse.Namespace, spec: GridSpec, preset, experiment: Expe
 
     summary, rows = summarize_checked(experiment.results, ready.grid)
     faults.merge(summary)
+    if ready.todo:  # an interrupt can come between a trial's last row and its cleanup
+        forget_finished(experiment, summary.ok)
     say("")
     for line in outcome.describe(summary, ready.grid):
         say(line)

@@ -42,15 +42,23 @@ def _fit(config, manifest, pool, state=None, on_epoch=None):
 
 
 def test_loop_learns_on_smoke_data(colour_pool, torch_home, tmp_path):
+    """Three seeds, judged on their mean: one seed's best-val epoch can come early enough to
+    miss a test image or four (16 per split), and which seed does depends on the CPU type."""
     pool, manifest = colour_pool
-    config = SMOKE.trial("mobilenet_v2", "finetune", seed=0, epochs=3, step_size=7)
-    row = run_trial(config, manifest, DataRoots(str(pool)), str(tmp_path / "out"))
-    epochs = results.read_table(str(tmp_path / "out"), "epochs").to_pylist()
-    assert row["status"] == "ok"
-    assert row["best_val_acc"] >= 0.9 and row["test_acc"] >= 0.8
-    assert epochs[-1]["train_loss"] < epochs[0]["train_loss"]
-    cm = json.loads(row["test_confusion_json"])
-    assert [sum(r) for r in cm] == [8, 8], "confusion rows are true labels (8 test images each)"
+    rows = []
+    for seed in range(3):
+        config = SMOKE.trial("mobilenet_v2", "finetune", seed=seed, epochs=3, step_size=7)
+        out = str(tmp_path / f"out{seed}")
+        row = run_trial(config, manifest, DataRoots(str(pool)), out)
+        epochs = results.read_table(out, "epochs").to_pylist()
+        assert row["status"] == "ok"
+        assert epochs[-1]["train_loss"] < epochs[0]["train_loss"]
+        cm = json.loads(row["test_confusion_json"])
+        assert [sum(r) for r in cm] == [8, 8], "confusion rows are true labels (8 test images each)"
+        rows.append(row)
+    assert sum(r["best_val_acc"] for r in rows) / 3 >= 0.9
+    assert sum(r["test_acc"] for r in rows) / 3 >= 0.85
+    assert min(r["test_acc"] for r in rows) >= 0.7  # chance is 0.5
 
 
 def test_scratch_trains_every_parameter(small_pool, tmp_path):
