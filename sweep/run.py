@@ -20,8 +20,8 @@ import os
 import sys
 import time
 
-from sweep.grid import GridSpec
 from sweep.checkpoints import forget_finished
+from sweep.grid import GridSpec
 from sweep.guard import (
     RunFaults,
     check_options,
