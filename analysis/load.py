@@ -25,7 +25,8 @@ from trainables.config import REGIMES, parse_train_size
 from trainables.errors import UserError
 from trainables.results import PREDICTIONS_SCHEMA, read_table
 from trainables.results_check import check_table
-from trainables.storage import resolve
+from trainables.storage import join, resolve
+from trainables.table_files import read_folder
 
 DEFAULT_RESULTS = "runs/demo/results"
 PRODUCE_HINT = ("run the sweep first: `python -m sweep.run` (writes runs/demo/results), or pass "
@@ -267,8 +268,10 @@ def read_prediction_table(root: str, trial_ids: list[str], columns: list[str] | 
                           dictionary: bool = False) -> pa.Table:
     """Predictions of some trials as an Arrow table (only `columns`, default all). Reads their
     own files (<root>/predictions/<id>.parquet, the layout trainables.results writes) when
-    present, else filters the whole table. With `dictionary`, the PREDICTION_KEYS columns come
-    back dictionary-encoded as Parquet stores them (half the CPU on millions of rows)."""
+    present, else filters the whole table (compacted parts and fresh files together, each
+    trial's rows from its newest file: trainables/table_files.py). With `dictionary`, the
+    PREDICTION_KEYS columns come back dictionary-encoded as Parquet stores them (half the CPU
+    on millions of rows)."""
     fs, base = resolve(root)
     ids = list(dict.fromkeys(trial_ids))
     schema, fmt = PREDICTIONS_SCHEMA, "parquet"
@@ -287,12 +290,9 @@ def read_prediction_table(root: str, trial_ids: list[str], columns: list[str] | 
         if all(i.type == pafs.FileType.File for i in infos):
             dataset = ds.dataset(paths, schema=schema, format=fmt, filesystem=fs)
             return dataset.to_table(columns=columns)
-        folder = _join(base, "predictions")
-        if fs.get_file_info(folder).type == pafs.FileType.NotFound:
-            return empty
-        dataset = ds.dataset(folder, schema=schema, format=fmt, filesystem=fs)
         value_set = pa.array(ids, type=pa.string())
-        return dataset.to_table(columns=columns, filter=pc.field("trial_id").isin(value_set))
+        return read_folder(join(root, "predictions"), schema, columns,
+                           pc.field("trial_id").isin(value_set), fmt)
     except (OSError, ValueError, pa.ArrowException) as exc:
         check_table(root, "predictions")  # names the damaged or foreign file
         raise UserError(f"cannot read {root}/predictions ({str(exc).splitlines()[0][:300]})") from None

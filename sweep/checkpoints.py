@@ -1,4 +1,16 @@
-"""Per-epoch trial checkpoints: what they hold, and how a rerun finds an unfinished trial's.
+"""Trial checkpoints: when they are written, what they hold, and how a rerun finds them.
+
+When: at most every `--checkpoint-every` minutes, and after the last epoch (checkpoint_due).
+A trial resumes from its last checkpoint; the epochs since are computed again, bit for bit the
+same (every epoch reseeds from the trial's seed and the epoch number).
+
+What: the training state (FitState) without what training never changes. Fine-tuning and
+scratch training change every weight: the model, its SGD momentum and the best epoch's weights
+are all saved (the best epoch's only once when it is the current one). Feature extraction
+leaves the frozen backbone out (FitState.frozen_keys): a checkpoint keeps the new head, its
+momentum and BatchNorm's running statistics when they move (bn_mode "train"), and names the
+ImageNet weights file the backbone comes from; resuming builds the model from those weights
+again and refuses a checkpoint made with another file.
 
 Within one sweep, Ray hands a retried trial its own latest checkpoint (`tune.get_checkpoint()`).
 Across sweeps (the driver was killed, the command is run again), Ray starts new trials that know
@@ -27,6 +39,39 @@ STATE_FILE = "fit_state.pt"
 log = logging.getLogger("sweep")
 
 
+CHECKPOINT_FORMAT = 2
+"""1: the whole FitState every epoch; 2: without the frozen entries, by time."""
+
+
+def checkpoint_due(epoch: int, epochs: int, seconds_since_last: float, every_s: float) -> bool:
+    """After the last epoch always; otherwise once `every_s` seconds have passed since the
+    trial's last checkpoint (or its start). every_s 0: after every epoch."""
+    return epoch >= epochs or seconds_since_last >= every_s
+
+
+def checkpoint_payload(state: FitState, tid: str, weights_file: str | None) -> dict[str, Any]:
+    """What a checkpoint file holds: the state without its frozen entries, and (when there are
+    any) the weights file they come from."""
+    saved = state.to_dict()
+    frozen = set(state.frozen_keys)
+    best_is_current = state.best_epoch == state.epoch and state.model_state is not None
+    if best_is_current:
+        saved["best_state"] = None  # the same tensors as model_state: stored once
+    if frozen:
+        for name in ("model_state", "best_state"):
+            if saved[name] is not None:
+                saved[name] = {k: v for k, v in saved[name].items() if k not in frozen}
+    return {"trial_id": tid, "format": CHECKPOINT_FORMAT, "state": saved,
+            "best_is_current": best_is_current, "weights_file": weights_file if frozen else None}
+
+
+def state_from_payload(saved: dict[str, Any]) -> FitState:
+    state = FitState.from_dict(dict(saved["state"]))
+    if saved.get("best_is_current"):
+        state.best_state = dict(state.model_state)
+    return state
+
+
 def _pointer(experiment: Experiment, tid: str) -> str:
     return join(experiment.resume_dir, f"{tid}.json")
 
@@ -48,17 +93,22 @@ def read_pointer(experiment: Experiment, tid: str) -> str | None:
         return None
 
 
-def report_epoch(metrics: dict[str, Any], state: FitState, tid: str) -> None:
-    """tune.report with a checkpoint of everything needed to continue after this epoch."""
+def report_epoch(metrics: dict[str, Any], state: FitState, tid: str, weights_file: str | None,
+                 checkpoint: bool = True) -> None:
+    """tune.report, with (`checkpoint`) what is needed to continue after this epoch."""
     import torch
 
+    if not checkpoint:
+        tune.report(metrics)
+        return
     with tempfile.TemporaryDirectory(prefix="fr-ckpt-") as tmp:
-        torch.save({"trial_id": tid, "state": state.to_dict()}, Path(tmp) / STATE_FILE)
+        torch.save(checkpoint_payload(state, tid, weights_file), Path(tmp) / STATE_FILE)
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
 
 
-def load_state(checkpoint: tune.Checkpoint, tid: str) -> FitState | None:
-    """The FitState in a checkpoint, or None if it belongs to another trial or is unreadable."""
+def load_state(checkpoint: tune.Checkpoint, tid: str, weights_file: str | None) -> FitState | None:
+    """The FitState in a checkpoint, or None if it belongs to another trial, was made from
+    other ImageNet weights than `weights_file`, or is unreadable."""
     import torch
 
     try:
@@ -66,7 +116,9 @@ def load_state(checkpoint: tune.Checkpoint, tid: str) -> FitState | None:
             saved = torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=False)
         if not isinstance(saved, dict) or saved.get("trial_id") != tid:
             return None
-        return FitState.from_dict(saved["state"])
+        if saved.get("weights_file") not in (None, weights_file):
+            return None  # its frozen backbone came from another file: start over
+        return state_from_payload(saved)
     except Exception as exc:  # truncated, corrupt or foreign: start afresh, never fail forever
         log.warning("ignoring the unreadable checkpoint of trial %s (%s); it starts afresh",
                     tid, exc)

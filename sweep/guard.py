@@ -45,6 +45,7 @@ def check_options(args: argparse.Namespace, spec: GridSpec) -> None:
     options.finite("--progress-interval", args.progress_interval, 0, above=True, example="30")
     options.whole("--split-seed", args.split_seed, 0, MAX_SEED)
     options.whole("--max-failures", args.max_failures, 0)
+    options.finite("--checkpoint-every", args.checkpoint_every, 0, example="5")
     if args.seeds is not None and args.seeds > MAX_SEEDS:  # below 1: GridSpec.problems
         options.whole("--seeds", args.seeds, 1, MAX_SEEDS)
     n = (len(spec.resolved_archs) * len(spec.resolved_regimes) * len(spec.resolved_train_sizes)

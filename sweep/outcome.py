@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-import datetime as dt
+import bisect
 import shlex
-from collections.abc import Sequence
+import statistics
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from sweep.grid import GridPoint
-from sweep.progress import SweepState, fmt_duration, trial_label
+from sweep.progress import Span, SweepState, fmt_duration, trial_label
 from trainables import results
 from trainables.storage import delete_file, join
 
@@ -55,30 +57,93 @@ def describe(summary: Summary, grid: Sequence[GridPoint]) -> list[str]:
     return lines
 
 
-def timings(state: SweepState, rows: dict[str, dict], started: float, ended: float,
-            ran: Sequence[GridPoint]) -> list[str]:
-    """Wall time, the sum of the trials' own times (measured inside run_trial), and Ray's
-    overhead per trial: the slot-time the sweep used beyond the trials' own time,
-    (wall x concurrency - sum) / trials. It includes starting Ray and its workers, scheduling,
-    checkpoints and reports, slots left idle at the end of the sweep, and the time of failed
-    attempts (which record no trial time). The start-up part is also given alone: the time
-    until the first trial started."""
-    wall = ended - started
-    mine = [rows[p.trial_id] for p in ran if p.trial_id in rows]
-    trial_sum = sum(r["total_seconds"] for r in mine if r["total_seconds"] is not None)
-    lines = [f"wall time {fmt_duration(wall)} ({wall:.0f} s) for {len(ran)} trial"
-             f"{'s' if len(ran) != 1 else ''}; "
-             f"sum of trial times {trial_sum:.0f} s"]
-    slots = state.max_running
-    if ran and slots:
-        overhead = (wall * slots - trial_sum) / len(ran)
-        lines.append(f"Ray overhead per trial: {overhead:.1f} s ((wall x {slots} concurrent - sum) "
-                     f"/ {len(ran)} trials)")
-        starts = [dt.datetime.fromisoformat(r["started_at"]).timestamp() for r in mine
-                  if r["started_at"]]
-        if starts:
-            lines.append(f"Ray start-up: {min(starts) - started:.0f} s of the wall time passed "
-                         "before the first trial started")
+@dataclass(frozen=True)
+class WallTime:
+    """Where a sweep's wall time went, on `slots` concurrent trial slots.
+
+    Every slot-second of the run is one of: a trial computing (its spans), Ray handing a free
+    slot to the next trial (latency), a slot idle because nothing was left to start (the tail),
+    or outside Tune (Ray's start-up before it, shutdown after the last trial). The floor,
+    max(busy / slots, longest trial), is what the trials alone need; wall / floor is the
+    sweep's efficiency."""
+
+    wall: float
+    slots: int
+    busy: float
+    """Sum of every attempt's computing time."""
+    longest: float
+    """The longest trial (its attempts together)."""
+    cold: list[float]
+    """Per slot: Tune's start -> its first trial computing (worker process start, imports)."""
+    handovers: list[float]
+    """Per later trial: its slot freed -> it computing (Ray's own per-trial latency)."""
+    tail: float
+    """Slot-seconds idle after each slot's last trial, until the last trial ended."""
+    startup: float
+    """Wall seconds before Tune began: starting (or joining) Ray, sizing the resources."""
+    shutdown: float
+    """Wall seconds after the last trial ended: Tune's end, Ray's shutdown, copying its logs."""
+
+    @property
+    def outside(self) -> float:
+        return self.startup + self.shutdown
+
+    @property
+    def floor(self) -> float:
+        return max(self.busy / self.slots, self.longest)
+
+    @property
+    def ratio(self) -> float:
+        return self.wall / self.floor if self.floor else float("nan")
+
+
+def wall_time(spans: Sequence[Span], slots: int, tune_start: float, started: float,
+              ended: float) -> WallTime | None:
+    """Attribute the wall time (see WallTime). Each attempt, in order of its start, is put on
+    the slot freed last before it started: with trials waiting, a freed slot is what lets the
+    next one start; with none waiting (a retry later), the slot idled until then and only the
+    time since the last release counts as latency. The slots are taken as identical (with
+    several resource shapes the split between latency and tail is approximate; busy, floor and
+    ratio are exact)."""
+    if not spans or slots < 1:
+        return None
+    free = [(tune_start, True)] * slots  # (free since, never used), sorted
+    cold, handovers = [], []
+    for span in sorted(spans, key=lambda s: s.start):
+        # the slot whose release let this attempt start: the latest freed before it
+        i = max(0, bisect.bisect_right(free, (span.start, True)) - 1)
+        since, first = free.pop(i)
+        (cold if first else handovers).append(max(0.0, span.start - since))
+        bisect.insort(free, (span.end, False))
+    last = max(s.end for s in spans)
+    per_trial: dict[str, float] = {}
+    for span in spans:
+        per_trial[span.trial_id] = per_trial.get(span.trial_id, 0.0) + span.seconds
+    return WallTime(wall=ended - started, slots=slots, busy=sum(s.seconds for s in spans),
+                    longest=max(per_trial.values()), cold=cold, handovers=handovers,
+                    tail=sum(last - since for since, _ in free if since <= last),
+                    startup=tune_start - started, shutdown=ended - last)
+
+
+def timings(state: SweepState, started: float, ended: float, ran: Sequence[GridPoint]) -> list[str]:
+    """The sweep's wall time against its floor, and Ray's per-trial latency (WallTime)."""
+    n = len(ran)
+    w = wall_time(state.spans, state.max_running, state.start, started, ended)
+    lines = [f"wall time {fmt_duration(ended - started)} ({ended - started:.0f} s) for {n} trial"
+             f"{'s' if n != 1 else ''}"]
+    if w is None:
+        return lines
+    lines[0] += f"; trials computed {w.busy:.0f} s on {w.slots} slot{'s' if w.slots != 1 else ''}"
+    lines.append(f"wall / floor = {w.ratio:.3f}: floor {w.floor:.0f} s = max({w.busy:.0f} s / {w.slots} "
+                 f"slots, longest trial {w.longest:.0f} s)")
+    warm = (f"median {statistics.median(w.handovers):.2f} s, max {max(w.handovers):.2f} s over "
+            f"{len(w.handovers)} handover{'s' if len(w.handovers) != 1 else ''}" if w.handovers
+            else "no handovers")
+    lines.append(f"Ray per-trial latency (slot free -> trial computing): {warm}; first trial on "
+                 f"each slot {statistics.median(w.cold):.1f} s after Tune started (worker start-up)")
+    lines.append(f"beyond the floor: Ray start-up {w.startup:.0f} s and shutdown {w.shutdown:.0f} s, "
+                 f"worker start-up {sum(w.cold):.0f} slot-s, handovers {sum(w.handovers):.0f} slot-s, "
+                 f"slots idle while the last trials ran {w.tail:.0f} slot-s")
     return lines
 
 
@@ -105,6 +170,25 @@ def prune_models(results_root: str, grid: Sequence[GridPoint], rows: dict[str, d
                                        [{**row, "model_path": None}])
             deleted += 1
     return deleted
+
+
+def compact(results_root: str, say: Callable[[str], None]) -> None:
+    """Merge the trials' per-trial files into a few large ones (sweep/compact.py). A failure is
+    reported, never fatal: the per-trial files stay valid and `python -m sweep.compact` retries."""
+    from sweep.compact import compact_results
+
+    t0 = time.perf_counter()
+    try:
+        done = compact_results(results_root)
+    except Exception as exc:  # results stay readable as they are
+        say(f"warning: compacting the results failed ({type(exc).__name__}: {exc}); they stay "
+            f"readable as they are. Retry with: python -m sweep.compact --results "
+            f"{shlex.quote(results_root)}")
+        return
+    files = sum(r.merged_files for r in done)
+    if files or any(r.merged_parts for r in done):
+        say(f"compacted {files} result file(s) into {sum(r.part is not None for r in done)} in "
+            f"{time.perf_counter() - t0:.1f} s")
 
 
 def report_command(results_root: str) -> str:

@@ -6,8 +6,9 @@
 
 On a terminal the block is redrawn in place; in a log file it is printed when something changes
 (at most every `interval` seconds for epoch updates). Trial completions, failures and retries are
-printed as lines of their own. It also records, per trial, the driver-side duration and the
-trial's own time, from which the sweep's summary derives Ray's overhead.
+printed as lines of their own. It also records when each trial attempt computed, on the
+driver's clock (see Span), from which the sweep's summary derives its wall-time floor and Ray's
+per-trial latency (sweep/outcome.py).
 """
 
 from __future__ import annotations
@@ -37,6 +38,22 @@ def trial_label(trial: Any) -> str:
     return f"{trial.arch} {trial.regime} seed {trial.seed}{size}"
 
 
+@dataclass(frozen=True)
+class Span:
+    """One trial attempt's computing time on the driver's clock: from when its trainable began
+    (the first result's arrival minus Ray's `time_this_iter_s`, which Ray measures from its
+    first train() call on the actor) to when the driver saw it complete or fail."""
+
+    trial_id: str
+    start: float
+    end: float
+    outcome: str  # "done" | "failed"
+
+    @property
+    def seconds(self) -> float:
+        return self.end - self.start
+
+
 @dataclass
 class TrialView:
     arch: str
@@ -51,6 +68,8 @@ class TrialView:
     finished: float | None = None
     trial_seconds: float | None = None
     retries: int = 0
+    computing_since: float | None = None
+    """Driver time the current attempt began computing (None before its first result)."""
 
     @property
     def label(self) -> str:
@@ -68,6 +87,15 @@ class SweepState:
     start: float = field(default_factory=time.time)
     max_running: int = 0
     """Most trials seen running at once (the sweep's effective concurrency)."""
+    spans: list[Span] = field(default_factory=list)
+    """Every finished or failed attempt's computing time, in completion order."""
+
+    def close_span(self, tid: str, now: float, outcome: str) -> None:
+        view = self.trials.get(tid)
+        if view is None or view.computing_since is None:
+            return  # failed before its first result: when it began computing is unknown
+        self.spans.append(Span(tid, view.computing_since, now, outcome))
+        view.computing_since = None
 
     def counts(self) -> dict[str, int]:
         out = {"done": 0, "running": 0, "pending": 0, "failed": 0}
@@ -161,8 +189,12 @@ class SweepProgress(tune.Callback):
         self._dirty = False
 
     # ------------------------------------------------------------------ tune hooks
+    @staticmethod
+    def _tid(trial) -> str:
+        return trial.config["point"]["trial_id"]
+
     def _view(self, trial) -> TrialView | None:
-        return self.state.trials.get(trial.config["point"]["trial_id"])
+        return self.state.trials.get(self._tid(trial))
 
     def _running(self, view: TrialView) -> None:
         if view.status != "running":
@@ -181,6 +213,8 @@ class SweepProgress(tune.Callback):
         if view is None:
             return
         self._running(view)  # a reused actor starts its next trial without on_trial_start
+        if view.computing_since is None:
+            view.computing_since = time.time() - float(result.get("time_this_iter_s") or 0.0)
         view.epoch = int(result.get("epoch", view.epoch))
         if result.get("best_val_acc") is not None:
             view.best_val_acc = float(result["best_val_acc"])
@@ -194,6 +228,7 @@ class SweepProgress(tune.Callback):
         if view is None:
             return
         view.status, view.finished, view.epoch = "done", time.time(), view.epochs
+        self.state.close_span(self._tid(trial), view.finished, "done")
         last = trial.last_result or {}
         extra = "".join(f" {k.replace('_acc', '')} {last[k]:.3f}" for k in ("test_acc", "ood_acc")
                         if last.get(k) is not None)
@@ -208,6 +243,7 @@ class SweepProgress(tune.Callback):
             return
         view.retries += 1
         view.status = "pending"
+        self.state.close_span(self._tid(trial), time.time(), "failed")
         self.event(f"  retry   {view.label} after an error at epoch {view.epoch + 1} "
                    f"(attempt {view.retries + 1}; continues from its last checkpoint)")
 
@@ -216,6 +252,7 @@ class SweepProgress(tune.Callback):
         if view is None:
             return
         view.status, view.finished = "failed", time.time()
+        self.state.close_span(self._tid(trial), view.finished, "failed")
         error = recorded_error(self.results_root, trial.config["point"]["trial_id"])
         self.event(f"  FAILED  {view.label}: {error or first_error_line(trial)}")
 

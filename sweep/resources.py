@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -127,12 +127,14 @@ class ResourcePlan:
 
 
 def plan_resources(archs: Iterable[str], cluster: ClusterInfo, gpus_per_trial: float | None,
-                   cpus_per_trial: float = 1.0, gpu_memory_gb: float | None = None) -> ResourcePlan:
+                   cpus_per_trial: float = 1.0, gpu_memory_gb: float | None = None,
+                   peak_memory_gb: Mapping[str, float] | None = None) -> ResourcePlan:
     """The resource plan for these architectures on this cluster.
 
     gpus_per_trial None ("auto"): GPU fraction from each architecture's peak memory when the
     cluster has GPUs (or when `gpu_memory_gb` is given, for autoscaling clusters whose GPU nodes
-    are not up yet); CPU only otherwise. A number: that fraction for every trial (0: CPU)."""
+    are not up yet); CPU only otherwise. A number: that fraction for every trial (0: CPU).
+    `peak_memory_gb` (measured per architecture, sweep/probe.py) replaces the registry's."""
     archs = list(dict.fromkeys(archs))
     notes: list[str] = []
     if gpus_per_trial is not None:
@@ -148,7 +150,7 @@ def plan_resources(archs: Iterable[str], cluster: ClusterInfo, gpus_per_trial: f
         notes.append("GPU memory unknown, assumed 16 GB; pass --gpu-memory-gb to size fractions")
     per_arch = {}
     for name in archs:
-        n = trials_per_gpu(get_arch(name).peak_memory_gb, memory)
+        n = trials_per_gpu((peak_memory_gb or {}).get(name, get_arch(name).peak_memory_gb), memory)
         per_arch[name] = TrialResources(cpus_per_trial, fraction_for(n))
     return ResourcePlan(per_arch, f"auto: GPU fractions for {memory:.0f} GB GPUs", tuple(notes))
 

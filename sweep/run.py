@@ -5,10 +5,15 @@
     python -m sweep.run --dry-run            # the grid and resources, nothing runs
 
 Layout under <storage>/<name>/: manifest.json (the split, built once here), results/ (Parquet:
-epochs, trials, predictions; models/), ray/ (Ray Tune's trial folders and logs). Running the
-same command again skips finished trials and finishes the rest; an interrupted trial continues
-from its last finished epoch. Exit status: 0 all trials ok, 1 some failed or did not run,
+epochs, trials, predictions, compacted into a few files per table at the end; models/), ray/
+(Ray Tune's trial folders and logs). Running the same command again skips finished trials and
+finishes the rest; an interrupted trial continues from its last checkpoint (at most
+--checkpoint-every minutes old). Exit status: 0 all trials ok, 1 some failed or did not run,
 2 bad options or a failed preflight (nothing ran), 130 interrupted.
+
+Long because it is the whole command: every option with its help, and the flow from preflight
+through Ray to the summary; the parts live in sweep/ (grid, preflight, guard, schedule, probe,
+progress, outcome, compact).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from sweep.guard import (
 from sweep.layout import Experiment, remove_stale_temporaries
 from sweep.logs import ray_driver_log
 from sweep.preflight import Ready, require_gpu_nodes, run_preflight
+from sweep.probe import probe_memory
 from sweep.ray_session import ray_session, several_nodes, sigterm_as_interrupt
 from sweep.resources import (
     ClusterInfo,
@@ -42,6 +48,7 @@ from sweep.resources import (
     plan_resources,
     ray_cluster_info,
 )
+from sweep.schedule import grid_lines, run_order
 from trainables import overrides
 from trainables.config import REGIMES
 from trainables.errors import UserError
@@ -49,6 +56,8 @@ from trainables.presets import PRESETS, PresetMessage, deviations, get_preset
 from trainables.registry import ARCHS
 
 KEEP_MODELS = ("none", "best", "all")
+ORDERS = ("longest-first", "grid")
+DEFAULT_CHECKPOINT_MINUTES = 5.0
 STORAGE_ENV = "FEATURE_REUSE_STORAGE"
 """Default --storage (cluster.yaml sets it to an S3 prefix on every node)."""
 log = logging.getLogger("sweep")
@@ -87,16 +96,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gpu-memory-gb", type=float,
                    help="GPU memory for 'auto' fractions when no GPU node is up yet "
                         "(autoscaling clusters); default: measured")
+    p.add_argument("--probe", action=argparse.BooleanOptionalAction, default=True,
+                   help="with --gpus-per-trial auto: measure each architecture's peak GPU memory "
+                        "with a short probe on the first GPU node and size fractions from it "
+                        "(default on; --no-probe uses the registry's traced estimates)")
     p.add_argument("--cpus-per-trial", default="1",
                    help="CPUs per trial, also its torch threads (default 1)")
     p.add_argument("--keep-models", default="best", choices=KEEP_MODELS,
                    help="save trained weights: none, the best seed of each arch x regime x "
                         "train size (default), or all")
+    p.add_argument("--checkpoint-every", type=float, default=DEFAULT_CHECKPOINT_MINUTES, metavar="MINUTES",
+                   help="write a trial's checkpoint at most every MINUTES minutes, and after its "
+                        f"last epoch (default {DEFAULT_CHECKPOINT_MINUTES:g}; 0: after every epoch). A "
+                        "retried or interrupted trial continues from its last checkpoint, with the "
+                        "same numbers")
     p.add_argument("--max-failures", type=int, default=2,
                    help="retries per trial after an error (default 2); a retry continues from "
-                        "its last finished epoch")
+                        "its last checkpoint")
     p.add_argument("--address", help="Ray cluster to join (e.g. 'auto' on a cluster's head "
                    "node); default: $RAY_ADDRESS, else a local Ray started for this sweep")
+    p.add_argument("--order", default="longest-first", choices=ORDERS,
+                   help="which trials Ray starts first: the longest expected (architecture x "
+                        "regime x epochs x images, sweep/schedule.py; the default, so that the "
+                        "sweep does not end on one long trial) or the grid's own order")
     p.add_argument("--progress-interval", type=float, default=30.0,
                    help="seconds between progress prints when output is not a terminal")
     p.add_argument("--dry-run", action="store_true",
@@ -123,15 +145,8 @@ def print_settings(ready: Ready) -> None:
             f"bn_mode {c.bn_mode}, backend {c.backend}, select_on {c.select_on}")
 
 
-def print_grid(ready: Ready, plan: ResourcePlan) -> None:
-    done = {p.trial_id for p in ready.done}
-    say(f"{'trial_id':16s}  {'arch':14s} {'regime':16s} {'seed':>4s} {'train_size':>10s}  "
-        f"{'resources':18s} status")
-    for p in ready.grid:
-        c = p.config
-        say(f"{p.trial_id:16s}  {c.arch:14s} {c.regime:16s} {c.seed:4d} {c.train_size:>10s}  "
-            f"{plan.for_arch(c.arch).describe():18s} {'finished' if p.trial_id in done else 'to run'}")
-    for line in plan.describe():
+def print_grid(ready: Ready, plan: ResourcePlan, order: str) -> None:
+    for line in grid_lines(ready.done, ready.todo, ready.manifest.counts(), plan, order):
         say(line)
 
 
@@ -170,8 +185,11 @@ def run_tuner(ready: Ready, plan: ResourcePlan, args: argparse.Namespace, progre
     trainable = tune.with_parameters(
         run_tune_trial, manifest_json=ready.manifest.to_json(),
         roots={"data": ready.roots.data, "ood": ready.roots.ood}, embedded=ready.embedded,
-        experiment_root=exp.root, keep_model=keep_model, env=forwarded_env())
-    points = [{"trial_id": p.trial_id, "trial": p.config.to_dict()} for p in ready.todo]
+        experiment_root=exp.root, keep_model=keep_model, env=forwarded_env(),
+        checkpoint_every_s=60.0 * args.checkpoint_every)
+    # grid_search keeps this list's order, and FIFO scheduling starts pending trials in it
+    points = [{"trial_id": p.trial_id, "trial": p.config.to_dict()}
+              for p in run_order(ready.todo, ready.manifest.counts(), args.order)]
     tuner = tune.Tuner(
         tune.with_resources(trainable, plan),
         param_space={"point": tune.grid_search(points)},
@@ -243,7 +261,8 @@ def run_ready(args: argparse.Namespace, spec: GridSpec, preset, experiment: Expe
         require_gpu_nodes(cluster, say)
         say(f"cluster: {cluster.describe()}")
         print_settings(ready)
-        print_grid(ready, plan_resources(spec.resolved_archs, cluster, gpus, cpus, args.gpu_memory_gb))
+        print_grid(ready, plan_resources(spec.resolved_archs, cluster, gpus, cpus, args.gpu_memory_gb),
+                   args.order)
         return 0
 
     state = SweepState(skipped=len(ready.done))
@@ -269,7 +288,8 @@ def run_ready(args: argparse.Namespace, spec: GridSpec, preset, experiment: Expe
                 started_here = stack.enter_context(ray_session(args.address, experiment))
             cluster = ray_cluster_info()
             require_gpu_nodes(cluster, say)  # each GPU node: CUDA usable, same code as here
-            plan = plan_resources(spec.resolved_archs, cluster, gpus, cpus, args.gpu_memory_gb)
+            measured = probe_memory(spec, cluster, gpus, args.probe, say)
+            plan = plan_resources(spec.resolved_archs, cluster, gpus, cpus, args.gpu_memory_gb, measured)
             check_plan(plan, cluster, started_locally=started_here and not joins_cluster(args))
             say(f"cluster: {cluster.describe()}; " + "; ".join(
                 f"{a} {r.describe()}" for a, r in plan.per_arch.items()))
@@ -299,13 +319,14 @@ def run_ready(args: argparse.Namespace, spec: GridSpec, preset, experiment: Expe
     for line in faults.lines(summary.complete):
         say(line)
     if ready.todo:
-        for line in outcome.timings(state, rows, t_run, t_end, ready.todo):
+        for line in outcome.timings(state, t_run, t_end, ready.todo):
             say(line)
     if args.keep_models == "best":
         try:
             outcome.prune_models(experiment.results, ready.grid, rows)
         except OSError as exc:
             say(f"could not remove the models of non-best seeds ({exc}); the next run does")
+    outcome.compact(experiment.results, say)
     say(f"results: {experiment.results}")
     say(f"report:  {outcome.report_command(experiment.results)}")
     if not summary.complete:
@@ -330,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         print("\ninterrupted: finished trials are saved; run the same command again to finish "
-              "the rest (each unfinished trial continues from its last finished epoch)",
+              "the rest (each unfinished trial continues from its last checkpoint)",
               file=sys.stderr)
         return 130
 

@@ -1,4 +1,5 @@
-"""The Ray Tune function trainable: one trial = trainables.train.run_trial, checkpointed per epoch.
+"""The Ray Tune function trainable: one trial = trainables.train.run_trial, reported every epoch
+and checkpointed by time (sweep/checkpoints.py).
 
 A trial's Tune config is {"point": {"trial_id": ..., "trial": TrialConfig as a dict}}: one
 grid_search over the points still to run. Everything shared by all trials (the split manifest,
@@ -9,6 +10,7 @@ reads the manifest the driver built.
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,13 +18,15 @@ import ray
 import torch
 from ray import tune
 
-from sweep.checkpoints import load_state, previous_checkpoint, report_epoch
+from sweep.checkpoints import checkpoint_due, load_state, previous_checkpoint, report_epoch
 from sweep.gpu_spread import spread_trial_gpu, trial_gpu_share
 from sweep.layout import Experiment
 from trainables.config import TrialConfig, trial_id
 from trainables.device import LOGICAL_GPUS_ENV
 from trainables.manifest import DataRoots, Manifest
+from trainables.registry import get_arch
 from trainables.train import run_trial
+from trainables.weights import weights_file as imagenet_weights_file
 
 FORWARDED_ENV = ("TORCH_HOME", "FEATURE_REUSE_DATA", "FEATURE_REUSE_FAULT", LOGICAL_GPUS_ENV)
 """Driver environment that trials must see, also when Ray was started elsewhere: where files are
@@ -64,7 +68,7 @@ def _threads(default: int = 1) -> int:
 
 def run_tune_trial(param: dict[str, Any], *, manifest_json: str, roots: dict[str, str | None],
                    embedded: bool, experiment_root: str, keep_model: bool,
-                   env: dict[str, str]) -> None:
+                   env: dict[str, str], checkpoint_every_s: float = 0.0) -> None:
     apply_env(env)
     torch.set_num_threads(_threads())
     config = TrialConfig(**param["point"]["trial"])
@@ -74,13 +78,20 @@ def run_tune_trial(param: dict[str, Any], *, manifest_json: str, roots: dict[str
         raise RuntimeError(f"trial id mismatch: driver {param['point']['trial_id']}, worker {tid} "
                            "(different code versions on driver and worker?)")
     experiment = Experiment(experiment_root)
+    weights_file = imagenet_weights_file(get_arch(config.arch)) if config.pretrained else None
     checkpoint = tune.get_checkpoint() or previous_checkpoint(experiment, tid)
-    state = load_state(checkpoint, tid) if checkpoint is not None else None
+    state = load_state(checkpoint, tid, weights_file) if checkpoint is not None else None
+    last_checkpoint = time.monotonic()
 
     def on_epoch(row: dict[str, Any], fit_state) -> None:
+        nonlocal last_checkpoint
         metrics = {**row, "epochs": config.epochs, "best_val_acc": fit_state.best_acc,
                    "done": False}
-        report_epoch(metrics, fit_state, tid)
+        due = checkpoint_due(row["epoch"], config.epochs, time.monotonic() - last_checkpoint,
+                             checkpoint_every_s)
+        report_epoch(metrics, fit_state, tid, weights_file, checkpoint=due)
+        if due:
+            last_checkpoint = time.monotonic()
 
     # Fractional trials take the least loaded GPU of their node (Ray would pack them onto the
     # first GPUs); CUDA_VISIBLE_DEVICES points at it before CUDA starts.

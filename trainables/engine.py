@@ -89,9 +89,26 @@ class FitState:
     scheduler_state: dict[str, Any] | None = None
     train_seconds: float = 0.0
     resumed_from_epoch: int = 0
+    frozen_keys: list[str] = field(default_factory=list)
+    """model_state / best_state entries training never changes (frozen_state_keys): a
+    checkpoint may leave them out, and resuming takes them from the freshly built model."""
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+    def fill_frozen(self, model: nn.Module) -> None:
+        """Complete model_state and best_state read from a checkpoint that left the frozen
+        entries out, with the model's own tensors (the ImageNet weights it was built with)."""
+        base = model.state_dict()
+        for name in ("model_state", "best_state"):
+            part = getattr(self, name)
+            if part is not None and part.keys() != base.keys():
+                missing = base.keys() - part.keys()
+                if not missing <= set(self.frozen_keys) or part.keys() - base.keys():
+                    raise ValueError(f"checkpoint {name} does not match the model: missing "
+                                     f"{sorted(missing - set(self.frozen_keys))[:5]}")
+                setattr(self, name, {k: part[k] if k in part else base[k].detach().to("cpu", copy=True)
+                                     for k in base})
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> FitState:
@@ -157,6 +174,18 @@ def evaluate(model: nn.Module, criterion: nn.Module, batches: Batches,
     return EvalResult(float(total_loss) / len(labels_t), acc, probs_t, labels_t)
 
 
+def frozen_state_keys(model: nn.Module, config: TrialConfig) -> list[str]:
+    """state_dict entries that training never changes: parameters that do not train (feature
+    extraction's backbone) and, where BatchNorm stays in eval mode (a frozen backbone,
+    set_train_mode), BatchNorm's running statistics."""
+    keys = [name for name, p in model.named_parameters() if not p.requires_grad]
+    if config.frozen_backbone:
+        for prefix, module in model.named_modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                keys += [f"{prefix}.{b}" if prefix else b for b, _ in module.named_buffers(recurse=False)]
+    return sorted(keys)
+
+
 def fit(model: nn.Module, arch: Arch, config: TrialConfig, data: TrialData, device: torch.device,
         state: FitState | None = None,
         on_epoch: Callable[[dict[str, Any], FitState], None] | None = None) -> FitState:
@@ -173,7 +202,9 @@ def fit(model: nn.Module, arch: Arch, config: TrialConfig, data: TrialData, devi
                                                 gamma=config.gamma)
     criterion = nn.CrossEntropyLoss()
     state = state or FitState()
+    state.frozen_keys = frozen_state_keys(model, config)
     if state.model_state is not None:
+        state.fill_frozen(model)  # a checkpoint without the frozen backbone
         model.load_state_dict(state.model_state)
         optimizer.load_state_dict(state.optimizer_state)
         scheduler.load_state_dict(state.scheduler_state)

@@ -43,7 +43,11 @@ class Arch:
     """Passed in every regime, so that pretrained and scratch models see the same input path."""
     scratch_kwargs: dict[str, Any] = field(default_factory=dict)
     peak_memory_gb: float = 2.0
-    """Estimated peak GPU memory of one paper-config trial (batch 6, fp32); sizes GPU fractions."""
+    """Memory one paper-config trial (batch 6, fp32) needs at once, in GB, sizing GPU fractions:
+    ESTIMATED, not measured on a GPU. Derived by `python bench/footprint.py` (a training step and
+    an eval pass traced on fake tensors, trainables/footprint.py; torch 2.14.1): the larger of
+    the step's and the eval pass's peak over the three regimes, rounded up to 0.1 GB. A probe on
+    the first GPU node replaces it at sweep time (sweep/probe.py)."""
     in_study: bool = True
 
 
@@ -62,29 +66,29 @@ register(Arch(
     # weights were trained with; torchvision turns it on only when pretrained. Explicit here, so
     # every regime sees the same input normalisation.
     build_kwargs={"transform_input": True, "aux_logits": True},
-    scratch_kwargs={"init_weights": True}, peak_memory_gb=3.0))
+    scratch_kwargs={"init_weights": True}, peak_memory_gb=0.9))
 register(Arch(
     "densenet161", "DenseNet161_Weights.IMAGENET1K_V1", 224, 256,
     heads=("classifier",), gradcam_layer="features", feature_node="flatten", tail="classifier",
-    peak_memory_gb=4.0))
+    peak_memory_gb=1.7))
 register(Arch(
     "resnet152", "ResNet152_Weights.IMAGENET1K_V1", 224, 256,
-    heads=("fc",), gradcam_layer="layer4", feature_node="flatten", tail="fc", peak_memory_gb=3.5))
+    heads=("fc",), gradcam_layer="layer4", feature_node="flatten", tail="fc", peak_memory_gb=1.6))
 register(Arch(
     "resnet18", "ResNet18_Weights.IMAGENET1K_V1", 224, 256,
-    heads=("fc",), gradcam_layer="layer4", feature_node="flatten", tail="fc", peak_memory_gb=1.0))
+    heads=("fc",), gradcam_layer="layer4", feature_node="flatten", tail="fc", peak_memory_gb=0.3))
 register(Arch(
     "vgg11_bn", "VGG11_BN_Weights.IMAGENET1K_V1", 224, 256,
     heads=("classifier.6",), gradcam_layer="features", feature_node="flatten", tail="classifier",
-    peak_memory_gb=3.0))
+    peak_memory_gb=2.0))
 register(Arch(
     "squeezenet1_0", "SqueezeNet1_0_Weights.IMAGENET1K_V1", 224, 256,
     heads=("classifier.1",), gradcam_layer="features", feature_node="features.12.cat",
-    tail="classifier", peak_memory_gb=1.0))
+    tail="classifier", peak_memory_gb=0.3))
 register(Arch(
     "mobilenet_v2", "MobileNet_V2_Weights.IMAGENET1K_V1", 224, 256,
     heads=("classifier.1",), gradcam_layer="features.18", feature_node="flatten",
-    tail="classifier", peak_memory_gb=1.0, in_study=False))
+    tail="classifier", peak_memory_gb=0.5, in_study=False))
 
 STUDY_ARCHS: tuple[str, ...] = tuple(a.name for a in ARCHS.values() if a.in_study)
 

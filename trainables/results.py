@@ -9,7 +9,9 @@ Layout under a results root (a local path or any pyarrow filesystem URI, s3:// i
 Each file is written through `trainables.storage.atomic_output` (a hidden temporary name, then a
 rename), so a reader never sees a partial file. A trial's files
 are keyed by its id, so writing a trial again replaces its rows instead of duplicating them.
-The ``trials`` file is written last: its presence marks a trial as finished.
+The ``trials`` file is written last: its presence marks a trial as finished. A compaction
+(trainables/compaction.py, ``python -m sweep.compact``) merges these per-trial files into a few
+large parts; the readers here read both kinds together, each trial's rows from its newest file.
 """
 
 from __future__ import annotations
@@ -18,11 +20,11 @@ from collections.abc import Iterable
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.dataset as ds
-import pyarrow.fs as pafs
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from trainables.storage import atomic_output, join, resolve
+from trainables.storage import atomic_output, join
+from trainables.table_files import read_folder
 
 SCHEMA_VERSION = 2
 
@@ -146,28 +148,15 @@ def write_trial(root: str, trial_id: str, epochs: list[dict], trial: dict,
 
 
 def finished_trial_ids(root: str, status: str | None = "ok") -> set[str]:
-    """Ids of trials whose ``trials`` file exists (optionally only those with this status)."""
-    fs, base = resolve(root)
-    folder = f"{base}/trials"
-    info = fs.get_file_info(folder)
-    if info.type == pafs.FileType.NotFound:
-        return set()
-    files = [f for f in fs.get_file_info(pafs.FileSelector(folder))
-             if f.base_name.endswith(".parquet") and not f.base_name.startswith((".", "_"))]
-    if status is None:
-        return {f.base_name.removesuffix(".parquet") for f in files}
+    """Ids of trials with a ``trials`` row (optionally only those with this status)."""
     table = read_table(root, "trials", columns=["trial_id", "status"])
-    return {tid for tid, st in zip(table["trial_id"].to_pylist(), table["status"].to_pylist(), strict=False)
-            if st == status}
+    return {tid for tid, st in zip(table["trial_id"].to_pylist(), table["status"].to_pylist(), strict=True)
+            if status is None or st == status}
 
 
-def read_table(root: str, table: str, columns: list[str] | None = None) -> pa.Table:
-    """Read one table of a results root; an absent table reads as empty with the schema."""
-    fs, base = resolve(root)
-    folder = f"{base}/{table}"
-    schema = TABLES[table]
-    if fs.get_file_info(folder).type == pafs.FileType.NotFound:
-        empty = schema.empty_table()
-        return empty.select(columns) if columns else empty
-    dataset = ds.dataset(folder, schema=schema, format="parquet", filesystem=fs)
-    return dataset.to_table(columns=columns)
+def read_table(root: str, table: str, columns: list[str] | None = None,
+               filter: pc.Expression | None = None) -> pa.Table:
+    """Read one table of a results root (per-trial files and compacted parts together, each
+    trial's rows from its newest file: trainables/table_files.py); an absent table reads as
+    empty with the schema. `filter` selects rows (e.g. ``pc.field("trial_id").isin(ids)``)."""
+    return read_folder(join(root, table), TABLES[table], columns, filter)

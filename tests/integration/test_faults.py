@@ -56,7 +56,8 @@ def env(torch_home) -> dict[str, str]:
 def sweep_args(pool: Path, storage: Path, seeds: int, *extra: str) -> list[str]:
     return ["--preset", "smoke", "--archs", "mobilenet_v2", "--regimes", "scratch",
             "--seeds", str(seeds), "--data", str(pool), "--storage", str(storage),
-            "--name", NAME, "--keep-models", "none", "--progress-interval", "5", *extra]
+            "--name", NAME, "--keep-models", "none", "--progress-interval", "5",
+            "--checkpoint-every", "0", *extra]  # resumes continue from the epoch before the fault
 
 
 def by_trial(table: list[dict]) -> dict[str, dict]:

@@ -57,8 +57,10 @@ def data(make_pool, tmp_path) -> tuple[Path, Path]:
 
 def args_for(data, storage: Path, *extra: str) -> list[str]:
     pool, ood = data
+    # a checkpoint after every epoch, so that a retry continues from the epoch before its fault
     return ["--preset", "smoke", "--data", str(pool), "--ood", str(ood), "--train-sizes", "4",
-            "--storage", str(storage), "--name", "t", "--progress-interval", "1", *extra]
+            "--storage", str(storage), "--name", "t", "--progress-interval", "1",
+            "--checkpoint-every", "0", *extra]
 
 
 def grid_ids(data, regimes, seeds) -> set[str]:
@@ -143,6 +145,21 @@ def test_a_retried_trial_continues_from_its_last_checkpoint(local_ray, sweep_mai
     assert row["status"] == "ok" and row["resumed_from_epoch"] == EPOCHS - 1
     assert "retry   mobilenet_v2 scratch seed 0" in out
     assert f"resumed at epoch {EPOCHS - 1}" in out
+
+
+def test_checkpoints_by_time_a_retry_before_the_first_one_starts_over(local_ray, sweep_main, data,
+                                                                        tmp_path, capsys, monkeypatch):
+    """With --checkpoint-every 5 (minutes) a 2-epoch trial writes its only checkpoint after its
+    last epoch: a fault in epoch 2 finds none, and the retry trains both epochs again."""
+    marker = tmp_path / "fired"
+    monkeypatch.setenv("FEATURE_REUSE_FAULT", f"oom@epoch={EPOCHS},where=train,once={marker}")
+    storage = tmp_path / "runs"
+    assert sweep_main(args_for(data, storage, "--regimes", "scratch", "--checkpoint-every", "5")) == 0
+    assert marker.exists(), "the fault never fired"
+    [row] = table(storage / "t" / "results", "trials")
+    assert row["status"] == "ok" and row["resumed_from_epoch"] == 0
+    assert "retry   mobilenet_v2 scratch seed 0" in capsys.readouterr().out
+    assert len(table(storage / "t" / "results", "epochs")) == EPOCHS
 
 
 def test_a_failing_trial_is_recorded_and_the_others_finish(local_ray, sweep_main, data,

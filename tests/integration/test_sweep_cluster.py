@@ -16,9 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from sweep.resources import plan_resources, ray_cluster_info
+from sweep.resources import CUDA_CONTEXT_GB, HEADROOM, plan_resources, ray_cluster_info
 from trainables import results
 from trainables.device import LOGICAL_GPUS_ENV
+from trainables.registry import ARCHS
 
 pytestmark = pytest.mark.slow
 WORKER_CPUS = 8
@@ -75,8 +76,9 @@ def test_four_quarter_gpu_trials_share_one_gpu_and_a_fifth_waits(cluster, tmp_pa
     # one CUDA probe ran on the GPU node, and found what is here: no CUDA behind the logical GPU
     assert [r.node_id for r in info.gpu_nodes] == [gpu_node]
     assert info.gpu_nodes[0].error is None and not info.gpu_nodes[0].facts["usable"]
-    # "auto" for a 7 GB GPU: mobilenet_v2 (1 GB peak) packs four per GPU
-    plan = plan_resources(["mobilenet_v2"], info, None, gpu_memory_gb=7.0)
+    # "auto" for a GPU just big enough for four mobilenet_v2 trials (registry estimate, headroom)
+    four = 4 * (ARCHS["mobilenet_v2"].peak_memory_gb * HEADROOM + CUDA_CONTEXT_GB) + 0.1
+    plan = plan_resources(["mobilenet_v2"], info, None, gpu_memory_gb=four)
     assert plan.for_arch("mobilenet_v2").bundle() == {"CPU": 1.0, "GPU": 0.25}
 
     folder = tmp_path / "starts"
@@ -123,6 +125,7 @@ def test_sweep_cli_packs_real_trials_on_the_gpu_node(cluster, make_pool, tmp_pat
     from sweep.run import main
 
     _, gpu_node = cluster
+    four = 4 * (ARCHS["mobilenet_v2"].peak_memory_gb * HEADROOM + CUDA_CONTEXT_GB) + 0.1
     monkeypatch.delenv("FEATURE_REUSE_FAULT", raising=False)
     monkeypatch.setenv(LOGICAL_GPUS_ENV, "1")
     previous = signal.getsignal(signal.SIGTERM)
@@ -130,7 +133,7 @@ def test_sweep_cli_packs_real_trials_on_the_gpu_node(cluster, make_pool, tmp_pat
     try:
         code = main(["--preset", "smoke", "--data", str(make_pool({"a": 10, "b": 10})),
                      "--train-sizes", "4", "--regimes", "scratch", "--seeds", "2",
-                     "--storage", str(storage), "--name", "gpu", "--gpu-memory-gb", "7",
+                     "--storage", str(storage), "--name", "gpu", "--gpu-memory-gb", f"{four:.2f}",
                      "--keep-models", "none"])
     finally:
         signal.signal(signal.SIGTERM, previous)
@@ -138,6 +141,7 @@ def test_sweep_cli_packs_real_trials_on_the_gpu_node(cluster, make_pool, tmp_pat
     assert code == 0, out
     assert "mobilenet_v2 1 CPU + 0.25 GPU" in out
     assert "logical GPUs only" in out  # the preflight's note
+    assert "memory probe skipped: no GPU node with usable CUDA" in out  # registry estimates kept
     trials = results.read_table(str(storage / "gpu" / "results"), "trials").to_pylist()
     assert len(trials) == 2 and {t["status"] for t in trials} == {"ok"}
     finals = [json.loads(f.read_text().splitlines()[-1])

@@ -41,14 +41,15 @@ def test_trials_per_gpu_counts_copies_of_peak_memory_with_headroom():
 
 
 def test_auto_plan_gives_bigger_models_bigger_fractions():
-    plan = plan_resources(STUDY_ARCHS, ClusterInfo(cpus=16, gpus=1, gpu_memory_gb=24.0), None)
+    # a 12 GB card: on 24 GB every architecture reaches the cap of 8 trials per GPU
+    plan = plan_resources(STUDY_ARCHS, ClusterInfo(cpus=16, gpus=1, gpu_memory_gb=12.0), None)
     for name in STUDY_ARCHS:
         res = plan.for_arch(name)
         assert res.cpu == 1.0
-        n = trials_per_gpu(ARCHS[name].peak_memory_gb, 24.0)
+        n = trials_per_gpu(ARCHS[name].peak_memory_gb, 12.0)
         assert res.gpu == fraction_for(n)
         # the packed trials' peak memory fits the card
-        assert n * (ARCHS[name].peak_memory_gb * HEADROOM + CUDA_CONTEXT_GB) <= 24.0
+        assert n * (ARCHS[name].peak_memory_gb * HEADROOM + CUDA_CONTEXT_GB) <= 12.0
     assert plan.for_arch("densenet161").gpu > plan.for_arch("resnet18").gpu
 
 
@@ -60,7 +61,8 @@ def test_cpu_only_cluster_gets_cpu_trials():
 
 
 def test_gpu_memory_option_sizes_fractions_before_any_gpu_node_is_up():
-    plan = plan_resources(["mobilenet_v2"], CPU_CLUSTER, None, gpu_memory_gb=7.0)
+    four = 4 * (ARCHS["mobilenet_v2"].peak_memory_gb * HEADROOM + CUDA_CONTEXT_GB) + 0.1
+    plan = plan_resources(["mobilenet_v2"], CPU_CLUSTER, None, gpu_memory_gb=four)
     assert plan.for_arch("mobilenet_v2").gpu == 0.25
 
 

@@ -1,0 +1,78 @@
+"""Against a real local Ray: Tune starts the grid in the order the sweep gives it, the progress
+callback's spans match when trials really computed, and the memory probe reaches a GPU node
+(a logical GPU here: it measures on the CPU, and the sweep keeps the registry's numbers)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from sweep.outcome import wall_time
+from sweep.progress import SweepProgress, SweepState, TrialView
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def ray_one_slot():
+    import ray
+
+    ray.init(num_cpus=1, num_gpus=1, include_dashboard=False, log_to_driver=False,
+             logging_level="WARNING", object_store_memory=100 * 2**20)
+    yield
+    ray.shutdown()
+
+
+def short_trial(config):
+    from ray import tune
+
+    began = time.time()
+    time.sleep(0.3)
+    tune.report({"epoch": 1, "began": began})
+    time.sleep(0.2)
+    tune.report({"epoch": 2, "began": began, "ended": time.time()})
+
+
+def test_tune_starts_points_in_list_order_and_spans_match_the_trials(ray_one_slot, tmp_path):
+    import io
+
+    from ray import tune
+
+    ids = [f"t{i}" for i in (5, 2, 9, 0, 7, 3)]  # not sorted: the list order is what counts
+    state = SweepState()
+    for tid in ids:
+        state.trials[tid] = TrialView("resnet18", "finetune", 0, "all", 2)
+    progress = SweepProgress(state, out=io.StringIO(), live=False)
+    state.start = time.time()
+    tuner = tune.Tuner(
+        tune.with_resources(short_trial, {"cpu": 1}),
+        param_space={"point": tune.grid_search([{"trial_id": t} for t in ids])},
+        tune_config=tune.TuneConfig(num_samples=1, reuse_actors=True),
+        run_config=tune.RunConfig(storage_path=str(tmp_path), name="order", verbose=0,
+                                  callbacks=[progress]))
+    grid = tuner.fit()
+    ended = time.time()
+    began = {r.config["point"]["trial_id"]: r.metrics["began"] for r in grid}
+    assert sorted(ids, key=began.get) == ids
+    assert [s.trial_id for s in sorted(state.spans, key=lambda s: s.start)] == ids
+    for span in state.spans:
+        # the driver-side estimate of when the trial began computing: within Ray's reporting delay
+        assert abs(span.start - began[span.trial_id]) < 0.5
+        assert span.seconds >= 0.5
+    w = wall_time(state.spans, 1, state.start, state.start, ended)
+    assert len(w.cold) == 1 and len(w.handovers) == len(ids) - 1
+    assert all(0 <= h < 5 for h in w.handovers)
+    assert w.ratio >= 1.0
+
+
+def test_memory_probe_runs_on_the_gpu_node(ray_one_slot):
+    from sweep.probe import gpu_peaks, probe_gpu_node
+
+    probes, node = probe_gpu_node(["squeezenet1_0"], "smoke", timeout_s=300)
+    import ray
+
+    assert node == ray.get_runtime_context().get_node_id()
+    assert [p.arch for p in probes] == ["squeezenet1_0"]
+    assert probes[0].device == "cpu" and probes[0].peak_gb > 0  # no CUDA behind the logical GPU
+    assert gpu_peaks(probes) == {}

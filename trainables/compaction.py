@@ -1,0 +1,190 @@
+"""Compaction of a results table: many per-trial Parquet files -> a few large parts, losslessly.
+
+:func:`compact_folder` merges a table folder's fresh files (and, size-tiered, its newest parts)
+into one new compacted part, keeping replace-by-trial-id (trainables/table_files.py): a trial's
+rows are taken from its newest source, so the part holds exactly what readers saw before.
+
+Crash safety. The new part is written through `trainables.storage.atomic_output` (a hidden
+temporary name, then a rename), and only then are the merged files deleted (a fresh file only
+if it did not change since it was listed). Killed at any point, the folder reads the same as
+before: until the new part exists nothing changed; afterwards the new part holds every merged
+row, and a merged file not yet deleted holds the same rows (or, for a fresh file written
+meanwhile, newer ones, which win). The next compaction removes the leftovers; the sweep's
+start-up removes a killed writer's temporary file. Compaction is meant for results no sweep is
+writing into (the sweep compacts its own results after its last trial): a trial that rewrites
+its file in the milliseconds between the unchanged-check and the delete would lose that write.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from trainables.storage import atomic_output, join, resolve
+from trainables.table_files import FILES_PER_SCAN, Listing, Part, batches, dataset, list_folder, part_name
+
+TIER_RATIO = 4
+"""An incremental compaction also merges the newest part while that part holds at most this many
+times the rows merged so far (size-tiered: O(log n) parts, each row rewritten O(log n) times).
+`full=True` merges everything."""
+ROW_GROUP_ROWS = 256 * 1024
+DELETE_THREADS = 16
+"""Deletes in flight at once: one request each on an object store, so 100k in a row would take
+hours."""
+
+
+@dataclass
+class CompactionResult:
+    folder: str
+    part: str | None = None
+    """The new part's path (None: nothing to do)."""
+    merged_files: int = 0
+    merged_parts: int = 0
+    rows: int = 0
+    bytes_before: int = 0
+    bytes_after: int = 0
+    kept_changed: list[str] = field(default_factory=list)
+    """Fresh files rewritten while compacting: merged, but kept (their newer rows win)."""
+
+    def describe(self) -> str:
+        if self.part is None:
+            return f"{self.folder}: nothing to compact"
+        kept = f"; {len(self.kept_changed)} file(s) changed meanwhile, kept" if self.kept_changed else ""
+        return (f"{self.folder}: {self.merged_files} file(s) + {self.merged_parts} part(s) -> 1 part, "
+                f"{self.rows:,} rows, {self.bytes_before / 2**20:.1f} -> {self.bytes_after / 2**20:.1f} MiB"
+                f"{kept}")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one compaction of a folder sees (one listing); which parts it merges is decided
+    when it has read the fresh files (see TIER_RATIO)."""
+
+    uri: str
+    fresh: list[pafs.FileInfo]
+    parts: list[Part]
+    """Newest first."""
+    full: bool
+
+    @property
+    def empty(self) -> bool:
+        return not self.fresh and (not self.full or len(self.parts) <= 1)
+
+    @property
+    def generation(self) -> int:
+        return max((p.generation for p in self.parts), default=0) + 1
+
+
+def plan_compaction(folder_uri: str, full: bool = False) -> Plan:
+    fs, folder = resolve(folder_uri)
+    listing = list_folder(fs, folder) or Listing()
+    return Plan(folder_uri, listing.fresh, listing.parts, full)
+
+
+def _num_rows(fs: pafs.FileSystem, path: str) -> int:
+    with fs.open_input_file(path) as f:
+        return pq.ParquetFile(f).metadata.num_rows
+
+
+class _RowGroups:
+    """Batches in, row groups of up to ROW_GROUP_ROWS rows out (one per FILES_PER_SCAN batches
+    at least), instead of one tiny row group per small file."""
+
+    def __init__(self, writer: pq.ParquetWriter) -> None:
+        self.writer, self.pending, self.rows, self.written = writer, [], 0, 0
+
+    def add(self, batch: pa.RecordBatch) -> None:
+        if batch.num_rows:
+            self.pending.append(batch)
+            self.rows += batch.num_rows
+            # a file's batch of one `trials` row still carries ~40 column buffers: bound both
+            if self.rows >= ROW_GROUP_ROWS or len(self.pending) >= FILES_PER_SCAN:
+                self.flush()
+
+    def flush(self) -> None:
+        if self.pending:
+            self.writer.write_table(pa.Table.from_batches(self.pending), row_group_size=ROW_GROUP_ROWS)
+            self.written += self.rows
+            self.pending, self.rows = [], 0
+
+
+def _write_merged(fs: pafs.FileSystem, plan: Plan, schema: pa.Schema, stream) -> list[Part]:
+    """Stream the fresh files, then the newest parts (rows of trials already written skipped),
+    into `stream` in bounded memory; returns the parts merged."""
+    seen = pa.array([], pa.string())
+    merged: list[Part] = []
+    with pq.ParquetWriter(stream, schema) as writer:
+        out = _RowGroups(writer)
+        if plan.fresh:  # in name order: one trial's rows together, trials sorted by id
+            ids = []
+            for batch in batches(fs, [f.path for f in plan.fresh], schema):
+                out.add(batch)
+                ids.append(pc.unique(batch["trial_id"]))
+            seen = pc.unique(pa.chunked_array(ids, pa.string()))
+        rows = out.written + out.rows
+        for part in plan.parts:  # newest first: a contiguous newest run keeps generations in order
+            n = _num_rows(fs, part.path)
+            if not plan.full and n > TIER_RATIO * rows:
+                break
+            ids = []
+            for batch in dataset(fs, [part.path], schema).to_batches():
+                ids.append(pc.unique(batch["trial_id"]))
+                out.add(batch.filter(pc.invert(pc.is_in(batch["trial_id"], value_set=seen)))
+                        if len(seen) else batch)
+            seen = pc.unique(pa.chunked_array([seen, *ids], pa.string()))
+            merged.append(part)
+            rows += n
+        out.flush()
+    return merged
+
+
+def apply_compaction(plan: Plan, schema: pa.Schema) -> CompactionResult:
+    """Write the plan's new part, then delete what it merged (fresh files only if unchanged
+    since the plan was made)."""
+    result = CompactionResult(plan.uri)
+    if plan.empty:
+        return result
+    fs, folder = resolve(plan.uri)
+    name = part_name(plan.generation)
+    with atomic_output(join(plan.uri, name)) as stream:
+        merged = _write_merged(fs, plan, schema, stream)
+    path = f"{folder}/{name}"
+    result.part, result.rows = path, _num_rows(fs, path)
+    result.merged_files, result.merged_parts = len(plan.fresh), len(merged)
+    result.bytes_after = fs.get_file_info(path).size or 0
+    result.bytes_before = sum(f.size or 0 for f in plan.fresh) + sum(p.size for p in merged)
+    # one listing, not a stat per file (on S3 a LIST returns 1000 files' sizes and times)
+    now = {i.path: i for i in fs.get_file_info(pafs.FileSelector(folder))} if plan.fresh else {}
+    done = []
+    for before in plan.fresh:
+        after = now.get(before.path)
+        if after is None or after.type != pafs.FileType.File:
+            continue
+        if (after.mtime_ns, after.size) != (before.mtime_ns, before.size):
+            result.kept_changed.append(before.path)
+        else:
+            done.append(before.path)
+    _delete_all(fs, done + [p.path for p in merged])
+    return result
+
+
+def compact_folder(folder_uri: str, schema: pa.Schema, full: bool = False) -> CompactionResult:
+    """Merge the folder's fresh files (and its newest parts, or all with `full`) into one new
+    compacted part; see the module docstring for the rules and crash safety."""
+    return apply_compaction(plan_compaction(folder_uri, full), schema)
+
+
+def _delete_all(fs: pafs.FileSystem, paths: list[str]) -> None:
+    def delete(path: str) -> None:
+        try:
+            fs.delete_file(path)
+        except FileNotFoundError:
+            pass
+
+    with ThreadPoolExecutor(DELETE_THREADS) as pool:
+        list(pool.map(delete, paths))
