@@ -72,8 +72,9 @@ def regime_summary(res: Results, band_rule: BandRule | str | None = None) -> pd.
         "total_params").reset_index()
     epochs = res.epochs[res.epochs["train_size"] == res.full_size]
     bands = val_bands(epochs, by=["arch", "regime"], rule=band_rule)
+    source = full.groupby(["arch", "regime"], sort=False)["source"].first().reset_index()
     out = summary.merge(params, on=["arch", "regime"]).merge(total, on=["arch", "regime"])
-    out = out.merge(bands, on=["arch", "regime"], how="left")
+    out = out.merge(bands, on=["arch", "regime"], how="left").merge(source, on=["arch", "regime"])
     out.insert(2, "train_size", res.full_size)
     return _order(out)
 

@@ -1,4 +1,8 @@
-"""The trial grid: architecture x regime x seed x train size, as frozen TrialConfigs."""
+"""The trial grid: architecture x regime x seed x train size, as frozen TrialConfigs.
+
+Architectures: the registry's names, any torchvision classifier, or timm/<model>; the last two are
+checked (and derived, `trainables.derived`) only when named, so a grid of the study's models
+never imports a model library here."""
 
 from __future__ import annotations
 
@@ -10,6 +14,18 @@ from trainables.config import REGIMES, TrialConfig, canonical_train_size, trial_
 from trainables.errors import UserError
 from trainables.presets import Preset
 from trainables.registry import ARCHS
+
+
+def arch_problem(name: str) -> str | None:
+    """Why `name` is not an architecture (None when it is)."""
+    if name in ARCHS:
+        return None
+    from trainables.derived import is_known, unknown_message
+
+    try:
+        return None if is_known(name) else unknown_message(name).replace("--arch ", "--archs ", 1)
+    except UserError as exc:  # timm not installed
+        return f"--archs {name}: {exc}"
 
 
 @dataclass(frozen=True)
@@ -51,9 +67,7 @@ class GridSpec:
     def problems(self) -> list[str]:
         """Every invalid option at once (each names the option and the valid choices)."""
         out = []
-        unknown = [a for a in self.resolved_archs if a not in ARCHS]
-        if unknown:
-            out.append(f"--archs {' '.join(unknown)}: unknown; choose from {', '.join(ARCHS)}")
+        out += [p for p in map(arch_problem, self.resolved_archs) if p]
         unknown = [r for r in self.resolved_regimes if r not in REGIMES]
         if unknown:
             out.append(f"--regimes {' '.join(unknown)}: unknown; choose from {', '.join(REGIMES)}")
