@@ -39,6 +39,7 @@ from torch import nn
 
 from analysis.load import TRANSFER_REGIMES, Results, default_out_dir, load_results
 from trainables.errors import DataError, UserError
+from trainables.registry import arch_slug
 
 METHODS = ("gradcam", "gradcam++", "xgradcam", "hirescam", "layercam", "eigencam")
 
@@ -317,7 +318,8 @@ def figure(rows: list[CamRow], info: dict[str, Any]):
 
 
 def default_out(res: Results, info: dict[str, Any]) -> Path:
-    return Path(default_out_dir(res.root)) / f"gradcam_{info['arch']}_{info['regime']}_{info['trial_id']}.png"
+    name = f"gradcam_{arch_slug(info['arch'])}_{info['regime']}_{info['trial_id']}.png"
+    return Path(default_out_dir(res.root)) / name
 
 
 def run(res: Results, trial: str | None = None, arch: str | None = None, regime: str | None = None,

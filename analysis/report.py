@@ -82,6 +82,7 @@ def _gradcam_section(res: Results, out: Path, n: int, report: Report, data: str 
                "the sweep kept no models (rerun it keeping models to get Grad-CAM)")
         return f"<p>No Grad-CAM figure: {escape(why)}.</p>\n"
     from trainables.derived import resolve
+    from trainables.registry import arch_slug
     from trainables.weights import is_cached
 
     html = ""
@@ -94,8 +95,8 @@ def _gradcam_section(res: Results, out: Path, n: int, report: Report, data: str 
             html += f"<p>{escape(msg)}.</p>\n"
             continue
         try:
-            path, info = gradcam.run(res, trial=row["trial_id"], n=n, out=out / f"gradcam_{arch}.png",
-                                     data=data, ood=ood)
+            path, info = gradcam.run(res, trial=row["trial_id"], n=n,
+                                     out=out / f"gradcam_{arch_slug(arch)}.png", data=data, ood=ood)
         except UserError as exc:
             msg = f"Grad-CAM for {arch} skipped: {exc}"
             report.notes.append(msg)

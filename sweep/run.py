@@ -39,7 +39,7 @@ from trainables import overrides
 from trainables.config import REGIMES
 from trainables.errors import UserError
 from trainables.presets import PRESETS, PresetMessage, deviations, get_preset
-from trainables.registry import ARCHS, source_of
+from trainables.registry import ARCHS, arch_slug, source_of
 
 KEEP_MODELS = ("none", "best", "all")
 STORAGE_ENV = "FEATURE_REUSE_STORAGE"
@@ -165,7 +165,8 @@ def trial_dirname(trial) -> str:
     """Ray's trial folder and name: readable, with our trial id and Ray's own (unique per run)."""
     point = trial.config["point"]
     c = point["trial"]
-    return f"{c['arch']}-{c['regime']}-s{c['seed']}-n{c['train_size']}-{point['trial_id']}-{trial.trial_id}"
+    return (f"{arch_slug(c['arch'])}-{c['regime']}-s{c['seed']}-n{c['train_size']}-"
+            f"{point['trial_id']}-{trial.trial_id}")
 
 
 def run_tuner(ready: Ready, plan: ResourcePlan, args: argparse.Namespace, progress,

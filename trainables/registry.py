@@ -138,6 +138,11 @@ def source_of(name: str) -> str:
     return "timm" if name.startswith(TIMM_PREFIX) else "torchvision"
 
 
+def arch_slug(name: str) -> str:
+    """The name as one path component (`timm/convnext_atto` -> `timm-convnext_atto`)."""
+    return name.replace("/", "-")
+
+
 def get_arch(name: str) -> Arch:
     try:
         return ARCHS[name]
