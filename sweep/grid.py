@@ -10,22 +10,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from trainables.config import REGIMES, TrialConfig, canonical_train_size, trial_id
+from trainables.config import REGIMES, TrialConfig, arch_problem, canonical_train_size, trial_id
 from trainables.errors import UserError
 from trainables.presets import Preset
-from trainables.registry import ARCHS
-
-
-def arch_problem(name: str) -> str | None:
-    """Why `name` is not an architecture (None when it is)."""
-    if name in ARCHS:
-        return None
-    from trainables.derived import is_known, unknown_message
-
-    try:
-        return None if is_known(name) else unknown_message(name).replace("--arch ", "--archs ", 1)
-    except UserError as exc:  # timm not installed
-        return f"--archs {name}: {exc}"
 
 
 @dataclass(frozen=True)
@@ -67,7 +54,8 @@ class GridSpec:
     def problems(self) -> list[str]:
         """Every invalid option at once (each names the option and the valid choices)."""
         out = []
-        out += [p for p in map(arch_problem, self.resolved_archs) if p]
+        out += [p.replace("--arch ", "--archs ", 1) for p in map(arch_problem, self.resolved_archs)
+                if p]
         unknown = [r for r in self.resolved_regimes if r not in REGIMES]
         if unknown:
             out.append(f"--regimes {' '.join(unknown)}: unknown; choose from {', '.join(REGIMES)}")

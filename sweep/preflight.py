@@ -107,7 +107,10 @@ def run_preflight(spec: GridSpec, experiment: Experiment, storage_arg: str, data
         problems.append(str(exc))
     if manifest is not None:
         problems += check_train_sizes(manifest, spec.resolved_train_sizes)
-    missing_weights = weights_preflight(spec.pretrained_archs) if not problems else []
+    try:
+        missing_weights = weights_preflight(spec.pretrained_archs)
+    except UserError:  # an unknown architecture, already among the problems
+        missing_weights = []
     if write:
         problems += missing_weights
     storage_problem = check_storage(experiment, storage_arg, write=write)

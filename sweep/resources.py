@@ -60,7 +60,7 @@ def trials_per_gpu(peak_memory_gb: float, gpu_memory_gb: float) -> int:
     return max(1, min(MAX_TRIALS_PER_GPU, int(gpu_memory_gb // need)))
 
 
-def peak_memory_gb(arch: str) -> float:
+def registry_peak_gb(arch: str) -> float:
     """The registry's peak memory of one trial; UNMEASURED_PEAK_GB for a derived model."""
     entry = ARCHS.get(arch)
     return entry.peak_memory_gb if entry is not None else UNMEASURED_PEAK_GB
@@ -154,7 +154,7 @@ def plan_resources(archs: Iterable[str], cluster: ClusterInfo, gpus_per_trial: f
         notes.append("GPU memory unknown, assumed 16 GB; pass --gpu-memory-gb to size fractions")
     per_arch = {}
     for name in archs:
-        n = trials_per_gpu(peak_memory_gb(name), memory)
+        n = trials_per_gpu(registry_peak_gb(name), memory)
         per_arch[name] = TrialResources(cpus_per_trial, fraction_for(n))
     unmeasured = [a for a in archs if a not in ARCHS]
     if unmeasured:

@@ -172,6 +172,18 @@ def arch_entry(name: str, weights: str = "") -> Arch:
     return resolve(name, weights)
 
 
+def arch_problem(name: str) -> str | None:
+    """Why `name` is not an architecture, or None. Registry names never import a model library."""
+    if name in ARCHS:
+        return None
+    from trainables.derived import is_known, unknown_message
+
+    try:
+        return None if is_known(name) else unknown_message(name)
+    except UserError as exc:  # timm not installed
+        return f"--arch {name}: {exc}"
+
+
 def default_inputs(arch: Arch) -> dict[str, object]:
     """The weights and their preprocessing (the registry's; a derived model's own metadata)."""
     return {"weights": arch.weights, "mean": tuple(arch.mean), "std": tuple(arch.std),
@@ -201,6 +213,10 @@ def validate_fields(config: TrialConfig) -> list[str]:
     if not isinstance(config.arch, str) or not config.arch:
         problems.append(f"--arch {config.arch!r} is unknown; choose from {', '.join(ARCHS)}, any "
                         "torchvision classifier or timm/<model>")
+    else:
+        problem = arch_problem(config.arch)
+        if problem:
+            problems.append(problem)
     if config.interpolation and config.interpolation not in INTERPOLATIONS:
         problems.append(f"interpolation {config.interpolation!r} is unknown; choose from "
                         f"{', '.join(INTERPOLATIONS)}")

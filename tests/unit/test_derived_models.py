@@ -216,3 +216,16 @@ def test_study_names_never_import_a_model_library():
     proc = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True,
                           text=True, timeout=300)
     assert proc.stdout.strip() == "False False", proc.stderr[-2000:]
+
+
+def test_gpu_fraction_of_a_model_without_a_registry_number_is_conservative():
+    from sweep.resources import ClusterInfo, fraction_for, plan_resources, trials_per_gpu
+    from trainables.registry import UNMEASURED_PEAK_GB
+
+    cluster = ClusterInfo(cpus=16, gpus=1, gpu_memory_gb=24.0)
+    plan = plan_resources(["mobilenet_v2", "timm/convnext_atto"], cluster, None)
+    assert plan.for_arch("timm/convnext_atto").gpu == fraction_for(trials_per_gpu(UNMEASURED_PEAK_GB, 24.0))
+    assert plan.for_arch("timm/convnext_atto").gpu > plan.for_arch("mobilenet_v2").gpu
+    assert any("no registry memory figure for timm/convnext_atto" in n for n in plan.notes)
+    fixed = plan_resources(["timm/convnext_atto"], cluster, 0.25)
+    assert fixed.for_arch("timm/convnext_atto").gpu == 0.25, "--gpus-per-trial overrides"
