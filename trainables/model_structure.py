@@ -116,8 +116,9 @@ def _norm_note(model: nn.Module) -> str:
     if bn:
         return (f"{bn} BatchNorm layers: in feature_extract, bn_mode train (the study's) updates "
                 "their running statistics although no weight trains; bn_mode frozen keeps them")
-    return (f"no BatchNorm ({ln} LayerNorm/GroupNorm layers, no running statistics): bn_mode "
-            "train and frozen compute the same")
+    return (f"no BatchNorm ({ln} LayerNorm/GroupNorm layers): no running statistics for bn_mode "
+            "to freeze; bn_mode frozen differs only where a cached-feature path runs the backbone "
+            "in eval mode (no dropout or stochastic depth there)")
 
 
 def cached_path(model: nn.Module, heads: tuple[str, ...]) -> tuple[str | None, str | None]:
