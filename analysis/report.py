@@ -81,21 +81,22 @@ def _gradcam_section(res: Results, out: Path, n: int, report: Report, data: str 
         why = ("models were kept only for scratch trials" if kept else
                "the sweep kept no models (rerun it keeping models to get Grad-CAM)")
         return f"<p>No Grad-CAM figure: {escape(why)}.</p>\n"
-    from trainables.registry import get_arch
+    from trainables.derived import resolve
+    from trainables.registry import arch_slug
     from trainables.weights import is_cached
 
     html = ""
     for row in candidates:
         arch = row["arch"]
-        if not is_cached(get_arch(arch)):
-            msg = (f"Grad-CAM for {arch} skipped: its ImageNet weights are not in torchvision's cache "
-                   "(python -m trainables.weights import FILE)")
+        if not is_cached(resolve(arch)):
+            msg = (f"Grad-CAM for {arch} skipped: its ImageNet weights are not in its library's cache "
+                   f"(python -m trainables.weights status {arch})")
             report.notes.append(msg)
             html += f"<p>{escape(msg)}.</p>\n"
             continue
         try:
-            path, info = gradcam.run(res, trial=row["trial_id"], n=n, out=out / f"gradcam_{arch}.png",
-                                     data=data, ood=ood)
+            path, info = gradcam.run(res, trial=row["trial_id"], n=n,
+                                     out=out / f"gradcam_{arch_slug(arch)}.png", data=data, ood=ood)
         except UserError as exc:
             msg = f"Grad-CAM for {arch} skipped: {exc}"
             report.notes.append(msg)

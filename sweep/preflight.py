@@ -38,6 +38,8 @@ class Ready:
     lock: ExperimentLock | None = None
     """Held from preflight until the sweep ends (None for --dry-run); the caller releases it."""
     notes: list[str] = field(default_factory=list)
+    warnings: tuple[str, ...] = ()
+    """Problems a dry run reports without stopping (missing pretrained weights)."""
 
 
 def check_storage(experiment: Experiment, storage_arg: str, write: bool = True,
@@ -93,7 +95,8 @@ def run_preflight(spec: GridSpec, experiment: Experiment, storage_arg: str, data
                   write: bool = True, allow_duplicates: bool = False) -> Ready:
     """All checks; raises one UserError listing every problem. With `write` (not --dry-run),
     takes the experiment's lock (refused while another sweep holds it) and saves the manifest
-    to the experiment."""
+    to the experiment; without it, missing weights are only warnings (`Ready.warnings`), so that
+    a dry run still shows the grid and the derived settings."""
     from trainables.weights import preflight as weights_preflight
 
     problems = list(spec.problems())
@@ -104,7 +107,12 @@ def run_preflight(spec: GridSpec, experiment: Experiment, storage_arg: str, data
         problems.append(str(exc))
     if manifest is not None:
         problems += check_train_sizes(manifest, spec.resolved_train_sizes)
-    problems += weights_preflight(spec.pretrained_archs)
+    try:
+        missing_weights = weights_preflight(spec.pretrained_archs)
+    except UserError:  # an unknown architecture, already among the problems
+        missing_weights = []
+    if write:
+        problems += missing_weights
     storage_problem = check_storage(experiment, storage_arg, write=write)
     if storage_problem:
         problems.append(storage_problem)
@@ -135,7 +143,7 @@ def run_preflight(spec: GridSpec, experiment: Experiment, storage_arg: str, data
             lock.release()
         raise
     return Ready(experiment, manifest, roots, grid, done, todo, embedded=data is None, lock=lock,
-                 notes=notes)
+                 notes=notes, warnings=() if write else tuple(missing_weights))
 
 
 def finished_trials(results_root: str) -> set[str]:

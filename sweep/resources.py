@@ -17,7 +17,7 @@ from typing import Any
 
 from trainables.device import CUDA_CONTEXT_GB
 from trainables.errors import UserError
-from trainables.registry import get_arch
+from trainables.registry import ARCHS, UNMEASURED_PEAK_GB
 
 HEADROOM = 1.25
 """Multiplier on the measured peak (allocator fragmentation, cuDNN workspaces)."""
@@ -58,6 +58,12 @@ class ClusterInfo:
 def trials_per_gpu(peak_memory_gb: float, gpu_memory_gb: float) -> int:
     need = peak_memory_gb * HEADROOM + CUDA_CONTEXT_GB
     return max(1, min(MAX_TRIALS_PER_GPU, int(gpu_memory_gb // need)))
+
+
+def registry_peak_gb(arch: str) -> float:
+    """The registry's peak memory of one trial; UNMEASURED_PEAK_GB for a derived model."""
+    entry = ARCHS.get(arch)
+    return entry.peak_memory_gb if entry is not None else UNMEASURED_PEAK_GB
 
 
 def fraction_for(n: int) -> float:
@@ -150,8 +156,13 @@ def plan_resources(archs: Iterable[str], cluster: ClusterInfo, gpus_per_trial: f
         notes.append("GPU memory unknown, assumed 16 GB; pass --gpu-memory-gb to size fractions")
     per_arch = {}
     for name in archs:
-        n = trials_per_gpu((peak_memory_gb or {}).get(name, get_arch(name).peak_memory_gb), memory)
+        n = trials_per_gpu((peak_memory_gb or {}).get(name, registry_peak_gb(name)), memory)
         per_arch[name] = TrialResources(cpus_per_trial, fraction_for(n))
+    unmeasured = [a for a in archs if a not in ARCHS]
+    if unmeasured:
+        notes.append(f"no registry memory figure for {', '.join(unmeasured)}: assumed "
+                     f"{UNMEASURED_PEAK_GB:g} GB per trial (conservative); --gpus-per-trial "
+                     "overrides")
     return ResourcePlan(per_arch, f"auto: GPU fractions for {memory:.0f} GB GPUs", tuple(notes))
 
 

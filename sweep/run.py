@@ -49,11 +49,12 @@ from sweep.resources import (
     ray_cluster_info,
 )
 from sweep.schedule import grid_lines, run_order
+from sweep.settings import print_settings
 from trainables import overrides
 from trainables.config import REGIMES
 from trainables.errors import UserError
 from trainables.presets import PRESETS, PresetMessage, deviations, get_preset
-from trainables.registry import ARCHS
+from trainables.registry import ARCHS, arch_slug
 
 KEEP_MODELS = ("none", "best", "all")
 ORDERS = ("longest-first", "grid")
@@ -70,7 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"one of: {', '.join(PRESETS)} (default demo)")
     overrides.add_arguments(p)
     p.add_argument("--archs", nargs="+", metavar="ARCH",
-                   help=f"architectures (default: the preset's); from: {', '.join(ARCHS)}")
+                   help=f"architectures (default: the preset's): the study's {', '.join(ARCHS)}; "
+                        "any torchvision classifier (convnext_tiny, efficientnet_b0, vit_b_16, ...); "
+                        "any timm model as timm/NAME (timm/convnext_atto; needs feature-reuse[timm]). "
+                        "Settings of the last two are derived from the library (--dry-run shows them)")
     p.add_argument("--regimes", nargs="+", metavar="REGIME",
                    help=f"regimes (default: all three); from: {', '.join(REGIMES)}")
     p.add_argument("--seeds", type=int, help="number of seeds, 0..N-1 (default: the preset's)")
@@ -131,20 +135,6 @@ def say(text: str = "") -> None:
     print(text, flush=True)
 
 
-def print_settings(ready: Ready) -> None:
-    """Per architecture, the settings its trials use (sizes differ by architecture)."""
-    seen: dict[str, object] = {}
-    for p in ready.grid:
-        seen.setdefault(p.config.arch, p.config)
-    say("settings per architecture (all trials; full config: --dry-run rows' config in the results):")
-    for arch, c in seen.items():
-        say(f"  {arch:14s} epochs {c.epochs}, batch {c.batch_size}, lr {c.lr:g}, momentum "
-            f"{c.momentum:g}, StepLR {c.step_size}/{c.gamma:g}; train RandomResizedCrop({c.train_crop}); "
-            f"val Resize({c.val_resize})/CenterCrop({c.val_crop}); test Resize({c.test_resize})/"
-            f"CenterCrop({c.test_crop}); OOD Resize({c.ood_resize})/CenterCrop({c.ood_crop}); "
-            f"bn_mode {c.bn_mode}, backend {c.backend}, select_on {c.select_on}")
-
-
 def print_grid(ready: Ready, plan: ResourcePlan, order: str) -> None:
     for line in grid_lines(ready.done, ready.todo, ready.manifest.counts(), plan, order):
         say(line)
@@ -171,7 +161,8 @@ def trial_dirname(trial) -> str:
     """Ray's trial folder and name: readable, with our trial id and Ray's own (unique per run)."""
     point = trial.config["point"]
     c = point["trial"]
-    return f"{c['arch']}-{c['regime']}-s{c['seed']}-n{c['train_size']}-{point['trial_id']}-{trial.trial_id}"
+    return (f"{arch_slug(c['arch'])}-{c['regime']}-s{c['seed']}-n{c['train_size']}-"
+            f"{point['trial_id']}-{trial.trial_id}")
 
 
 def run_tuner(ready: Ready, plan: ResourcePlan, args: argparse.Namespace, progress,
@@ -260,6 +251,8 @@ def run_ready(args: argparse.Namespace, spec: GridSpec, preset, experiment: Expe
                 cluster = ray_cluster_info()
         require_gpu_nodes(cluster, say)
         say(f"cluster: {cluster.describe()}")
+        for warning in ready.warnings:
+            say(f"warning (a real run stops here): {warning}")
         print_settings(ready)
         print_grid(ready, plan_resources(spec.resolved_archs, cluster, gpus, cpus, args.gpu_memory_gb),
                    args.order)

@@ -26,7 +26,7 @@ from collections.abc import Mapping, Sequence
 
 from sweep.grid import GridPoint
 from trainables.config import TrialConfig, parse_train_size
-from trainables.registry import get_arch
+from trainables.registry import ARCHS
 
 FORWARD_GFLOP: dict[str, float] = {
     "inception_v3": 11.42,
@@ -60,9 +60,10 @@ def train_images(config: TrialConfig, train_per_class: Mapping[str, int]) -> int
 def expected_gflop(config: TrialConfig, counts: Mapping[str, Mapping[str, int]]) -> float:
     """The trial's expected computation in GFLOP; `counts` is Manifest.counts() (split -> class
     -> images)."""
-    arch = get_arch(config.arch)
-    crop = config.train_crop or arch.input_size
-    per_image = FORWARD_GFLOP.get(config.arch, DEFAULT_GFLOP) * (crop / arch.input_size) ** 2
+    arch = ARCHS.get(config.arch)  # a derived torchvision/timm model: DEFAULT_GFLOP at its crop
+    crop = config.train_crop or (arch.input_size if arch else 224)
+    native = arch.input_size if arch else crop
+    per_image = FORWARD_GFLOP.get(config.arch, DEFAULT_GFLOP) * (crop / native) ** 2
     n = {split: sum(per_class.values()) for split, per_class in counts.items()}
     per_epoch = (train_images(config, counts.get("train", {})) * TRAIN_PASSES.get(config.regime, 3.0)
                  + n.get("val", 0))

@@ -17,7 +17,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from trainables.errors import UserError
-from trainables.registry import ARCHS, get_arch
+from trainables.registry import ARCHS, IMAGENET_MEAN, IMAGENET_STD, INTERPOLATIONS, Arch
+
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "TrialConfig", "arch_entry"]
 
 REGIMES: tuple[str, ...] = ("finetune", "feature_extract", "scratch")
 """finetune: pretrained, all parameters train. feature_extract: pretrained, only the new head(s)
@@ -38,9 +40,6 @@ SELECT_ON_RECALL = "recall:"
 """Model selection: the epoch kept is the best on validation accuracy (the paper), or with
 "recall:<class>" the best validation recall (sensitivity) of that class (an option of the
 authors' code). Ties: the earliest epoch."""
-
-IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
-IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
 SIZE_FIELDS: tuple[str, ...] = ("train_crop", "val_resize", "val_crop", "test_resize", "test_crop",
                                 "ood_resize", "ood_crop")
@@ -81,6 +80,17 @@ class TrialConfig:
     test_crop: int = 0
     ood_resize: int = 0
     ood_crop: int = 0
+    weights: str = ""
+    """The pretrained weights the transfer regimes load: a torchvision enum name
+    ("ResNet18_Weights.IMAGENET1K_V1") or a timm pretrained tag ("convnext_atto.d2_in1k").
+    "" means the architecture's (the registry's; a derived model's default weights)."""
+    mean: tuple[float, ...] = ()
+    std: tuple[float, ...] = ()
+    """Input normalisation per channel; () means the weights' own (the study's: ImageNet's)."""
+    interpolation: str = ""
+    """Resampling of resize and random-resized crop: bilinear, bicubic or nearest; "" means the
+    weights' own (the study's: bilinear). Mean, std, interpolation and the sizes above come from
+    the weights' metadata in EVERY regime, scratch too, so all three regimes see the same inputs."""
     bn_mode: str = "train"
     select_on: str = SELECT_ON_ACCURACY
     backend: str = "pil"
@@ -98,17 +108,28 @@ class TrialConfig:
     preset: str = "paper"
 
     def __post_init__(self) -> None:
+        for name in ("mean", "std"):  # JSON gives lists back
+            value = getattr(self, name)
+            if isinstance(value, (list, tuple)):
+                object.__setattr__(self, name, tuple(value))
         problems = validate_fields(self)
         if problems:
             raise UserError("; ".join(problems))
         object.__setattr__(self, "train_size", canonical_train_size(self.train_size))
-        for name, value in default_sizes(self).items():
+        arch = arch_entry(self.arch, self.weights)
+        for name, value in {**default_sizes(self, arch), **default_inputs(arch)}.items():
             if not getattr(self, name):
                 object.__setattr__(self, name, value)
-        arch = ARCHS[self.arch]
         if self.train_crop < arch.min_input_size:
             raise UserError(f"train_crop {self.train_crop}: {self.arch} trains at "
                             f"{arch.min_input_size} px or more")
+        if arch.max_input_size is not None:
+            wrong = [f"{n} {getattr(self, n)}" for n in ("train_crop", "val_crop", "test_crop",
+                                                         "ood_crop")
+                     if getattr(self, n) != arch.max_input_size]
+            if wrong:
+                raise UserError(f"{', '.join(wrong)}: {self.arch} is built for "
+                                f"{arch.max_input_size} px inputs only")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -140,13 +161,45 @@ class TrialConfig:
         return getattr(self, f"{split}_resize"), getattr(self, f"{split}_crop")
 
 
-def default_sizes(config: TrialConfig) -> dict[str, int]:
+def arch_entry(name: str, weights: str = "") -> Arch:
+    """The registry's entry, or (for any other torchvision or timm model) the one derived from
+    the library: imported here, inside the function, so this module stays torch-free for the
+    registry's names."""
+    if name in ARCHS and weights in ("", ARCHS[name].weights):
+        return ARCHS[name]
+    from trainables.derived import resolve
+
+    return resolve(name, weights)
+
+
+def arch_problem(name: str) -> str | None:
+    """Why `name` is not an architecture, or None. Registry names never import a model library."""
+    if name in ARCHS:
+        return None
+    from trainables.derived import is_known, unknown_message
+
+    try:
+        return None if is_known(name) else unknown_message(name)
+    except UserError as exc:  # timm not installed
+        return f"--arch {name}: {exc}"
+
+
+def default_inputs(arch: Arch) -> dict[str, object]:
+    """The weights and their preprocessing (the registry's; a derived model's own metadata)."""
+    return {"weights": arch.weights, "mean": tuple(arch.mean), "std": tuple(arch.std),
+            "interpolation": arch.interpolation}
+
+
+def default_sizes(config: TrialConfig, arch: Arch | None = None) -> dict[str, int]:
     """The study's crop and resize sizes for this architecture, scaled by `crop_scale`.
 
     Paper: train RandomResizedCrop(224); val Resize(256)/CenterCrop(224); test and OOD
-    Resize(224)/CenterCrop(224) (the authors' test script); Inception v3 299 everywhere."""
-    arch = get_arch(config.arch)
+    Resize(224)/CenterCrop(224) (the authors' test script); Inception v3 299 everywhere. A derived
+    model gets the same protocol at its weights' crop and resize (e.g. 224 and 236)."""
+    arch = arch or arch_entry(config.arch, config.weights)
     crop = config.train_crop or max(round(arch.input_size * config.crop_scale), arch.min_input_size)
+    if arch.max_input_size is not None and not config.train_crop:
+        crop = arch.max_input_size
     val_crop = config.val_crop or crop
     return {"train_crop": crop, "val_crop": val_crop,
             "val_resize": round(val_crop * arch.val_resize / arch.input_size),
@@ -157,8 +210,26 @@ def default_sizes(config: TrialConfig) -> dict[str, int]:
 def validate_fields(config: TrialConfig) -> list[str]:
     """Every problem with a config's values, each naming the field and the valid choices."""
     problems = []
-    if config.arch not in ARCHS:
-        problems.append(f"--arch {config.arch!r} is unknown; choose from {', '.join(ARCHS)}")
+    if not isinstance(config.arch, str) or not config.arch:
+        problems.append(f"--arch {config.arch!r} is unknown; choose from {', '.join(ARCHS)}, any "
+                        "torchvision classifier or timm/<model>")
+    else:
+        problem = arch_problem(config.arch)
+        if problem:
+            problems.append(problem)
+    if config.interpolation and config.interpolation not in INTERPOLATIONS:
+        problems.append(f"interpolation {config.interpolation!r} is unknown; choose from "
+                        f"{', '.join(INTERPOLATIONS)}")
+    for name in ("mean", "std"):
+        value = getattr(config, name)
+        if value == ():
+            continue
+        if (not isinstance(value, tuple) or len(value) != 3
+                or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                           and math.isfinite(v) for v in value)
+                or (name == "std" and min(value) <= 0)):
+            problems.append(f"{name} must be three finite numbers (one per channel"
+                            f"{', each above 0' if name == 'std' else ''}), got {value!r}")
     if config.regime not in REGIMES:
         problems.append(f"--regime {config.regime!r} is unknown; choose from {', '.join(REGIMES)}")
     for name, choices in (("bn_mode", BN_MODES), ("backend", BACKENDS)):

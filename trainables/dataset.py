@@ -123,7 +123,8 @@ def load_trial_data(manifest: Manifest, source: ImageSource, train_size: str = "
 
 def train_loader(split: DecodedSplit, config: TrialConfig, device: torch.device) -> DataLoader:
     """Shuffled batches of fresh augmentation draws (the global torch RNG, reseeded per epoch)."""
-    preset = ClassificationPresetTrain(crop_size=config.train_crop, backend=config.backend)
+    preset = ClassificationPresetTrain(crop_size=config.train_crop, backend=config.backend,
+                                       interpolation=config.interpolation)
     return DataLoader(ImageDataset(split, preset), batch_size=config.batch_size, shuffle=True,
                       pin_memory=device.type == "cuda")
 
@@ -131,7 +132,8 @@ def train_loader(split: DecodedSplit, config: TrialConfig, device: torch.device)
 def eval_crops(split: DecodedSplit, name: str, config: TrialConfig) -> torch.Tensor:
     """A split's deterministic eval crops, uint8 (N, 3, crop, crop): computed once per trial."""
     resize, crop = config.eval_transform(name)
-    preset = ClassificationPresetEval(resize_size=resize, crop_size=crop, backend=config.backend)
+    preset = ClassificationPresetEval(resize_size=resize, crop_size=crop, backend=config.backend,
+                                      interpolation=config.interpolation)
     if not len(split):
         return torch.empty(0, 3, crop, crop, dtype=torch.uint8)
     return torch.stack([preset(img) for img in split.images])

@@ -59,9 +59,9 @@ def autocast(device: torch.device, bf16: bool):
 class DeviceInputs:
     """uint8 image batches -> normalised float inputs on the device (a non-blocking copy)."""
 
-    def __init__(self, device: torch.device, channels_last: bool) -> None:
-        self.device, self.channels_last = device, channels_last
-        self.normalize = Normalize(device)
+    def __init__(self, device: torch.device, config: TrialConfig) -> None:
+        self.device, self.channels_last = device, config.channels_last
+        self.normalize = Normalize(device, config.mean, config.std)
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
         x = self.normalize(batch.to(self.device, non_blocking=True))
@@ -209,7 +209,7 @@ def fit(model: nn.Module, arch: Arch, config: TrialConfig, data: TrialData, devi
         optimizer.load_state_dict(state.optimizer_state)
         scheduler.load_state_dict(state.scheduler_state)
         state.resumed_from_epoch = state.epoch
-    images = DeviceInputs(device, config.channels_last)
+    images = DeviceInputs(device, config)
     train_images = train_loader(data.train, config, device)
     val_images = eval_loader(data.val, "val", config, device)
     if config.frozen_backbone and arch.tail is not None:
@@ -259,4 +259,4 @@ def evaluate_split(model: nn.Module, split: DecodedSplit, name: str, config: Tri
                    device: torch.device) -> EvalResult:
     """The kept model on a whole split ("test" or "ood"), with that split's eval transform."""
     return evaluate(model, nn.CrossEntropyLoss(), eval_loader(split, name, config, device),
-                    DeviceInputs(device, config.channels_last), device, config)
+                    DeviceInputs(device, config), device, config)

@@ -13,7 +13,7 @@ from typing import Any
 
 from trainables.config import IDENTITY_FIELDS, REGIMES, TrialConfig
 from trainables.errors import UserError
-from trainables.registry import STUDY_ARCHS, get_arch
+from trainables.registry import ARCHS, STUDY_ARCHS
 
 STUDY_SEEDS = 1
 """The study trained each architecture x regime once."""
@@ -107,7 +107,7 @@ def deviations(configs: list[TrialConfig], *, data: str, ood_kind: str, seeds: i
     the given data."""
     out: list[str] = []
     archs = list(dict.fromkeys(c.arch for c in configs))
-    extra = [a for a in archs if not get_arch(a).in_study]
+    extra = [a for a in archs if a not in ARCHS or not ARCHS[a].in_study]
     missing = [a for a in STUDY_ARCHS if a not in archs]
     if extra:
         out.append(f"architectures outside the study: {', '.join(extra)}")

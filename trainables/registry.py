@@ -4,6 +4,11 @@ Like timm's registry, this is a leaf module: config validation, the sweep's reso
 the weights cache read it without importing a model library. `trainables.models` turns an entry
 into a torchvision model; `trainables.weights` resolves its weights enum by name.
 
+The table holds the study's hand-written entries (source "study"). Any other torchvision
+classifier (`convnext_tiny`) or timm model (`timm/convnext_atto`) gets an entry of the same shape
+DERIVED at run time from the library itself (`trainables.derived`, which imports torch): the
+names below (`TIMM_PREFIX`, `source_of`) only tell the kinds of name apart.
+
 Every path below is a dotted path inside the torchvision model (`nn.Module.get_submodule`), and
 every node name a torch.fx node (`torchvision.models.feature_extraction.get_graph_node_names`).
 """
@@ -14,6 +19,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from trainables.errors import UserError
+
+IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
+IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+INTERPOLATIONS: tuple[str, ...] = ("bilinear", "bicubic", "nearest")
+"""Resampling of the resize and random-resized-crop steps (torchvision's InterpolationMode values)."""
+SOURCES: tuple[str, ...] = ("study", "torchvision", "timm")
+"""Where an architecture's entry comes from: this table, or derived from torchvision or timm."""
+TIMM_PREFIX = "timm/"
+"""`timm/<model>[.<pretrained tag>]` names a timm model (`timm/convnext_atto`)."""
+UNMEASURED_PEAK_GB = 8.0
+"""GPU memory assumed for a trial of an architecture without a registry number (a derived one),
+until a probe on the first GPU node measures it: conservative, so that `auto` fractions never
+overcommit a GPU (two or three trials per 24 GB GPU)."""
 
 
 @dataclass(frozen=True)
@@ -49,6 +67,30 @@ class Arch:
     the step's and the eval pass's peak over the three regimes, rounded up to 0.1 GB. A probe on
     the first GPU node replaces it at sweep time (sweep/probe.py)."""
     in_study: bool = True
+    source: str = "study"
+    """"study" (hand-written here), "torchvision" or "timm" (derived, `trainables.derived`)."""
+    model_name: str = ""
+    """The library's own model name (timm's without the prefix); "" means `name`."""
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    interpolation: str = "bilinear"
+    """Mean/std and resampling of the weights' own preprocessing, used in every regime."""
+    max_input_size: int | None = None
+    """Models built for one input size only (torchvision's ViTs): crops may not exceed it."""
+    size_kwarg: str | None = None
+    """Constructor argument given the trial's crop (timm ViTs: `img_size`, position embeddings
+    resampled by timm when the pretrained weights load)."""
+    gradcam_reshape: str | None = None
+    """How Grad-CAM turns the target layer's output into (N, C, H, W): None (already is),
+    "channels_last" (N, H, W, C), "tokens" ((N, prefix + H*W, C) token sequences of a ViT)."""
+    prefix_tokens: int = 0
+    """Class/distillation/register tokens before the patch tokens ("tokens" reshape)."""
+    notes: tuple[str, ...] = ()
+    """How the derivation chose the head, the Grad-CAM layer and normalisation behaviour."""
+
+    @property
+    def library_name(self) -> str:
+        return self.model_name or self.name
 
 
 ARCHS: dict[str, Arch] = {}
@@ -91,6 +133,18 @@ register(Arch(
     tail="classifier", peak_memory_gb=0.5, in_study=False))
 
 STUDY_ARCHS: tuple[str, ...] = tuple(a.name for a in ARCHS.values() if a.in_study)
+
+
+def source_of(name: str) -> str:
+    """"study" for this table's entries, "timm" for `timm/...` names, else "torchvision"."""
+    if name in ARCHS:
+        return "study"
+    return "timm" if name.startswith(TIMM_PREFIX) else "torchvision"
+
+
+def arch_slug(name: str) -> str:
+    """The name as one path component (`timm/convnext_atto` -> `timm-convnext_atto`)."""
+    return name.replace("/", "-")
 
 
 def get_arch(name: str) -> Arch:

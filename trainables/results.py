@@ -50,6 +50,7 @@ EPOCHS_SCHEMA = pa.schema(_KEY_FIELDS + [
 
 TRIALS_SCHEMA = pa.schema(_KEY_FIELDS + [
     pa.field("preset", pa.string()),
+    pa.field("source", pa.string()),  # "study" | "torchvision" | "timm": where the arch's entry comes from
     pa.field("status", pa.string(), nullable=False),  # "ok" | "failed"
     pa.field("error", pa.string()),
     pa.field("config_json", pa.string()),

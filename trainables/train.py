@@ -42,10 +42,10 @@ from trainables.engine import FitState, evaluate_split, fit, seed_everything
 from trainables.errors import UserError
 from trainables.manifest import Manifest, select_train
 from trainables.metrics import EvalResult, confusion_matrix, per_class_recall
-from trainables.models import build_model, count_params
+from trainables.models import arch_of, build_model, count_params
 from trainables.presets import PRESETS, PresetMessage, deviations, get_preset, user_overrides
 from trainables.provenance import code_version, hostname, library_versions
-from trainables.registry import ARCHS, get_arch
+from trainables.registry import ARCHS, source_of
 
 MAX_SEED = 2**32 - 1
 """Seeds and split seeds above this overflow NumPy's and torch's seeding."""
@@ -62,7 +62,8 @@ def _key(config: TrialConfig, tid: str) -> dict[str, Any]:
 
 def base_trial_row(config: TrialConfig, manifest: Manifest, tid: str) -> dict[str, Any]:
     changed = user_overrides(config, get_preset(config.preset)) if config.preset in PRESETS else {}
-    return {**_key(config, tid), "preset": config.preset, "config_json": config.to_json(),
+    return {**_key(config, tid), "preset": config.preset, "source": source_of(config.arch),
+            "config_json": config.to_json(),
             "overrides_json": json.dumps(changed, sort_keys=True),
             "epochs": config.epochs, "classes_json": json.dumps(manifest.classes),
             "ood_kind": manifest.ood_kind, "split_manifest_hash": manifest.hash,
@@ -113,7 +114,7 @@ def run_trial(config: TrialConfig, manifest: Manifest, source: ImageSource, out:
         apply_determinism(config.deterministic, config.tf32, config.cudnn_benchmark)
         set_memory_fraction(device, gpu_share)
         reset_peak_memory(device)
-        arch = get_arch(config.arch)
+        arch = arch_of(config)
         data = load_trial_data(manifest, source, config.train_size)
         seed_everything(config.seed)
         model = build_model(config, num_classes=len(data.classes))
@@ -200,7 +201,9 @@ def check_same_experiment(out: str, manifest: Manifest) -> None:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m trainables.train", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--arch", required=True, help=f"one of: {', '.join(ARCHS)}")
+    p.add_argument("--arch", required=True,
+                   help=f"the study's {', '.join(ARCHS)}; any torchvision classifier "
+                        "(convnext_tiny); any timm model as timm/NAME (needs feature-reuse[timm])")
     p.add_argument("--regime", required=True, help=f"one of: {', '.join(REGIMES)}")
     p.add_argument("--seed", type=int, default=0, help="trial seed (default 0)")
     p.add_argument("--preset", default="paper", help=f"one of: {', '.join(PRESETS)} "
@@ -274,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
         if config.pretrained:
             from trainables.weights import ensure_available
 
-            ensure_available(get_arch(config.arch))
+            ensure_available(arch_of(config))
         manifest.save(storage.join(args.out, "manifest.json"))
         row = run_trial(config, manifest, source, args.out, keep_model=args.keep_model)
     except UserError as exc:

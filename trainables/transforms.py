@@ -3,8 +3,10 @@
 Training: RandomResizedCrop + horizontal flip. Evaluation: Resize + CenterCrop, with each split's
 sizes from the config (the authors validated at Resize(256)/CenterCrop(224) but tested at
 Resize(224)/CenterCrop(224)). Both presets take decoded PIL images and return uint8 CHW tensors;
-normalisation with ImageNet mean/std happens once per batch on the trial's device (`Normalize`),
-so a batch crosses to the GPU as uint8, a quarter of the bytes.
+normalisation with the config's mean/std (ImageNet's for the study; a derived model's weights'
+own) happens once per batch on the trial's device (`Normalize`), so a batch crosses to the GPU as
+uint8, a quarter of the bytes. Resampling is the config's `interpolation` (the study: bilinear,
+torchvision's default, so passing it changes no bit).
 
 `backend` picks the implementation of the geometric part, as in the torchvision references:
   - "pil": torchvision.transforms v1 on PIL images, the study's own operations: for the same RNG
@@ -20,7 +22,7 @@ from collections.abc import Callable
 import torch
 from PIL import Image
 from torchvision import transforms as T
-from torchvision.transforms import v2
+from torchvision.transforms import InterpolationMode, v2
 
 from trainables.config import IMAGENET_MEAN, IMAGENET_STD
 
@@ -36,11 +38,14 @@ def _compose(backend: str, ops_v1: list, ops_v2: list) -> Callable[[Image.Image]
 class ClassificationPresetTrain:
     """RandomResizedCrop(crop) + RandomHorizontalFlip: PIL image in, uint8 CHW tensor out."""
 
-    def __init__(self, *, crop_size: int, backend: str = "pil") -> None:
+    def __init__(self, *, crop_size: int, backend: str = "pil",
+                 interpolation: str = "bilinear") -> None:
+        mode = InterpolationMode(interpolation)
         self.transforms = _compose(
             backend,
-            [T.RandomResizedCrop(crop_size), T.RandomHorizontalFlip()],
-            [v2.RandomResizedCrop(crop_size, antialias=True), v2.RandomHorizontalFlip()])
+            [T.RandomResizedCrop(crop_size, interpolation=mode), T.RandomHorizontalFlip()],
+            [v2.RandomResizedCrop(crop_size, interpolation=mode, antialias=True),
+             v2.RandomHorizontalFlip()])
 
     def __call__(self, img: Image.Image) -> torch.Tensor:
         return self.transforms(img)
@@ -49,24 +54,27 @@ class ClassificationPresetTrain:
 class ClassificationPresetEval:
     """Resize(resize) + CenterCrop(crop): PIL image in, uint8 CHW tensor out."""
 
-    def __init__(self, *, resize_size: int, crop_size: int, backend: str = "pil") -> None:
+    def __init__(self, *, resize_size: int, crop_size: int, backend: str = "pil",
+                 interpolation: str = "bilinear") -> None:
+        mode = InterpolationMode(interpolation)
         self.transforms = _compose(
             backend,
-            [T.Resize(resize_size), T.CenterCrop(crop_size)],
-            [v2.Resize(resize_size, antialias=True), v2.CenterCrop(crop_size)])
+            [T.Resize(resize_size, interpolation=mode), T.CenterCrop(crop_size)],
+            [v2.Resize(resize_size, interpolation=mode, antialias=True), v2.CenterCrop(crop_size)])
 
     def __call__(self, img: Image.Image) -> torch.Tensor:
         return self.transforms(img)
 
 
 class Normalize:
-    """uint8 (N, 3, H, W) -> float32 normalised with ImageNet mean/std, on the batch's device.
+    """uint8 (N, 3, H, W) -> float32 normalised with mean/std (ImageNet's unless given), on the
+    batch's device. The constants live on `device` from construction: no host-to-device copy per
+    batch."""
 
-    The constants live on `device` from construction: no host-to-device copy per batch."""
-
-    def __init__(self, device: torch.device | str = "cpu") -> None:
-        self.mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
-        self.std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
+    def __init__(self, device: torch.device | str = "cpu",
+                 mean: tuple[float, ...] = IMAGENET_MEAN, std: tuple[float, ...] = IMAGENET_STD) -> None:
+        self.mean = torch.tensor(mean, device=device).view(1, 3, 1, 1)
+        self.std = torch.tensor(std, device=device).view(1, 3, 1, 1)
 
     def __call__(self, batch_uint8: torch.Tensor) -> torch.Tensor:
         x = batch_uint8.float().div_(255.0)

@@ -140,7 +140,7 @@ def test_evaluation_equals_the_study_loop_on_identical_inputs(pool):
         config = _config(64, eval_batch_size=batch)
         loader = DataLoader(list(zip(eval_crops(data.val, "val", config), data.val.labels,
                                      strict=True)), batch_size=batch)
-        ours = evaluate(model, nn.CrossEntropyLoss(), loader, DeviceInputs(CPU, False), CPU, config)
+        ours = evaluate(model, nn.CrossEntropyLoss(), loader, DeviceInputs(CPU, config), CPU, config)
         assert torch.equal(ours.preds, theirs.argmax(1))
         torch.testing.assert_close(ours.probs, theirs, rtol=1e-4, atol=1e-5)
 

@@ -115,7 +115,7 @@ def _replace(base: list[str], flag: str, value: str) -> list[str]:
 
 
 TRAIN_CASES = {
-    "unknown_arch": ("--arch", "alexnet", ["--arch 'alexnet' is unknown", *CHOICES["arch"]]),
+    "unknown_arch": ("--arch", "alexnett", ["--arch 'alexnett' is unknown", *CHOICES["arch"]]),
     "unknown_regime": ("--regime", "linear_probe", ["--regime 'linear_probe'", *CHOICES["regime"]]),
     "unknown_preset": ("--preset", "quick", ["--preset 'quick' is unknown", *CHOICES["preset"]]),
     "negative_seed": ("--seed", "-1", ["--seed must be a non-negative integer, got -1"]),
@@ -164,7 +164,7 @@ def sweep_main(monkeypatch, torch_home):
 
 
 SWEEP_CASES = {
-    "unknown_arch": (["--archs", "mobilenet_v2", "alexnet"], ["alexnet", *CHOICES["arch"]]),
+    "unknown_arch": (["--archs", "mobilenet_v2", "alexnett"], ["alexnett", *CHOICES["arch"]]),
     "unknown_regime": (["--regimes", "finetune", "sideways"], ["sideways", *CHOICES["regime"]]),
     "unknown_preset": (["--preset", "quick"], ["--preset 'quick' is unknown", *CHOICES["preset"]]),
     "zero_seeds": (["--seeds", "0"], ["--seeds must be at least 1"]),

@@ -42,7 +42,7 @@ def test_cli_runs_one_trial_on_embedded_data(torch_home, tmp_path):
 
 
 def test_cli_unknown_arch_lists_choices(tmp_path):
-    proc = _run(["--arch", "alexnet", "--regime", "finetune", "--out", str(tmp_path)])
+    proc = _run(["--arch", "alexnett", "--regime", "finetune", "--out", str(tmp_path)])
     assert proc.returncode == 2
     assert "resnet18" in proc.stderr and "Traceback" not in proc.stderr
 

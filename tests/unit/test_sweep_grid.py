@@ -57,13 +57,13 @@ def test_grid_crosses_archs_regimes_train_sizes_and_seeds():
 
 
 def test_every_bad_option_is_reported_at_once():
-    spec = GridSpec(PRESETS["demo"], archs=("alexnet",), regimes=("sideways",), seeds=0,
+    spec = GridSpec(PRESETS["demo"], archs=("alexnett",), regimes=("sideways",), seeds=0,
                     train_sizes=("zero",))
     problems = spec.problems()
     assert len(problems) == 4
     with pytest.raises(UserError) as info:
         build_grid(spec)
-    for needle in ("alexnet", "sideways", "--seeds must be at least 1", "'zero' is invalid"):
+    for needle in ("alexnett", "sideways", "--seeds must be at least 1", "'zero' is invalid"):
         assert needle in str(info.value)
 
 

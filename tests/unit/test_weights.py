@@ -71,3 +71,52 @@ def test_import_cli_copies_into_cache(tmp_path, monkeypatch, capsys):
     assert (tmp_path / "home" / "hub" / "checkpoints" / source.name).is_file()
     assert main(["import", str(tmp_path / "nope.pth")]) == 2
     assert "no such file" in capsys.readouterr().err
+
+
+def test_missing_timm_weights_name_the_file_and_the_hugging_face_cache(tmp_path, monkeypatch):
+    """Offline (HF_HUB_OFFLINE=1) and not cached: the error names timm's repository file, where
+    timm's Hugging Face cache expects it, and how to fill it."""
+    import importlib
+
+    import huggingface_hub.constants
+
+    from trainables.derived import resolve
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    importlib.reload(huggingface_hub.constants)
+    try:
+        with pytest.raises(WeightsError) as info:
+            ensure_available(resolve("timm/convnext_atto"))
+    finally:
+        monkeypatch.undo()
+        importlib.reload(huggingface_hub.constants)
+    message = str(info.value)
+    assert "timm/convnext_atto.d2_in1k: model.safetensors" in message
+    assert str(tmp_path / "hf" / "hub" / "models--timm--convnext_atto.d2_in1k") in message
+    assert "hf download timm/convnext_atto.d2_in1k" in message
+
+
+def test_missing_torchvision_weights_of_a_derived_model_name_the_file(torch_home):
+    from trainables.derived import resolve
+
+    with pytest.raises(WeightsError, match="convnext_tiny-983f1562.pth"):
+        ensure_available(resolve("convnext_tiny"), check_download=False)
+
+
+def test_status_lists_models_of_both_libraries(torch_home, capsys):
+    assert main(["status", "mobilenet_v2", "convnext_tiny", "timm/convnext_atto", "nope"]) == 0
+    rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[2:]}
+    assert "torchvision" in rows["mobilenet_v2"] and rows["mobilenet_v2"].endswith("cached")
+    assert "convnext_tiny-983f1562.pth" in rows["convnext_tiny"]
+    assert rows["convnext_tiny"].endswith("missing")
+    assert "timm (Hugging Face)" in rows["timm/convnext_atto"]
+    assert rows["nope"].endswith("error")
+
+
+def test_import_accepts_any_torchvision_classifiers_file_name_but_checks_its_hash(tmp_path, torch_home):
+    fake = tmp_path / "convnext_tiny-983f1562.pth"
+    fake.write_bytes(b"not the weights")
+    with pytest.raises(UserError, match="sha256"):
+        import_file(fake)

@@ -1,0 +1,253 @@
+"""Registry entries for any torchvision classifier or timm model, derived from the library itself.
+
+`resolve(name)` returns the registry's hand-written entry for the study's architectures and, for
+any other name, an `Arch` of the same shape derived at run time (cached per process):
+
+  - torchvision (`convnext_tiny`, any of `torchvision.models.list_models(module=torchvision.models)`):
+    input size, resize, mean/std and interpolation from the weights enum's own preset
+    (`weights.transforms()`, the DEFAULT weights unless the config names others), the smallest
+    input from `weights.meta["min_size"]`; the head is every Linear or 1x1 Conv2d producing the
+    weights' 1000 ImageNet logits.
+  - timm (`timm/convnext_atto`, `timm/vit_tiny_patch16_224.augreg_in21k_ft_in1k`): the same facts
+    from the model's pretrained config (input_size, crop_pct, mean/std, interpolation); the head is
+    `get_classifier()`, replaced with `reset_classifier(num_classes)`. Needs the optional extra
+    `feature-reuse[timm]`.
+
+The Grad-CAM layer (and its reshape for ViT tokens or NHWC maps), the normalisation note and,
+for torchvision, the cached-feature path are read from the model built on the `meta` device
+(`trainables.model_structure`). Every derivation says what it chose in `Arch.notes`, which
+`--dry-run` prints; docs/models.md explains the rules per family.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import math
+import warnings
+from typing import Any
+
+from torch import nn
+from torchvision import models as tvm
+
+from trainables.errors import UserError
+from trainables.model_structure import cached_path, on_meta, read_structure
+from trainables.registry import (
+    ARCHS,
+    INTERPOLATIONS,
+    TIMM_PREFIX,
+    UNMEASURED_PEAK_GB,
+    Arch,
+    source_of,
+)
+
+TIMM_INSTALL = "pip install 'feature-reuse[timm]' (or: pip install timm)"
+MIN_INPUT = 32
+"""The smallest crop any derived model trains at, unless its weights say more."""
+
+
+def import_timm():
+    """timm, or a UserError saying how to install it."""
+    try:
+        import timm
+    except ImportError:
+        raise UserError("timm models (timm/...) need the timm package, which is not installed: "
+                        f"{TIMM_INSTALL}") from None
+    return timm
+
+
+def torchvision_names() -> list[str]:
+    """torchvision's classification models (not detection, segmentation, video, quantized)."""
+    return tvm.list_models(module=tvm)
+
+
+def is_known(name: str) -> bool:
+    """Whether `name` is a registry entry, a torchvision classifier or a timm model (timm
+    installed). Cheap: builds nothing."""
+    if name in ARCHS:
+        return True
+    if name.startswith(TIMM_PREFIX):
+        return import_timm().is_model(name[len(TIMM_PREFIX):].partition(".")[0])
+    return name in torchvision_names()
+
+
+def unknown_message(name: str) -> str:
+    if name.startswith(TIMM_PREFIX):
+        base = name[len(TIMM_PREFIX):].partition(".")[0]
+        close = import_timm().list_models(f"*{base[:6]}*")[:8] if base else []
+        hint = f" (similar: {', '.join(TIMM_PREFIX + c for c in close)})" if close else ""
+        return f"--arch {name!r}: timm has no model {base!r}{hint}; list them with timm.list_models()"
+    return (f"--arch {name!r} is unknown: not one of the study's entries ({', '.join(ARCHS)}), not "
+            f"a torchvision classifier (torchvision.models.list_models(module=torchvision.models): "
+            f"{', '.join(torchvision_names()[:6])}, ...), and not timm/<model>")
+
+
+def resolve(name: str, weights: str | None = None) -> Arch:
+    """The entry for `name`: the registry's, else derived from torchvision or timm.
+
+    `weights` (a config's `weights` field) picks other pretrained weights of a derived model,
+    whose preprocessing then comes from those weights; the study's entries keep their own."""
+    return _resolve(name, weights or None)
+
+
+@functools.cache
+def _resolve(name: str, weights: str | None) -> Arch:
+    if name in ARCHS:
+        arch = ARCHS[name]
+        if weights is not None and weights != arch.weights:
+            raise UserError(f"weights {weights!r}: {name} is one of the study's entries and loads "
+                            f"{arch.weights}")
+        return arch
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # constructors' FutureWarnings about init defaults
+        if name.startswith(TIMM_PREFIX):
+            return _derive_timm(name, weights)
+        return _derive_torchvision(name, weights)
+
+
+# ------------------------------------------------------------------------------ torchvision
+def _torchvision_weights(name: str, weights: str | None):
+    options = tvm.get_model_weights(name)
+    if weights is None:
+        return options.DEFAULT
+    try:
+        chosen = tvm.get_weight(weights)
+    except (ValueError, KeyError, AttributeError):
+        chosen = None
+    if chosen is None or type(chosen) is not options:
+        raise UserError(f"weights {weights!r} are not weights of torchvision's {name}; choose from "
+                        f"{', '.join(f'{options.__name__}.{m.name}' for m in options)}")
+    return chosen
+
+
+def _derive_torchvision(name: str, weights: str | None) -> Arch:
+    if name not in torchvision_names():
+        raise UserError(unknown_message(name))
+    w = _torchvision_weights(name, weights)
+    preset = w.transforms()
+    categories = len(w.meta.get("categories") or ()) or 1000
+    probe = on_meta(lambda: tvm.get_model(name, weights=None))
+    init_args = inspect.signature(type(probe).__init__).parameters
+    build_kwargs: dict[str, Any] = {}
+    if hasattr(probe, "transform_input"):
+        build_kwargs["transform_input"] = True  # what torchvision sets when pretrained
+    if hasattr(probe, "aux_logits"):
+        build_kwargs["aux_logits"] = False  # one head (the study's Inception keeps its aux head)
+    scratch_kwargs = {"init_weights": True} if "init_weights" in init_args else {}
+    model = on_meta(lambda: tvm.get_model(name, weights=None, **build_kwargs)) if build_kwargs else probe
+    heads = torchvision_heads(model, categories, name)
+    crop = int(preset.crop_size[0])
+    min_size = int((w.meta.get("min_size") or (1, 1))[0])
+    fixed = "image_size" in init_args or "input_size" in init_args
+    structure = read_structure(model, heads, crop)
+    feature_node, tail = cached_path(model, heads)
+    notes = [f"head {', '.join(heads)}: the layer producing the {categories} ImageNet logits, "
+             "replaced by a fresh one for the task's classes", *structure.notes]
+    if feature_node:
+        notes.append(f"cached-feature path (bn_mode frozen): backbone up to fx node {feature_node!r}, "
+                     f"then {tail!r}")
+    return Arch(
+        name=name, weights=f"{type(w).__name__}.{w.name}", input_size=crop,
+        val_resize=int(preset.resize_size[0]), heads=heads, gradcam_layer=structure.layer,
+        min_input_size=max(MIN_INPUT, min_size), feature_node=feature_node, tail=tail,
+        build_kwargs=build_kwargs, scratch_kwargs=scratch_kwargs, peak_memory_gb=UNMEASURED_PEAK_GB,
+        in_study=False, source="torchvision", model_name=name,
+        mean=_triple(preset.mean), std=_triple(preset.std),
+        interpolation=_interpolation(preset.interpolation.value),
+        max_input_size=min_size if fixed else None, gradcam_reshape=structure.reshape,
+        prefix_tokens=structure.prefix_tokens, notes=tuple(notes))
+
+
+def torchvision_heads(model: nn.Module, categories: int, name: str) -> tuple[str, ...]:
+    """Every layer producing the `categories` ImageNet logits, or a UserError naming the model."""
+    heads = tuple(n for n, m in model.named_modules() if n and _outputs(m) == categories)
+    if not heads:
+        raise UserError(f"--arch {name}: no layer of torchvision's {type(model).__name__} produces "
+                        f"its {categories} ImageNet logits (no Linear or 1x1 Conv2d with that many "
+                        "outputs), so its head cannot be replaced")
+    return heads
+
+
+def timm_heads(model: nn.Module, name: str) -> tuple[str, ...]:
+    """The paths of timm's `get_classifier()` layer(s), or a UserError naming the model."""
+    classifier = model.get_classifier()
+    modules = classifier if isinstance(classifier, tuple) else (classifier,)
+    heads = tuple(n for m in modules for n, sub in model.named_modules() if n and sub is m
+                  and not isinstance(m, nn.Identity))
+    if not heads:
+        raise UserError(f"--arch {name}: timm's get_classifier() of {type(model).__name__} returns "
+                        f"no layer ({type(classifier).__name__}), so its head cannot be replaced")
+    return heads
+
+
+def _outputs(module: nn.Module) -> int | None:
+    if isinstance(module, nn.Linear):
+        return module.out_features
+    if isinstance(module, nn.Conv2d) and module.kernel_size == (1, 1):
+        return module.out_channels
+    return None
+
+
+# ------------------------------------------------------------------------------ timm
+def _derive_timm(name: str, weights: str | None) -> Arch:
+    timm = import_timm()
+    spec = name[len(TIMM_PREFIX):]
+    base, _, tag = spec.partition(".")
+    if not base or not timm.is_model(base):
+        raise UserError(unknown_message(name))
+    if weights and weights.partition(".")[0] != base:
+        raise UserError(f"weights {weights!r} are not weights of timm's {base}; choose from "
+                        f"{', '.join(timm.list_pretrained(base + '.*')) or 'none (no pretrained tags)'}")
+    wanted = weights or (f"{base}.{tag}" if tag else base)
+    tags = timm.list_pretrained(base + ".*")
+    if wanted != base and wanted not in tags:
+        raise UserError(f"{TIMM_PREFIX}{wanted}: timm has no such pretrained tag; choose from "
+                        f"{', '.join(tags) or 'none'}")
+    cfg = timm.models.get_pretrained_cfg(wanted) if tags else None
+    cfg_dict = cfg.to_dict() if cfg is not None else {}
+    tag_name = f"{base}.{cfg.tag}" if cfg is not None and cfg.tag else base
+    size = int((cfg_dict.get("input_size") or (3, 224, 224))[-1])
+    crop_pct = float(cfg_dict.get("crop_pct") or 0.875)
+    model = on_meta(lambda: timm.create_model(base, pretrained=False))
+    heads = timm_heads(model, name)
+    fixed = bool(cfg_dict.get("fixed_input_size"))
+    init_args = {a for cls in type(model).__mro__ if "__init__" in vars(cls)
+                 for a in inspect.signature(cls.__init__).parameters}
+    min_size = cfg_dict.get("min_input_size")
+    structure = read_structure(model, heads, size)
+    notes = [f"head {', '.join(heads)}: timm's get_classifier(), replaced by "
+             "reset_classifier(num_classes)", *structure.notes,
+             "no cached-feature path: feature_extract with bn_mode frozen runs the whole model"]
+    if fixed and "img_size" in init_args:
+        notes.append("fixed input size: built with img_size = the trial's crop (timm resamples "
+                     "the pretrained position embeddings)")
+    return Arch(
+        name=name, weights=tag_name if cfg is not None else "", input_size=size,
+        val_resize=math.floor(size / crop_pct), heads=heads, gradcam_layer=structure.layer,
+        min_input_size=max(MIN_INPUT, int(min_size[-1]) if min_size else 0),
+        peak_memory_gb=UNMEASURED_PEAK_GB, in_study=False, source="timm", model_name=base,
+        mean=_triple(cfg_dict.get("mean") or (0.485, 0.456, 0.406)),
+        std=_triple(cfg_dict.get("std") or (0.229, 0.224, 0.225)),
+        interpolation=_interpolation(cfg_dict.get("interpolation") or "bilinear"),
+        max_input_size=size if fixed and "img_size" not in init_args else None,
+        size_kwarg="img_size" if fixed and "img_size" in init_args else None,
+        gradcam_reshape=structure.reshape, prefix_tokens=structure.prefix_tokens, notes=tuple(notes))
+
+
+def _triple(values: Any) -> tuple[float, float, float]:
+    out = tuple(float(v) for v in values)
+    if len(out) != 3:
+        raise UserError(f"expected 3 channel values, got {values!r}")
+    return out  # type: ignore[return-value]
+
+
+def _interpolation(value: str) -> str:
+    return value if value in INTERPOLATIONS else "bilinear"
+
+
+def describe(arch: Arch) -> list[str]:
+    """What --dry-run prints about an entry: where it comes from and how it was derived."""
+    head = f"{arch.name}: {source_of(arch.name)}"
+    if arch.source != "study":
+        head += f" ({arch.library_name}, weights {arch.weights or 'none'})"
+    return [head, *(f"  {n}" for n in arch.notes)]
