@@ -94,12 +94,17 @@ def run_preflight(spec: GridSpec, experiment: Experiment, storage_arg: str, data
     """All checks; raises one UserError listing every problem. With `write` (not --dry-run),
     takes the experiment's lock (refused while another sweep holds it) and saves the manifest
     to the experiment."""
+    from sweep.datastore import is_uri, mirror
     from trainables.weights import preflight as weights_preflight
 
     problems = list(spec.problems())
     manifest = roots = None
     try:
-        roots, manifest = prepare_data(data, ood, split_seed, None, skip_bad, allow_duplicates)
+        # A URI (s3://bucket/pool) is copied here once; trials get the bytes from the driver.
+        local_data = mirror(data, "--data") if is_uri(data) else data
+        local_ood = mirror(ood, "--ood") if is_uri(ood) else ood
+        roots, manifest = prepare_data(local_data, local_ood, split_seed, None, skip_bad,
+                                       allow_duplicates)
     except UserError as exc:
         problems.append(str(exc))
     if manifest is not None:

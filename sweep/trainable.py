@@ -2,14 +2,15 @@
 
 A trial's Tune config is {"point": {"trial_id": ..., "trial": TrialConfig as a dict}}: one
 grid_search over the points still to run. Everything shared by all trials (the split manifest,
-the data roots, where results go) is passed once through tune.with_parameters, so every trial
-reads the manifest the driver built.
+the images, where results go) is passed once through tune.with_parameters, so every trial
+reads the manifest the driver built and the images the driver read (sweep/datastore.py), and
+writes into the experiment folder from any node (sweep/served_storage.py when it is a local
+folder of the driver's machine).
 """
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
 import ray
@@ -17,11 +18,13 @@ import torch
 from ray import tune
 
 from sweep.checkpoints import load_state, previous_checkpoint, report_epoch
+from sweep.datastore import ShippedImages, ShippedSource
 from sweep.gpu_spread import spread_trial_gpu, trial_gpu_share
 from sweep.layout import Experiment
+from trainables import storage
 from trainables.config import TrialConfig, trial_id
 from trainables.device import LOGICAL_GPUS_ENV
-from trainables.manifest import DataRoots, Manifest
+from trainables.manifest import Manifest
 from trainables.train import run_trial
 
 FORWARDED_ENV = ("TORCH_HOME", "FEATURE_REUSE_DATA", "FEATURE_REUSE_FAULT", LOGICAL_GPUS_ENV)
@@ -43,17 +46,6 @@ def apply_env(env: dict[str, str]) -> None:
         os.environ.pop("FEATURE_REUSE_FAULT", None)
 
 
-def _roots_here(roots: dict[str, str | None], embedded: bool) -> DataRoots:
-    """The data roots on this node: the driver's paths, or for the embedded demo set wherever
-    this node finds (or downloads) it."""
-    data = roots["data"]
-    if embedded and not Path(str(data)).is_dir():
-        from trainables.embedded import locate
-
-        data = str(locate())
-    return DataRoots(str(data), roots.get("ood"))
-
-
 def _threads(default: int = 1) -> int:
     try:
         cpus = tune.get_context().get_trial_resources().required_resources.get("CPU", default)
@@ -62,10 +54,14 @@ def _threads(default: int = 1) -> int:
     return max(1, int(round(cpus)))
 
 
-def run_tune_trial(param: dict[str, Any], *, manifest_json: str, roots: dict[str, str | None],
-                   embedded: bool, experiment_root: str, keep_model: bool,
+def run_tune_trial(param: dict[str, Any], *, manifest_json: str, images: ShippedImages,
+                   experiment_root: str, storage_fs: Any, keep_model: bool,
                    env: dict[str, str]) -> None:
+    """`storage_fs`: the driver's experiment folder served through Ray (None when the
+    experiment is on shared storage, which every node writes directly)."""
     apply_env(env)
+    if storage_fs is not None:
+        storage.mount(experiment_root, storage_fs)
     torch.set_num_threads(_threads())
     config = TrialConfig(**param["point"]["trial"])
     manifest = Manifest.from_json(manifest_json)
@@ -86,7 +82,7 @@ def run_tune_trial(param: dict[str, Any], *, manifest_json: str, roots: dict[str
     # first GPUs); CUDA_VISIBLE_DEVICES points at it before CUDA starts.
     share = trial_gpu_share()
     with spread_trial_gpu(share) as gpu_ids:
-        row = run_trial(config, manifest, _roots_here(roots, embedded), experiment.results,
+        row = run_trial(config, manifest, ShippedSource(images), experiment.results,
                         state=state, on_epoch=on_epoch, keep_model=keep_model, gpu_ids=gpu_ids,
                         gpu_share=share)
     # One last report after the Parquet files are written: Ray sees the trial complete, and the
