@@ -8,6 +8,8 @@ looks at what one tiny task per GPU node found (CUDA usable, the same code as th
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import dataclass, field
 
 from sweep.grid import GridPoint, GridSpec, build_grid, split_done, with_ids
@@ -40,10 +42,22 @@ class Ready:
     notes: list[str] = field(default_factory=list)
 
 
+def job_working_dir() -> str | None:
+    """The working_dir of the `ray job submit` job this driver runs in, if any (Ray runs the
+    entrypoint in a temporary copy of it and passes the job's config in this variable)."""
+    job = json.loads(os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR") or "{}")
+    return (job.get("runtime_env") or {}).get("working_dir")
+
+
 def check_storage(experiment: Experiment, storage_arg: str, write: bool = True,
                   timeout_s: float = STORAGE_TIMEOUT_S) -> str | None:
     """A problem message, or None when the experiment folder is writable (or, without `write`,
     at least reachable)."""
+    if "://" not in storage_arg and not os.path.isabs(storage_arg) and job_working_dir():
+        return (f"--storage {storage_arg}: a relative folder inside a Ray job means the job's "
+                f"working directory ({os.getcwd()}), a temporary copy Ray deletes later. Fix: "
+                "give an absolute folder on this machine (--storage /home/ray/runs) or shared "
+                "storage (--storage s3://bucket/prefix)")
     problem = storage_problem(experiment.root, write=write, timeout_s=timeout_s)
     if problem is None:
         return None

@@ -230,3 +230,33 @@ def test_data_roots_read_an_image_from_a_uri_as_from_the_folder(tmp_path):
         by_uri.open(missing)
     with pytest.raises(FileNotFoundError):
         by_path.open(missing)
+
+
+def test_a_ray_job_refuses_a_relative_storage_folder(make_pool, tmp_path, torch_home, capsys,
+                                                     monkeypatch):
+    """Inside `ray job submit --working-dir .`, the driver's working directory is Ray's
+    temporary copy: results written to a relative --storage would be deleted with it."""
+    import json
+    import signal
+
+    from sweep.run import main
+
+    for var in ("RAY_AIR_NEW_OUTPUT", "RAY_USAGE_STATS_ENABLED", "TUNE_DISABLE_SIGINT_HANDLER",
+                "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.delenv("FEATURE_REUSE_STORAGE", raising=False)
+    monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", json.dumps(
+        {"runtime_env": {"working_dir": "gcs://_ray_pkg_0123456789abcdef.zip"}}))
+    monkeypatch.chdir(tmp_path)
+    pool = make_pool({"a": 6, "b": 6})
+    args = ["--preset", "smoke", "--regimes", "scratch", "--data", str(pool), "--dry-run"]
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        assert main([*args, "--storage", "runs"]) == 2
+        err = capsys.readouterr().err
+        assert "--storage runs: a relative folder inside a Ray job" in err
+        assert "--storage s3://bucket/prefix" in err
+        assert main([*args, "--storage", str(tmp_path / "runs")]) == 0, capsys.readouterr()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert not (tmp_path / "runs").exists(), "a dry run writes nothing"
