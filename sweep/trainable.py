@@ -27,11 +27,12 @@ from trainables.device import LOGICAL_GPUS_ENV
 from trainables.manifest import Manifest
 from trainables.train import run_trial
 
-FORWARDED_ENV = ("TORCH_HOME", "FEATURE_REUSE_DATA", "FEATURE_REUSE_FAULT", LOGICAL_GPUS_ENV)
-"""Driver environment that trials must see, also when Ray was started elsewhere: where files are
-(the torch weights cache, the embedded data), the reliability tests' fault-injection hook
-(trainables/faults.py) and the simulated-cluster marker for logical GPUs (trainables/device.py).
-None of them changes how a trial computes: that is all in TrialConfig."""
+FORWARDED_ENV = ("TORCH_HOME", "FEATURE_REUSE_FAULT", LOGICAL_GPUS_ENV)
+"""Driver environment that trials must see, also when Ray was started elsewhere: the torch
+weights cache, the reliability tests' fault-injection hook (trainables/faults.py) and the
+simulated-cluster marker for logical GPUs (trainables/device.py). Not the data's location: trials
+get the images from the driver. None of them changes how a trial computes: that is all in
+TrialConfig."""
 
 
 def forwarded_env() -> dict[str, str]:
