@@ -33,8 +33,9 @@ pytestmark = pytest.mark.slow
 def local_ray():
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR",
-             object_store_memory=100 * 2**20)
+    # address="local": a new Ray even where someone's `ray start` cluster runs on this machine
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
+             logging_level="ERROR", object_store_memory=100 * 2**20)
     yield
     ray.shutdown()
 
