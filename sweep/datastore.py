@@ -107,6 +107,19 @@ def ship(entries: list[Any], source: Any) -> ShippedImages:
     return ShippedImages(ray.put(blobs), len(blobs), nbytes)
 
 
+def ship_images(entries: list[Any], source: Any, say: Any) -> ShippedImages:
+    """`ship`, saying what went into the object store and how long reading it took."""
+    import time
+
+    start = time.time()
+    images = ship(entries, source)
+    say(f"data: {images.describe()} ({time.time() - start:.1f} s)")
+    if images.nbytes > WARN_BYTES:
+        say(f"warning: every trial process holds the {images.nbytes / 2**30:.1f} GB of images in "
+            "memory; this tool is built for small datasets")
+    return images
+
+
 # ------------------------------------------------------------------------------ trial side
 _FETCHED: dict[str, dict[tuple[str, str], bytes]] = {}
 """Per process: the images of the sweep whose trials this (reused) actor runs, fetched once."""

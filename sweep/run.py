@@ -17,17 +17,16 @@ import argparse
 import contextlib
 import logging
 import os
-import socket
 import sys
 import time
 
-from sweep.datastore import WARN_BYTES, ship
+from sweep.datastore import ship_images
 from sweep.grid import GridSpec
 from sweep.guard import RunFaults, check_options, joining, summarize_checked
 from sweep.layout import Experiment, remove_stale_temporaries
 from sweep.logs import ray_driver_log
 from sweep.preflight import Ready, require_gpu_nodes, run_preflight
-from sweep.ray_session import alive_nodes, ray_session, sigterm_as_interrupt
+from sweep.ray_session import joins_cluster, ray_session, sigterm_as_interrupt
 from sweep.resources import (
     ClusterInfo,
     ResourcePlan,
@@ -134,12 +133,6 @@ def print_grid(ready: Ready, plan: ResourcePlan) -> None:
 
 
 # ---------------------------------------------------------------------------------- ray
-def joins_cluster(args: argparse.Namespace) -> bool:
-    """Whether the sweep runs on an existing Ray cluster ("local" is Ray's word for a new one)."""
-    address = args.address or os.environ.get("RAY_ADDRESS")
-    return bool(address) and address != "local"
-
-
 def check_plan(plan: ResourcePlan, cluster: ClusterInfo, started_locally: bool) -> None:
     if not started_locally:
         return  # an autoscaling cluster can grow to fit
@@ -271,21 +264,10 @@ def run_ready(args: argparse.Namespace, spec: GridSpec, preset, experiment: Expe
             check_plan(plan, cluster, started_locally=local_ray)
             say(f"cluster: {cluster.describe()}; " + "; ".join(
                 f"{a} {r.describe()}" for a, r in plan.per_arch.items()))
-            t_ship = time.time()
-            images = ship(ready.manifest.entries, ready.roots)
-            say(f"data: {images.describe()} ({time.time() - t_ship:.1f} s)")
-            if images.nbytes > WARN_BYTES:
-                say(f"warning: every trial process holds the {images.nbytes / 2**30:.1f} GB of "
-                    "images in memory; this tool is built for small datasets")
-            storage_fs = None
-            if not experiment.is_remote and not local_ray:
-                # A cluster (or one that may grow): trials on other nodes reach this machine's
-                # folder through Ray. Shared storage (s3://, file:///mnt/nfs) is written directly.
-                from sweep.served_storage import serve_folder
+            from sweep.served_storage import storage_for_trials  # imports ray
 
-                storage_fs = serve_folder(experiment.root)
-                say(f"storage: {experiment.root} on this machine ({socket.gethostname()}), "
-                    f"served to the other nodes through Ray ({alive_nodes()} node(s) now)")
+            images = ship_images(ready.manifest.entries, ready.roots, say)
+            storage_fs = None if local_ray else storage_for_trials(experiment, say)
             progress = SweepProgress(state, experiment.results, interval=args.progress_interval)
             state.start = time.time()
             try:

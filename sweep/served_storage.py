@@ -247,3 +247,19 @@ def serve_folder(root: str) -> pafs.FileSystem:
     ).remote(root)
     ray.get(server.call.remote("info", [root]))  # up and serving before any trial starts
     return pafs.PyFileSystem(ServedFolderHandler(server, node_id, root))
+
+
+def storage_for_trials(experiment: Any, say: Any) -> pafs.FileSystem | None:
+    """On a Ray cluster (or one that may grow), the filesystem trials write the experiment
+    through: the driver's folder served by `serve_folder`, or None for shared storage (a URI,
+    `file:///mnt/nfs/...` included), which every node writes directly."""
+    import socket
+
+    from sweep.ray_session import alive_nodes
+
+    if experiment.is_remote:
+        return None
+    fs = serve_folder(experiment.root)
+    say(f"storage: {experiment.root} on this machine ({socket.gethostname()}), served to the "
+        f"other nodes through Ray ({alive_nodes()} node(s) now)")
+    return fs
