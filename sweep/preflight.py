@@ -8,6 +8,8 @@ looks at what one tiny task per GPU node found (CUDA usable, the same code as th
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import dataclass, field
 
 from sweep.grid import GridPoint, GridSpec, build_grid, split_done, with_ids
@@ -42,10 +44,22 @@ class Ready:
     """Problems a dry run reports without stopping (missing pretrained weights)."""
 
 
+def job_working_dir() -> str | None:
+    """The working_dir of the `ray job submit` job this driver runs in, if any (Ray runs the
+    entrypoint in a temporary copy of it and passes the job's config in this variable)."""
+    job = json.loads(os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR") or "{}")
+    return (job.get("runtime_env") or {}).get("working_dir")
+
+
 def check_storage(experiment: Experiment, storage_arg: str, write: bool = True,
                   timeout_s: float = STORAGE_TIMEOUT_S) -> str | None:
     """A problem message, or None when the experiment folder is writable (or, without `write`,
     at least reachable)."""
+    if "://" not in storage_arg and not os.path.isabs(storage_arg) and job_working_dir():
+        return (f"--storage {storage_arg}: a relative folder inside a Ray job means the job's "
+                f"working directory ({os.getcwd()}), a temporary copy Ray deletes later. Fix: "
+                "give an absolute folder on this machine (--storage /home/ray/runs) or shared "
+                "storage (--storage s3://bucket/prefix)")
     problem = storage_problem(experiment.root, write=write, timeout_s=timeout_s)
     if problem is None:
         return None
@@ -97,12 +111,17 @@ def run_preflight(spec: GridSpec, experiment: Experiment, storage_arg: str, data
     takes the experiment's lock (refused while another sweep holds it) and saves the manifest
     to the experiment; without it, missing weights are only warnings (`Ready.warnings`), so that
     a dry run still shows the grid and the derived settings."""
+    from sweep.datastore import is_uri, mirror
     from trainables.weights import preflight as weights_preflight
 
     problems = list(spec.problems())
     manifest = roots = None
     try:
-        roots, manifest = prepare_data(data, ood, split_seed, None, skip_bad, allow_duplicates)
+        # A URI (s3://bucket/pool) is copied here once; trials get the bytes from the driver.
+        local_data = mirror(data, "--data") if is_uri(data) else data
+        local_ood = mirror(ood, "--ood") if is_uri(ood) else ood
+        roots, manifest = prepare_data(local_data, local_ood, split_seed, None, skip_bad,
+                                       allow_duplicates)
     except UserError as exc:
         problems.append(str(exc))
     if manifest is not None:

@@ -84,7 +84,14 @@ def keep_session_logs(experiment: Experiment, session_logs: str | None) -> None:
         log.debug("could not copy Ray session logs: %s", exc)
 
 
-def several_nodes() -> bool:
+def alive_nodes() -> int:
     import ray
 
-    return sum(1 for n in ray.nodes() if n.get("Alive")) > 1
+    return sum(1 for n in ray.nodes() if n.get("Alive"))
+
+
+def joins_cluster(args) -> bool:
+    """Whether the sweep runs on an existing Ray cluster: --address or $RAY_ADDRESS ("local" is
+    Ray's word for a new one)."""
+    address = args.address or os.environ.get("RAY_ADDRESS")
+    return bool(address) and address != "local"

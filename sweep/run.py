@@ -26,6 +26,7 @@ import sys
 import time
 
 from sweep.checkpoints import forget_finished
+from sweep.datastore import ship_images
 from sweep.grid import GridSpec
 from sweep.guard import (
     RunFaults,
@@ -38,7 +39,7 @@ from sweep.layout import Experiment, remove_stale_temporaries
 from sweep.logs import ray_driver_log
 from sweep.preflight import Ready, require_gpu_nodes, run_preflight
 from sweep.probe import probe_memory
-from sweep.ray_session import ray_session, several_nodes, sigterm_as_interrupt
+from sweep.ray_session import joins_cluster, ray_session, sigterm_as_interrupt
 from sweep.resources import (
     ClusterInfo,
     ResourcePlan,
@@ -81,9 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-sizes", nargs="+", metavar="SIZE",
                    help="training images per class: 'all', a count (20) or a fraction (0.5)")
     p.add_argument("--data", help="pool folder (DATA/<class>/...) or pre-split folder "
-                   "(DATA/{train,val,test}/<class>/...); default: the embedded demo set. On a "
-                   "cluster the folder must exist at this path on every node")
-    p.add_argument("--ood", help="OOD folder with the same class subfolders")
+                   "(DATA/{train,val,test}/<class>/...), or a URI of one (s3://bucket/pool); "
+                   "default: the embedded demo set. Only the driver reads it: trials get the "
+                   "images through Ray's object store")
+    p.add_argument("--ood", help="OOD folder (or URI) with the same class subfolders")
     p.add_argument("--split-seed", type=int, default=0, help="seed of the 60/20/20 split")
     p.add_argument("--skip-bad-images", action="store_true",
                    help="skip unreadable images (listed in the manifest) instead of failing")
@@ -92,7 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "(they are recorded in the manifest and the report); refused by default")
     p.add_argument("--storage", default=os.environ.get(STORAGE_ENV) or "runs",
                    help="local folder or URI (s3://bucket/prefix) holding experiments "
-                        f"(default ${STORAGE_ENV} if set, else ./runs)")
+                        f"(default ${STORAGE_ENV} if set, else ./runs). On a Ray cluster a "
+                        "local folder is the driver's, served to the other nodes through Ray; "
+                        "file:///mnt/nfs/... names a folder every node mounts")
     p.add_argument("--name", help="experiment name under --storage (default: the preset name)")
     p.add_argument("--gpus-per-trial", default="auto",
                    help="'auto' (fraction per architecture from its peak memory; CPU when the "
@@ -141,10 +145,6 @@ def print_grid(ready: Ready, plan: ResourcePlan, order: str) -> None:
 
 
 # ---------------------------------------------------------------------------------- ray
-def joins_cluster(args: argparse.Namespace) -> bool:
-    return bool(args.address or os.environ.get("RAY_ADDRESS"))
-
-
 def check_plan(plan: ResourcePlan, cluster: ClusterInfo, started_locally: bool) -> None:
     if not started_locally:
         return  # an autoscaling cluster can grow to fit
@@ -166,7 +166,7 @@ def trial_dirname(trial) -> str:
 
 
 def run_tuner(ready: Ready, plan: ResourcePlan, args: argparse.Namespace, progress,
-              keep_model: bool, faults: RunFaults):
+              keep_model: bool, faults: RunFaults, images, storage_fs):
     from ray import tune
 
     from sweep.checkpoints import ResumePointers
@@ -174,10 +174,9 @@ def run_tuner(ready: Ready, plan: ResourcePlan, args: argparse.Namespace, progre
 
     exp = ready.experiment
     trainable = tune.with_parameters(
-        run_tune_trial, manifest_json=ready.manifest.to_json(),
-        roots={"data": ready.roots.data, "ood": ready.roots.ood}, embedded=ready.embedded,
-        experiment_root=exp.root, keep_model=keep_model, env=forwarded_env(),
-        checkpoint_every_s=60.0 * args.checkpoint_every)
+        run_tune_trial, manifest_json=ready.manifest.to_json(), images=images,
+        experiment_root=exp.root, storage_fs=storage_fs, keep_model=keep_model,
+        env=forwarded_env(), checkpoint_every_s=60.0 * args.checkpoint_every)
     # grid_search keeps this list's order, and FIFO scheduling starts pending trials in it
     points = [{"trial_id": p.trial_id, "trial": p.config.to_dict()}
               for p in run_order(ready.todo, ready.manifest.counts(), args.order)]
@@ -187,7 +186,7 @@ def run_tuner(ready: Ready, plan: ResourcePlan, args: argparse.Namespace, progre
         tune_config=tune.TuneConfig(num_samples=1, reuse_actors=True, trial_dirname_creator=trial_dirname,
                                     trial_name_creator=trial_dirname),
         run_config=tune.RunConfig(
-            name=exp.ray_name, storage_path=exp.root, verbose=0,
+            name=exp.ray_name, storage_path=exp.root, storage_filesystem=storage_fs, verbose=0,
             # each trial's stdout/stderr, uploaded into its folder under ray/
             log_to_file=True, sync_config=tune.SyncConfig(sync_artifacts=True),
             callbacks=[progress, ResumePointers(exp), faults.callback()],
@@ -283,18 +282,20 @@ def run_ready(args: argparse.Namespace, spec: GridSpec, preset, experiment: Expe
             require_gpu_nodes(cluster, say)  # each GPU node: CUDA usable, same code as here
             measured = probe_memory(spec, cluster, gpus, args.probe, say)
             plan = plan_resources(spec.resolved_archs, cluster, gpus, cpus, args.gpu_memory_gb, measured)
-            check_plan(plan, cluster, started_locally=started_here and not joins_cluster(args))
+            local_ray = started_here and not joins_cluster(args)
+            check_plan(plan, cluster, started_locally=local_ray)
             say(f"cluster: {cluster.describe()}; " + "; ".join(
                 f"{a} {r.describe()}" for a, r in plan.per_arch.items()))
-            if not experiment.is_remote and several_nodes():
-                say(f"warning: --storage {args.storage} is a local path, but this Ray cluster has "
-                    "several nodes: each trial writes to its own node's disk. Use shared storage "
-                    "(--storage s3://bucket/prefix, or a folder every node mounts)")
+            from sweep.served_storage import storage_for_trials  # imports ray
+
+            images = ship_images(ready.manifest.entries, ready.roots, say)
+            storage_fs = None if local_ray else storage_for_trials(experiment, say)
             progress = SweepProgress(state, experiment.results, interval=args.progress_interval)
             state.start = time.time()
             try:
                 faults.collect(run_tuner(ready, plan, args, progress,
-                                         keep_model=args.keep_models != "none", faults=faults))
+                                         keep_model=args.keep_models != "none", faults=faults,
+                                         images=images, storage_fs=storage_fs))
             except Exception as exc:  # Ray or the storage failed under the Tuner: summarize
                 faults.stopped = exc
             recorded = faults.after_tuner(ready.todo, ready.manifest)

@@ -3,15 +3,16 @@ and checkpointed by time (sweep/checkpoints.py).
 
 A trial's Tune config is {"point": {"trial_id": ..., "trial": TrialConfig as a dict}}: one
 grid_search over the points still to run. Everything shared by all trials (the split manifest,
-the data roots, where results go) is passed once through tune.with_parameters, so every trial
-reads the manifest the driver built.
+the images, where results go) is passed once through tune.with_parameters, so every trial
+reads the manifest the driver built and the images the driver read (sweep/datastore.py), and
+writes into the experiment folder from any node (sweep/served_storage.py when it is a local
+folder of the driver's machine).
 """
 
 from __future__ import annotations
 
 import os
 import time
-from pathlib import Path
 from typing import Any
 
 import ray
@@ -19,20 +20,23 @@ import torch
 from ray import tune
 
 from sweep.checkpoints import checkpoint_due, load_state, previous_checkpoint, report_epoch
+from sweep.datastore import ShippedImages, ShippedSource
 from sweep.gpu_spread import spread_trial_gpu, trial_gpu_share
 from sweep.layout import Experiment
+from trainables import storage
 from trainables.config import TrialConfig, trial_id
 from trainables.device import LOGICAL_GPUS_ENV
-from trainables.manifest import DataRoots, Manifest
-from trainables.registry import get_arch
+from trainables.manifest import Manifest
+from trainables.models import arch_of
 from trainables.train import run_trial
 from trainables.weights import weights_file as imagenet_weights_file
 
-FORWARDED_ENV = ("TORCH_HOME", "FEATURE_REUSE_DATA", "FEATURE_REUSE_FAULT", LOGICAL_GPUS_ENV)
-"""Driver environment that trials must see, also when Ray was started elsewhere: where files are
-(the torch weights cache, the embedded data), the reliability tests' fault-injection hook
-(trainables/faults.py) and the simulated-cluster marker for logical GPUs (trainables/device.py).
-None of them changes how a trial computes: that is all in TrialConfig."""
+FORWARDED_ENV = ("TORCH_HOME", "FEATURE_REUSE_FAULT", LOGICAL_GPUS_ENV)
+"""Driver environment that trials must see, also when Ray was started elsewhere: the torch
+weights cache, the reliability tests' fault-injection hook (trainables/faults.py) and the
+simulated-cluster marker for logical GPUs (trainables/device.py). Not the data's location: trials
+get the images from the driver. None of them changes how a trial computes: that is all in
+TrialConfig."""
 
 
 def forwarded_env() -> dict[str, str]:
@@ -47,17 +51,6 @@ def apply_env(env: dict[str, str]) -> None:
         os.environ.pop("FEATURE_REUSE_FAULT", None)
 
 
-def _roots_here(roots: dict[str, str | None], embedded: bool) -> DataRoots:
-    """The data roots on this node: the driver's paths, or for the embedded demo set wherever
-    this node finds (or downloads) it."""
-    data = roots["data"]
-    if embedded and not Path(str(data)).is_dir():
-        from trainables.embedded import locate
-
-        data = str(locate())
-    return DataRoots(str(data), roots.get("ood"))
-
-
 def _threads(default: int = 1) -> int:
     try:
         cpus = tune.get_context().get_trial_resources().required_resources.get("CPU", default)
@@ -66,10 +59,14 @@ def _threads(default: int = 1) -> int:
     return max(1, int(round(cpus)))
 
 
-def run_tune_trial(param: dict[str, Any], *, manifest_json: str, roots: dict[str, str | None],
-                   embedded: bool, experiment_root: str, keep_model: bool,
+def run_tune_trial(param: dict[str, Any], *, manifest_json: str, images: ShippedImages,
+                   experiment_root: str, storage_fs: Any, keep_model: bool,
                    env: dict[str, str], checkpoint_every_s: float = 0.0) -> None:
+    """`storage_fs`: the driver's experiment folder served through Ray (None when the
+    experiment is on shared storage, which every node writes directly)."""
     apply_env(env)
+    if storage_fs is not None:
+        storage.mount(experiment_root, storage_fs)
     torch.set_num_threads(_threads())
     config = TrialConfig(**param["point"]["trial"])
     manifest = Manifest.from_json(manifest_json)
@@ -78,7 +75,7 @@ def run_tune_trial(param: dict[str, Any], *, manifest_json: str, roots: dict[str
         raise RuntimeError(f"trial id mismatch: driver {param['point']['trial_id']}, worker {tid} "
                            "(different code versions on driver and worker?)")
     experiment = Experiment(experiment_root)
-    weights_file = imagenet_weights_file(get_arch(config.arch)) if config.pretrained else None
+    weights_file = imagenet_weights_file(arch_of(config)) if config.pretrained else None
     checkpoint = tune.get_checkpoint() or previous_checkpoint(experiment, tid)
     state = load_state(checkpoint, tid, weights_file) if checkpoint is not None else None
     last_checkpoint = time.monotonic()
@@ -97,7 +94,7 @@ def run_tune_trial(param: dict[str, Any], *, manifest_json: str, roots: dict[str
     # first GPUs); CUDA_VISIBLE_DEVICES points at it before CUDA starts.
     share = trial_gpu_share()
     with spread_trial_gpu(share) as gpu_ids:
-        row = run_trial(config, manifest, _roots_here(roots, embedded), experiment.results,
+        row = run_trial(config, manifest, ShippedSource(images), experiment.results,
                         state=state, on_epoch=on_epoch, keep_model=keep_model, gpu_ids=gpu_ids,
                         gpu_share=share)
     # One last report after the Parquet files are written: Ray sees the trial complete, and the

@@ -5,9 +5,10 @@
 KIND is "oom" (raise torch.OutOfMemoryError, as CUDA does when a trial does not fit), "kill"
 (SIGKILL the trial's own process mid-epoch, as when a worker dies) or "sleep" (stall for
 `seconds=N`, default 60, as a slow or hung worker does; the tests use it to hold a trial
-mid-epoch while they kill the driver). The keys arch, regime, seed, epoch and where select where
-it fires (absent keys match anything); `once=PATH` makes it fire only while PATH does not exist
-(the file is created when it fires), so a retried trial runs clean.
+mid-epoch while they kill the driver, or a node). The keys arch, regime, seed, epoch, where and
+host (the machine's hostname) select where it fires (absent keys match anything); `once=PATH`
+makes it fire only while PATH does not exist (the file is created when it fires), so a retried
+trial runs clean.
 Unset (the normal case), this module does nothing.
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import time
 from pathlib import Path
 
@@ -36,7 +38,7 @@ def maybe_inject(config, epoch: int, where: str = "epoch") -> None:
         return
     kind, params = _parse(spec)
     wanted = {"arch": config.arch, "regime": config.regime, "seed": str(config.seed),
-              "epoch": str(epoch), "where": where}
+              "epoch": str(epoch), "where": where, "host": socket.gethostname()}
     if any(params.get(k, v) != v for k, v in wanted.items()):
         return
     once = params.get("once")

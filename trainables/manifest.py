@@ -8,12 +8,13 @@ too, without importing torch.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from trainables.config import parse_train_size
 from trainables.errors import DataError
@@ -115,6 +116,14 @@ class Manifest:
         return out
 
 
+@functools.cache
+def _uri_filesystem(uri: str) -> tuple[Any, str]:
+    """(pyarrow filesystem, path) for a data root URI, made once per process (an S3 client)."""
+    import pyarrow.fs as pafs
+
+    return pafs.FileSystem.from_uri(uri)
+
+
 @dataclass(frozen=True)
 class DataRoots:
     """Where a manifest's relative paths live on this machine."""
@@ -124,15 +133,26 @@ class DataRoots:
 
     def resolve(self, entry: Entry) -> Path:
         """The entry's file on this machine."""
+        return Path(self._base(entry)) / entry.path
+
+    def open(self, entry: Entry) -> BinaryIO:
+        """The entry's bytes, as a file object (what decoding reads). A root may also be a
+        pyarrow filesystem URI (s3://bucket/pool), read through pyarrow."""
+        base = self._base(entry)
+        if "://" in base:
+            import io
+
+            fs, root = _uri_filesystem(base)
+            with fs.open_input_stream(f"{root.rstrip('/')}/{entry.path}") as f:
+                return io.BytesIO(f.read())
+        return open(self.resolve(entry), "rb")  # noqa: SIM115 - the caller closes it
+
+    def _base(self, entry: Entry) -> str:
         base = self.data if entry.root == "data" else self.ood
         if base is None:
             raise DataError(f"manifest entry {entry.path} is under the OOD folder, but no --ood "
                             "folder was given")
-        return Path(base) / entry.path
-
-    def open(self, entry: Entry) -> BinaryIO:
-        """The entry's bytes, as a file object (what decoding reads)."""
-        return open(self.resolve(entry), "rb")  # noqa: SIM115 - the caller closes it
+        return base
 
 
 def select_train(entries: list[Entry], classes: list[str], train_size: str, seed: int

@@ -123,6 +123,15 @@ def hostname() -> str:
     return socket.gethostname()
 
 
+def ray_node() -> str | None:
+    """The id of the Ray node this process runs on, or None outside Ray (ray is not imported
+    here: the single-trial CLI runs without it)."""
+    ray = sys.modules.get("ray")
+    if ray is None or not ray.is_initialized():
+        return None
+    return ray.get_runtime_context().get_node_id()
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m trainables.provenance",
                                 description="The code version stamp for nodes without .git.")

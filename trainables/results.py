@@ -84,6 +84,7 @@ TRIALS_SCHEMA = pa.schema(_KEY_FIELDS + [
     pa.field("library_versions_json", pa.string()),
     pa.field("device", pa.string()),
     pa.field("hostname", pa.string()),
+    pa.field("node", pa.string()),  # Ray node id; null outside Ray
     pa.field("started_at", pa.string()),
     pa.field("finished_at", pa.string()),
     pa.field("schema_version", pa.int64()),

@@ -30,6 +30,22 @@ STORAGE_FIX = ("Fix: pass a writable local folder, or a reachable URI (" + ", ".
                ") with its credentials set")
 
 
+_MOUNTS: dict[str, pafs.FileSystem] = {}
+"""Local folders this process reaches through another filesystem (see `mount`)."""
+
+
+def mount(folder: str, fs: pafs.FileSystem | None) -> None:
+    """In this process, reach the local path `folder` and everything under it through `fs`
+    instead of this machine's disk (None: back to the disk). A sweep's trial on another node
+    mounts the driver's experiment folder this way (sweep/served_storage.py); every reader and
+    writer goes through `resolve`, so none of them changes."""
+    folder = os.path.abspath(folder)
+    if fs is None:
+        _MOUNTS.pop(folder, None)
+    else:
+        _MOUNTS[folder] = fs
+
+
 def resolve(root: str) -> tuple[pafs.FileSystem, str]:
     """A local path or URI -> (filesystem, path inside it)."""
     if "://" in root:
@@ -40,7 +56,11 @@ def resolve(root: str) -> tuple[pafs.FileSystem, str]:
                 raise
             raise UserError(f"storage {root!r}: unknown URI scheme {root.split('://')[0]!r}; use "
                             f"a local folder or one of {', '.join(URI_SCHEMES)}") from None
-    return pafs.LocalFileSystem(), os.path.abspath(root)
+    path = os.path.abspath(root)
+    for folder, fs in _MOUNTS.items():
+        if path == folder or path.startswith(folder.rstrip("/") + "/"):
+            return fs, path
+    return pafs.LocalFileSystem(), path
 
 
 def join(base: str, *parts: str) -> str:

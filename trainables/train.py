@@ -44,7 +44,7 @@ from trainables.manifest import Manifest, select_train
 from trainables.metrics import EvalResult, confusion_matrix, per_class_recall
 from trainables.models import arch_of, build_model, count_params
 from trainables.presets import PRESETS, PresetMessage, deviations, get_preset, user_overrides
-from trainables.provenance import code_version, hostname, library_versions
+from trainables.provenance import code_version, hostname, library_versions, ray_node
 from trainables.registry import ARCHS, source_of
 
 MAX_SEED = 2**32 - 1
@@ -68,7 +68,7 @@ def base_trial_row(config: TrialConfig, manifest: Manifest, tid: str) -> dict[st
             "epochs": config.epochs, "classes_json": json.dumps(manifest.classes),
             "ood_kind": manifest.ood_kind, "split_manifest_hash": manifest.hash,
             "code_version": code_version(), "library_versions_json": library_versions(),
-            "hostname": hostname(), "schema_version": results.SCHEMA_VERSION}
+            "hostname": hostname(), "node": ray_node(), "schema_version": results.SCHEMA_VERSION}
 
 
 def failed_trial_row(config: TrialConfig, manifest: Manifest, tid: str, error: BaseException,
