@@ -308,7 +308,8 @@ def test_report_on_sparse_results(tmp_path, case, capsys):
     assert "not testable" in html and "No Grad-CAM figure" in html
     assert html.count(IMG) == (2 if case == "no-all-size" else 1)  # fig2 (+ learning curves)
     if case == "one-seed-no-ood":
-        assert "no interval (1 seed)" in out and "OOD" not in out.split("report:")[0]
+        headlines, table2 = out.split("Claims:")[0], out.split("Table II")[1].split("report:")[0]
+        assert "no interval (1 seed)" in headlines and "OOD" not in headlines and "OOD" not in table2
         assert "(1 seed)" in out
     if case == "scratch-only":
         assert "Transfer − scratch: not testable" in out
