@@ -79,7 +79,7 @@ def claims_context(claims: list[Any]) -> list[dict[str, Any]]:
             if value is None or (isinstance(value, (str, list, tuple, dict)) and not value):
                 continue
             extras.append((name.replace("_", " "), _as_lines(value)))
-        evidence = str(c.evidence)
+        evidence = str(c.evidence).rstrip(". ")  # the template ends the sentence
         out.append({"key": c.key, "statement": c.statement, "verdict": c.verdict,
                     "css": VERDICT_CLASS.get(c.verdict, "untestable"),
                     "evidence": evidence[:1].upper() + evidence[1:], "extras": extras})

@@ -193,7 +193,7 @@ def intervals_table(regimes: pd.DataFrame, best: pd.DataFrame, ood: str, has_ood
             row.append(fmt_interval(r["ood_acc_mean"], r["ood_acc_half"], int(r["ood_acc_n"])))
         rows.append(row)
     note = ("Accuracy in percent: mean across seeds [two-sided 95% t-interval, clipped to [0, 100]]. "
-            "Best val: accuracy of the epoch each trial kept, so it sits above the plateau band.")
+            "Best val: the accuracy of the epoch each trial kept (its best), not a band.")
     return Tab(header, rows, note)
 
 

@@ -165,7 +165,7 @@ def test_claims_with_extra_fields_are_rendered_as_lines():
         test: str = ""
         effects: tuple = ()
 
-    (ctx,) = claims_context([RichClaim("k", "A beats B", "holds", "transfer ahead", "paired t-test",
+    (ctx,) = claims_context([RichClaim("k", "A beats B", "holds", "transfer ahead.", "paired t-test",
                                         (Effect("resnet18"), Effect("vgg11_bn")))])
     assert ctx["evidence"] == "Transfer ahead" and ctx["css"] == "holds"
     assert ctx["extras"] == [("test", ["paired t-test"]),
