@@ -1,12 +1,13 @@
 # make demo : the embedded default sweep (mobilenet_v2 x 3 regimes x 3 seeds) and its report
 # make test : the whole test suite (what CI runs)
 # make check: the fast unit tests (under a minute), for local work
+# make browser: headless Chromium (Debian's package) for the report's browser test; CI runs it
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 export TORCH_HOME ?= $(HOME)/.cache/torch
 
-.PHONY: install demo test check lint bench clean
+.PHONY: install demo test check lint bench browser clean
 
 install: $(VENV)/.installed
 
@@ -34,6 +35,15 @@ check: install
 
 lint: install
 	$(PY) -m ruff check .
+
+# Debian's chromium, about 113 MB and 30 s; without it the browser test skips and says why.
+browser:
+	@if command -v chromium >/dev/null 2>&1; then echo "chromium: $$(command -v chromium)"; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    --no-install-recommends chromium >/dev/null && echo "chromium: installed"; \
+	else echo "make browser: run as root on Debian (apt-get install chromium), or install Chromium" \
+	  "yourself; the report's browser test skips without it" >&2; exit 1; fi
 
 bench: install
 	$(PY) bench/trial_speed.py

@@ -1,9 +1,14 @@
 """Fig. 2 (val accuracy per epoch, one panel per architecture), learning curves and the
 accuracy-vs-parameters plot. Matplotlib's Agg backend; each function returns the Figure.
 
-The study's markers: square = fine-tune, x = feature extraction, circle = scratch. Seeds are
-thin lines, their mean bold; horizontal lines mark the best model's test accuracy (dotted) and the
-OOD accuracy of the best transfer (solid) and best scratch (dashed) model.
+The study's markers: square = fine-tune, x = feature extraction, circle = scratch. Fig. 2 draws
+each regime's mean over seeds with a shaded band from the lowest to the highest seed; horizontal
+lines mark the best model's test accuracy (dotted) and the OOD accuracy of the best transfer
+(solid) and best scratch (dashed) model.
+
+A figure with nothing to compare (one architecture on the parameter plot, one train size on the
+learning curves) is not drawn: `learning_curves_missing` / `params_missing` say which run
+would fill it, and the report prints that line instead.
 """
 
 from __future__ import annotations
@@ -17,11 +22,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-from matplotlib.collections import LineCollection  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
+from matplotlib.ticker import FuncFormatter  # noqa: E402
 
-from analysis.load import REGIME_LABELS, regime_order  # noqa: E402
+from analysis.load import REGIME_LABELS, is_full_size, regime_order  # noqa: E402
 from analysis.tables import fmt_params  # noqa: E402
 
 MARKERS = {"finetune": "s", "feature_extract": "x", "scratch": "o"}
@@ -29,8 +35,11 @@ COLORS = {"finetune": "#1f5fa8", "feature_extract": "#d9781a", "scratch": "#3a8f
 SHORT = {"finetune": "FT", "feature_extract": "FE", "scratch": "SC"}
 OOD_COLOR = "#b0204a"
 TEST_COLOR = "#222222"
-MAX_SEED_LINES = 40
-"""Thin per-seed lines drawn per regime and panel (the mean always uses every seed)."""
+BAND_ALPHA = 0.16
+SEED_POINT = {"s": 10, "alpha": 0.55}
+MAX_SEED_POINTS = 30
+"""Learning curves draw each seed as a point up to this many seeds per regime and train size;
+beyond it the points would be a smear (and a slow PDF), so only the mean and the band remain."""
 
 
 def _grid(n: int, n_legend: int, ncols_max: int = 3, panel: tuple[float, float] = (4.4, 3.3),
@@ -98,13 +107,13 @@ def fig2(curves: pd.DataFrame, regimes: pd.DataFrame, best: pd.DataFrame,
         for regime in regime_order(sub["regime"].unique().tolist()):
             r = sub[sub["regime"] == regime]
             color = COLORS.get(regime, "#555555")
-            seeds = sorted(r["seed"].unique())
-            segs = [np.column_stack([g["epoch"].to_numpy(), 100 * g["val_acc"].to_numpy()])
-                    for _, g in r[r["seed"].isin(seeds[:MAX_SEED_LINES])].groupby(["seed", "trial_id"])]
-            ax.add_collection(LineCollection(segs, colors=color, linewidths=0.8, alpha=0.35, zorder=2))
-            mean = r.groupby("epoch")["val_acc"].mean()
-            ax.plot(mean.index, 100 * mean.to_numpy(), linewidth=2.2, zorder=3,
-                    markevery=max(1, len(mean) // 10), **_marker_kw(regime))
+            per_epoch = r.groupby("epoch")["val_acc"].agg(["mean", "min", "max"])
+            x = per_epoch.index.to_numpy(float)
+            if r["seed"].nunique() > 1:
+                ax.fill_between(x, 100 * per_epoch["min"].to_numpy(), 100 * per_epoch["max"].to_numpy(),
+                                color=color, alpha=BAND_ALPHA, linewidth=0, zorder=2)
+            ax.plot(x, 100 * per_epoch["mean"].to_numpy(), linewidth=2.2, zorder=3,
+                    markevery=max(1, len(x) // 10), **_marker_kw(regime))
             lows.append(100 * r["val_acc"].min())
         b = best[best["arch"] == arch]
         b = b.iloc[0] if not b.empty else pd.Series(dtype=object)
@@ -142,7 +151,7 @@ def fig2(curves: pd.DataFrame, regimes: pd.DataFrame, best: pd.DataFrame,
                         annotation_clip=False)
     handles = [Line2D([], [], linewidth=2.2, label=REGIME_LABELS.get(r, r), **_marker_kw(r))
                for r in all_regimes]
-    handles += [Line2D([], [], color="#777777", linewidth=0.8, alpha=0.6, label="single seeds"),
+    handles += [Patch(color="#777777", alpha=0.35, linewidth=0, label="range over seeds (min-max)"),
                 Line2D([], [], color=TEST_COLOR, linestyle=":", linewidth=1.4,
                        label="test accuracy, best model"),
                 Line2D([], [], color=OOD_COLOR, linestyle="-", linewidth=1.4,
@@ -153,53 +162,98 @@ def fig2(curves: pd.DataFrame, regimes: pd.DataFrame, best: pd.DataFrame,
     return fig
 
 
-def learning_curves(lc: pd.DataFrame, ood_label: str) -> Figure:
-    """Accuracy vs training images per class, per regime, mean and 95% CI band across seeds:
-    test solid, OOD dashed."""
+def learning_curves_missing(lc: pd.DataFrame) -> str | None:
+    """Why the learning-curve figure has nothing to show, with the run that would fill it."""
+    sizes = list(dict.fromkeys(lc["train_size"]))
+    if len(sizes) >= 2:
+        return None
+    have = f"one ({sizes[0]})" if sizes else "none"
+    return (f"Learning curves need at least two train sizes; these results have {have}. Fill them: "
+            "rerun the sweep with the same --name and `--train-sizes 10 all` (finished trials are "
+            "kept, only the new sizes run).")
+
+
+def params_missing(regimes: pd.DataFrame) -> str | None:
+    """Why the accuracy-vs-parameters figure has nothing to show, with the run that would fill it."""
+    archs = list(dict.fromkeys(regimes["arch"]))
+    if len(archs) >= 2:
+        return None
+    have = f"one ({archs[0]})" if archs else "none"
+    first = archs[0] if archs else "mobilenet_v2"
+    others = " ".join(a for a in ("resnet18", "squeezenet1_0", "vgg11_bn") if a != first)
+    return (f"Accuracy against trainable parameters needs at least two architectures; these results "
+            f"have {have}. Fill it: rerun the sweep with `--archs {first} {others}` (the transfer "
+            "regimes need each architecture's ImageNet weights: `python -m trainables.weights status`).")
+
+
+def _size_label(x: float, sizes: pd.DataFrame) -> str:
+    """Tick label of a train size: its images per class, "(all)" under the full size."""
+    match = sizes[np.isclose(sizes["x"], x)]
+    full = not match.empty and is_full_size(str(match.iloc[0]["train_size"]))
+    return f"{x:.0f}\n(all)" if full else f"{x:.0f}"
+
+
+def learning_curves(lc: pd.DataFrame, trials: pd.DataFrame, ood_label: str) -> Figure:
+    """Accuracy against training images per class (log axis): one row per architecture, test and
+    OOD side by side. Per regime: every seed as a point, the mean across seeds as a line, and
+    the range over seeds (min-max) shaded. `lc`: analysis.aggregate.learning_curves; `trials`:
+    the per-trial rows (for the points)."""
     archs = list(dict.fromkeys(lc["arch"]))
-    has_ood = bool(lc["ood_acc_mean"].notna().any())
+    metrics = [("test_acc", "test accuracy (%)")]
+    if lc["ood_acc_mean"].notna().any():
+        metrics.append(("ood_acc", f"{ood_label} accuracy (%)"))
     regimes_present = regime_order(lc["regime"].unique().tolist())
-    fig, axes, legend_cols = _grid(len(archs), len(regimes_present) + 1 + int(has_ood))
-    for ax, arch in zip(axes, archs, strict=True):
+    fig, axes, legend_cols = _grid(len(archs) * len(metrics), len(regimes_present) + 2,
+                                   ncols_max=len(metrics), panel=(4.6, 3.2))
+    nudge = {r: 1.05 ** (i - (len(regimes_present) - 1) / 2) for i, r in enumerate(regimes_present)}
+    sizes = lc[["train_size", "x"]].drop_duplicates()
+    keys = ["arch", "regime", "train_size"]
+    trials = trials[keys + [m for m, _ in metrics]].merge(lc[keys + ["x"]], on=keys, how="left")
+    panels = [(arch, metric) for arch in archs for metric in metrics]
+    points_drawn = False
+    for ax, (arch, (metric, ylabel)) in zip(axes, panels, strict=True):
         sub = lc[lc["arch"] == arch]
         lows = []
         for regime in regime_order(sub["regime"].unique().tolist()):
             r = sub[sub["regime"] == regime].sort_values("x")
-            x = r["x"].to_numpy(float)
             kw = _marker_kw(regime)
-            for metric, style in (("test_acc", "-"), ("ood_acc", "--")):
-                m = 100 * r[f"{metric}_mean"].to_numpy(float)
-                if not np.isfinite(m).any():
-                    continue
-                h = np.nan_to_num(100 * r[f"{metric}_half"].to_numpy(float))
-                lo, hi = np.clip(m - h, 0, 100), np.clip(m + h, 0, 100)
-                ax.plot(x, m, linestyle=style, linewidth=1.8, **kw)
-                if len(x) > 1:
-                    ax.fill_between(x, lo, hi, color=kw["color"], alpha=0.13 if style == "-" else 0.07,
-                                    linewidth=0)
-                else:
-                    ax.errorbar(x, m, yerr=[m - lo, hi - m], linestyle="none", capsize=3,
-                                color=kw["color"], elinewidth=1)
-                lows.append(np.nanmin(lo))
+            pts = trials[(trials["arch"] == arch) & (trials["regime"] == regime)]
+            y_pts = 100 * pts[metric].to_numpy(float)
+            few = pts.groupby("train_size").size().max() <= MAX_SEED_POINTS if len(pts) else False
+            if few and np.isfinite(y_pts).any():
+                points_drawn = True
+                ax.scatter(pts["x"].to_numpy(float) * nudge[regime], y_pts, color=kw["color"],
+                           marker=kw["marker"], linewidths=0.9,
+                           zorder=2, **SEED_POINT, facecolors="none" if kw["marker"] != "x" else None)
+            if np.isfinite(y_pts).any():
+                lows.append(np.nanmin(y_pts))
+            spread = pts.groupby("x")[metric].agg(["min", "max"]).sort_index()
+            if len(spread) > 1 and pts.groupby("x")[metric].count().max() > 1:
+                ax.fill_between(spread.index.to_numpy(float) * nudge[regime], 100 * spread["min"].to_numpy(),
+                                100 * spread["max"].to_numpy(), color=kw["color"], alpha=0.12, linewidth=0)
+            m = 100 * r[f"{metric}_mean"].to_numpy(float)
+            if np.isfinite(m).any():
+                ax.plot(r["x"].to_numpy(float) * nudge[regime], m, linewidth=1.8, zorder=3, **kw)
+                lows.append(np.nanmin(m))
         xs = np.unique(sub["x"].to_numpy(float))
-        if len(xs) and xs.max() / max(xs.min(), 1e-9) >= 4:
+        xs = xs[np.isfinite(xs) & (xs > 0)]
+        if len(xs):
             ax.set_xscale("log")
-        if 0 < len(xs) <= 12:  # label the sizes trained on, in plain numbers
-            ax.set_xticks(xs, [f"{x:g}" for x in xs])
-            ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
-        if sub["train_size"].nunique() < 2:
-            ax.text(0.5, 0.04, "one train size only: run the sweep with several --train-sizes",
-                    transform=ax.transAxes, ha="center", fontsize=7.5, color="#666666")
-        ax.set_title(arch, fontsize=10)
-        ax.set_xlabel("training images per class")
-        ax.set_ylabel("accuracy (%)")
+            ax.set_xlim(xs.min() / 1.35, xs.max() * 1.35)
+            if len(xs) <= 12:  # label the sizes trained on, in plain numbers
+                ax.set_xticks(xs, [_size_label(x, sizes) for x in xs])
+                ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+        ax.set_title(f"{arch}: {ylabel.removesuffix(' (%)')}", fontsize=10)
+        ax.set_xlabel("training images per class (log scale)")
+        ax.set_ylabel(ylabel)
         ax.set_ylim(_floor(lows), 101)
         ax.grid(alpha=0.25, linewidth=0.6)
-    handles = [Line2D([], [], linewidth=1.8, label=REGIME_LABELS.get(r, r), **_marker_kw(r))
-               for r in regimes_present]
-    handles.append(Line2D([], [], color="#555555", linestyle="-", label="test (mean, 95% CI)"))
-    if has_ood:
-        handles.append(Line2D([], [], color="#555555", linestyle="--", label=f"{ood_label} (mean, 95% CI)"))
+    handles = [Line2D([], [], linewidth=1.8, label=f"{REGIME_LABELS.get(r, r)} (mean over seeds)",
+                      **_marker_kw(r)) for r in regimes_present]
+    if points_drawn:
+        handles.append(Line2D([], [], linestyle="none", marker="o", markerfacecolor="none",
+                              color="#555555", label="one seed"))
+    handles.append(Patch(color="#777777", alpha=0.3, linewidth=0, label="range over seeds (min-max)"))
     _legend(fig, handles, legend_cols)
     return fig
 
@@ -239,6 +293,7 @@ def params_plot(regimes: pd.DataFrame, ood_label: str) -> Figure:
                         linestyle="none", capsize=3, elinewidth=1, **kw)
             lows.append(lo)
         ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: fmt_params(v)))
         ax.set_xlabel("trainable parameters (log scale)")
         ax.set_ylabel(label)
         ax.set_ylim(_floor(lows), 101)

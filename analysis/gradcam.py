@@ -1,109 +1,48 @@
-"""Grad-CAM (the study's Table I): where the ImageNet model and the transfer-trained model look.
+"""Grad-CAM as the study's Table I: where the ImageNet model and the transfer-trained model look.
 
-    python -m analysis.gradcam --results runs/demo/results --arch mobilenet_v2 --regime finetune
-    python -m analysis.gradcam --results runs/demo/results --trial 0b8fcb594117a265 --n 6
+    python -m analysis.gradcam --results runs/demo/results            # best fine-tuned model
+    python -m analysis.gradcam --results runs/demo/results --arch vgg11_bn --layer features.11
+    python -m analysis.gradcam --results runs/demo/results --trial 0b8fcb594117a265 --scratch
 
-For N seeded-random test images of the target class (default: the first class) it draws three
-columns: the image; the heatmap of the unmodified ImageNet-pretrained model for its own top-1
-ImageNet class; the heatmap of the trial's kept model for the true class. The default target
-layer is the architecture's (trainables.registry.ARCHS[arch].gradcam_layer); --layer takes a
-dotted path such as ``features.10`` or ``layer4``.
+Columns: the test image (the trial's test transform); the unmodified ImageNet-pretrained model's map
+for its own top-1 ImageNet class; the kept transfer model's map for the image's true class; with
+--scratch, the kept from-scratch model of the same architecture and train size. Rows: N
+seeded-random test images, half of the target class (default: the first class) and half of the
+other classes. One colour bar: each map is scaled to [0, 1] within its image.
 
-Models must have been kept by the sweep (trials.model_path). Feature-extraction models have a
-frozen backbone (requires_grad False), so no gradient would reach the target layer: the CAM
-pass switches gradients on for every parameter and restores the flags afterwards.
+The default model is the best kept fine-tuned model (chosen on validation accuracy, full train
+size), as in the study; --arch picks the architecture (default: the one whose best fine-tuned
+model is best on validation), --regime another regime, --trial one trial. The target layer is
+the architecture's default (docs/report.md lists each, and the study's VGG11 layer), or --layer.
 
-Long because it holds the CAM computation, the choice of images and the figure together (the
-report rework splits them).
-
-Image paths come from the split manifest beside the results; the embedded demo set is found by
-itself, a user's folder is given again with --data (checked against the manifest's hashes).
+Models must have been kept by the sweep (trials.model_path). Images are found as
+analysis.image_roots says: --data/--ood, else the folders the sweep recorded, else the
+embedded demo set.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import io
 import posixpath
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 
+from analysis.cam import METHODS, heatmap, reshape_for, target_layer
+from analysis.image_roots import ImageRoots, choose_images, find_roots, prepare
 from analysis.load import TRANSFER_REGIMES, Results, default_out_dir, load_results
-from trainables.errors import DataError, UserError
+from analysis.table_one import CamRow, TableOne, save
+from trainables.errors import UserError
 from trainables.registry import arch_slug
 
-METHODS = ("gradcam", "gradcam++", "xgradcam", "hirescam", "layercam", "eigencam")
-
-
-def cam_class(method: str) -> type:
-    import pytorch_grad_cam as pgc
-
-    table = {"gradcam": pgc.GradCAM, "gradcam++": pgc.GradCAMPlusPlus, "xgradcam": pgc.XGradCAM,
-             "hirescam": pgc.HiResCAM, "layercam": pgc.LayerCAM, "eigencam": pgc.EigenCAM}
-    try:
-        return table[method]
-    except KeyError:
-        raise UserError(f"--method {method!r} is unknown; choose from {', '.join(METHODS)}") from None
-
-
-# ------------------------------------------------------------------------------ target layers
-def resolve_layer(model: nn.Module, path: str) -> nn.Module:
-    """A dotted module path, as `nn.Module.get_submodule` takes it: "features.10", "layer4",
-    "Mixed_7c" (list the names with `model.named_modules()`)."""
-    try:
-        return model.get_submodule(path)
-    except AttributeError:
-        parent, _, _ = path.rpartition(".")
-        try:
-            children = ", ".join(n for n, _ in model.get_submodule(parent).named_children())
-        except AttributeError:
-            children = ", ".join(n for n, _ in model.named_children())
-        raise UserError(f"--layer {path!r}: no such module in {type(model).__name__} (children "
-                        f"of {parent or 'the model'}: {children or 'none'})") from None
-
-
-def default_layer(model: nn.Module, arch_name: str) -> nn.Module:
-    from trainables.derived import resolve
-    from trainables.models import gradcam_target
-
-    return gradcam_target(model, resolve(arch_name))[0]
-
-
-@contextmanager
-def gradients_on(model: nn.Module) -> Iterator[nn.Module]:
-    """Every parameter requires grad inside the block (a frozen backbone included); restored after."""
-    flags = [(p, p.requires_grad) for p in model.parameters()]
-    try:
-        for p, _ in flags:
-            p.requires_grad_(True)
-        yield model
-    finally:
-        for p, flag in flags:
-            p.requires_grad_(flag)
-
-
-def heatmap(model: nn.Module, layer: nn.Module, x: torch.Tensor, target: int,
-            method: str = "gradcam", reshape=None) -> np.ndarray:
-    """Class-activation map (H, W) in [0, 1] for one normalised input x of shape (1, 3, H, W).
-    `reshape`: pytorch-grad-cam's reshape_transform (ViT tokens, NHWC maps), see
-    trainables.models.gradcam_target."""
-    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
-
-    model.eval()
-    with gradients_on(model), cam_class(method)(model=model, target_layers=[layer],
-                                                 reshape_transform=reshape) as cam:
-        maps = cam(input_tensor=x, targets=[ClassifierOutputTarget(int(target))])
-    model.zero_grad(set_to_none=True)
-    return np.asarray(maps[0], dtype=np.float32)
+KEEP_HINT = ("rerun with models kept (python -m sweep.run ... --keep-models best, the default; or "
+             "python -m trainables.train ... --keep-model)")
 
 
 # ------------------------------------------------------------------------------ kept models
@@ -128,6 +67,11 @@ def load_kept_model(results_root: str, model_path: str) -> tuple[nn.Module, Any,
         raise UserError(f"kept model {path} cannot be read ({exc}); was the results folder moved "
                         "without its models/ folder?") from None
     ckpt = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
+    unknown = sorted(set(ckpt["config"]) - {f.name for f in dataclasses.fields(TrialConfig)})
+    if unknown:
+        raise UserError(f"kept model {path} was saved by another code version (settings this "
+                        f"version does not know: {', '.join(unknown)}); rerun its trial with this "
+                        "version to draw its Grad-CAM")
     config = TrialConfig(**ckpt["config"])
     classes = list(ckpt["classes"])
     model = build_model(config, len(classes), pretrained=False)
@@ -135,87 +79,23 @@ def load_kept_model(results_root: str, model_path: str) -> tuple[nn.Module, Any,
     return model.eval(), config, classes
 
 
-# ------------------------------------------------------------------------------ images
-def data_roots(res: Results, data: str | None = None, ood: str | None = None):
-    """Where the manifest's relative paths live: --data/--ood if given, else the embedded set."""
-    from trainables.manifest import DataRoots
-
-    if data is not None:
-        return DataRoots(str(Path(data).resolve()), str(Path(ood).resolve()) if ood else None)
-    manifest = res.manifest
-    if manifest is not None and manifest.layout == "embedded-demo":
-        from trainables.embedded import locate
-
-        return DataRoots(str(locate()))
-    where = f"the manifest {res.manifest_path}" if manifest is not None else "no split manifest"
-    raise UserError(f"the images of {res.root} are not the embedded demo set ({where}); pass "
-                    "--data with the data folder the sweep was given (and --ood for OOD images)")
-
-
-def choose_images(res: Results, trial_id: str, target_class: str, n: int, seed: int,
-                data: str | None = None, ood: str | None = None) -> list[tuple[Path, str]]:
-    """N seeded-random test images of `target_class` (path on disk, relative path)."""
-    from trainables.images import file_hash
-    from trainables.manifest import Entry
-
-    preds = res.predictions([trial_id])
-    rows = preds[(preds["split"] == "test") & (preds["true_label"] == target_class)]
-    if rows.empty:
-        raise UserError(f"trial {trial_id} has no test predictions of class {target_class!r} "
-                        f"(classes: {', '.join(res.classes)}); pick another --target-class")
-    rel = sorted(rows["path"].unique().tolist())
-    rng = np.random.default_rng(seed)
-    chosen = sorted(rng.choice(len(rel), size=min(n, len(rel)), replace=False).tolist())
-    roots = data_roots(res, data, ood)
-    by_path = {}
-    if res.manifest is not None:
-        by_path = {e.path: e for e in res.manifest.entries if e.split == "test"}
-    out = []
-    for i in chosen:
-        entry = by_path.get(rel[i]) or Entry("data", rel[i], target_class, "test", "")
-        path = roots.resolve(entry)
-        if not path.is_file():
-            raise DataError(f"test image {path} not found; pass --data with the folder the sweep "
-                            "was given")
-        if entry.sha256 and file_hash(path) != entry.sha256:
-            raise DataError(f"{path} differs from the image the trial was tested on (content hash "
-                            f"{entry.sha256} in {res.manifest_path}); pass --data with the original "
-                            "data folder")
-        out.append((path, rel[i]))
-    return out
-
-
-def prepare(path: Path, resize: int, crop: int, config=None) -> tuple[np.ndarray, torch.Tensor]:
-    """(RGB float image (H, W, 3) in [0, 1], normalised input (1, 3, H, W)): the test transform
-    (with the config's interpolation and mean/std when given; else the study's)."""
-    from trainables.images import decode_pil
-    from trainables.transforms import ClassificationPresetEval, Normalize, normalize
-
-    interpolation = config.interpolation if config is not None else "bilinear"
-    crop_u8 = ClassificationPresetEval(resize_size=resize, crop_size=crop,
-                                       interpolation=interpolation)(decode_pil(path))
-    rgb = crop_u8.permute(1, 2, 0).numpy().astype(np.float32) / 255.0
-    norm = Normalize("cpu", config.mean, config.std) if config is not None else normalize
-    return rgb, norm(crop_u8.unsqueeze(0))
-
-
-# ------------------------------------------------------------------------------ the figure
-@dataclass
-class CamRow:
-    rel_path: str
-    image: np.ndarray
-    imagenet_cam: np.ndarray
-    imagenet_label: str
-    imagenet_prob: float
-    trained_cam: np.ndarray
-    trained_pred: str
-    true_prob: float
-
-
-def pick_trial(res: Results, trial: str | None, arch: str | None, regime: str | None) -> pd.Series:
-    """--trial ID, or the best kept trial (on validation) of --arch x --regime."""
+# ------------------------------------------------------------------------------ which models
+def _best(df: pd.DataFrame) -> pd.Series:
     from analysis.aggregate import rank
 
+    return rank(df).iloc[0]
+
+
+def _kept(res: Results, arch: str | None = None) -> pd.DataFrame:
+    t = res.trials[res.trials["model_path"].notna()]
+    return t if arch is None else t[t["arch"] == arch]
+
+
+def pick_trial(res: Results, trial: str | None = None, arch: str | None = None,
+               regime: str | None = None) -> pd.Series:
+    """--trial ID; else the best kept trial (on validation, full train size when kept there) of
+    --regime (default finetune) and --arch (default: the architecture whose best such trial is
+    best on validation)."""
     t = res.trials
     if trial is not None:
         rows = t[t["trial_id"] == trial]
@@ -225,96 +105,106 @@ def pick_trial(res: Results, trial: str | None, arch: str | None, regime: str | 
                             f"(e.g. {known})")
         row = rows.iloc[0]
         if pd.isna(row["model_path"]):
-            raise UserError(f"trial {trial} kept no model; rerun it with models kept "
-                            "(python -m trainables.train ... --keep-model, or the sweep's keep-models "
-                            "option)")
+            raise UserError(f"trial {trial} kept no model; {KEEP_HINT}")
         return row
-    if arch is None:
-        raise UserError("pass --trial ID, or --arch (and --regime)")
     regime = regime or "finetune"
-    pool = t[(t["arch"] == arch) & (t["regime"] == regime)]
+    pool = t[(t["regime"] == regime) & ((t["arch"] == arch) if arch else True)]
+    what = f"{arch} {regime}" if arch else regime
     if pool.empty:
         have = ", ".join(sorted(set(t["arch"] + "/" + t["regime"])))
-        raise UserError(f"no finished {arch} {regime} trial in {res.root} (have: {have})")
+        raise UserError(f"no finished {what} trial in {res.root} (have: {have})")
     kept = pool[pool["model_path"].notna()]
     if kept.empty:
-        raise UserError(f"no {arch} {regime} trial in {res.root} kept its model; rerun with models "
-                        "kept (python -m trainables.train ... --keep-model, or the sweep's keep-models "
-                        "option)")
+        raise UserError(f"no {what} trial in {res.root} kept its model; {KEEP_HINT}")
     full = kept[kept["train_size"] == res.full_size]
-    return rank(full if not full.empty else kept).iloc[0]
+    return _best(full if not full.empty else kept)
 
 
-def compute_rows(res: Results, row: pd.Series, n: int = 4, seed: int = 0, layer: str | None = None,
-                 target_class: str | None = None, method: str = "gradcam", data: str | None = None,
-                 ood: str | None = None) -> tuple[list[CamRow], dict[str, Any]]:
-    """The heatmaps for the figure, plus a description of what was drawn."""
-    from trainables.models import arch_of, gradcam_target, imagenet_categories, imagenet_model
+def matching_scratch(res: Results, row: pd.Series) -> pd.Series | None:
+    """The best kept scratch model of the same architecture and train size, or None."""
+    kept = _kept(res, row["arch"])
+    kept = kept[(kept["regime"] == "scratch") & (kept["train_size"] == row["train_size"])]
+    return None if kept.empty else _best(kept)
 
+
+def report_models(res: Results) -> list[tuple[pd.Series, str]]:
+    """For the report, per architecture: (model, why this one). The best kept fine-tuned model
+    at the full train size, as in the study; without one, the best kept transfer model."""
+    out = []
+    full = _kept(res)
+    full = full[full["train_size"] == res.full_size]
+    from analysis.load import arch_order
+
+    for arch in arch_order(full["arch"].unique().tolist()):
+        sub = full[full["arch"] == arch]
+        ft = sub[sub["regime"] == "finetune"]
+        if not ft.empty:
+            out.append((_best(ft), "the best fine-tuned model (chosen on validation), as in the study"))
+            continue
+        transfer = sub[sub["regime"].isin(TRANSFER_REGIMES)]
+        if not transfer.empty:
+            out.append((_best(transfer), "no fine-tuned model was kept; the best kept transfer model"))
+    return out
+
+
+# ------------------------------------------------------------------------------ the table
+def _regime_label(regime: str) -> str:
+    return {"finetune": "Fine-tuned", "feature_extract": "Feature-extraction",
+            "scratch": "From-scratch"}.get(regime, regime)
+
+
+def compute(res: Results, row: pd.Series, roots: ImageRoots, n: int = 4, seed: int = 0,
+            layer: str | None = None, target_class: str | None = None, method: str = "gradcam",
+            scratch: pd.Series | None = None) -> TableOne:
+    """The heatmaps of Table I for one kept transfer model (and optionally a scratch model)."""
+    from trainables.models import arch_of, imagenet_categories, imagenet_model
+
+    if n < 1:
+        raise UserError(f"--n must be at least 1, got {n}")
     model, config, classes = load_kept_model(res.root, row["model_path"])
     target_class = target_class or classes[0]
     if target_class not in classes:
         raise UserError(f"--target-class {target_class!r} is not one of {', '.join(classes)}")
     arch = arch_of(config)
-    resize, crop = config.eval_transform("test")
+    resize, crop = config.eval_transform("test")  # the transform the trial was tested with
     reference = imagenet_model(arch, crop=crop).eval()
     categories = imagenet_categories(arch)
-    if layer:  # a clear error for a wrong --layer first
-        resolve_layer(model, layer)
-        resolve_layer(reference, layer)
-    layer_t, reshape = gradcam_target(model, arch, layer)
-    layer_r, _ = gradcam_target(reference, arch, layer)
-    target_idx = classes.index(target_class)
+    layer_t, name = target_layer(model, config.arch, layer)
+    layer_r, _ = target_layer(reference, config.arch, layer)
+    reshape = reshape_for(config.arch, model, layer)
+    models: list[tuple[nn.Module, nn.Module]] = [(model, layer_t)]
+    columns = ["Image", "ImageNet model\n(map for its top-1 ImageNet class)",
+               f"{_regime_label(config.regime)} model\n(map for the true class)"]
+    if scratch is not None:
+        s_model, s_config, s_classes = load_kept_model(res.root, scratch["model_path"])
+        if s_classes != classes:
+            raise UserError(f"scratch trial {scratch['trial_id']} has classes {s_classes}, the "
+                            f"transfer trial {classes}")
+        models.append((s_model, target_layer(s_model, s_config.arch, layer)[0]))
+        columns.append("From-scratch model\n(map for the true class)")
     rows = []
-    for path, rel in choose_images(res, row["trial_id"], target_class, n, seed, data, ood):
-        rgb, x = prepare(path, resize, crop, config)
+    for image in choose_images(res, row["trial_id"], classes, target_class, n, seed, roots):
+        rgb, x = prepare(image.path, resize, crop, config)
+        true_idx = classes.index(image.label)
         with torch.no_grad():
             ref_probs = torch.softmax(reference(x), dim=1)[0]
-            probs = torch.softmax(model(x), dim=1)[0]
         top = int(ref_probs.argmax())
-        rows.append(CamRow(
-            rel_path=rel, image=rgb,
-            imagenet_cam=heatmap(reference, layer_r, x, top, method, reshape),
-            imagenet_label=categories[top], imagenet_prob=float(ref_probs[top]),
-            trained_cam=heatmap(model, layer_t, x, target_idx, method, reshape),
-            trained_pred=classes[int(probs.argmax())], true_prob=float(probs[target_idx])))
+        cams = [heatmap(reference, layer_r, x, top, method, reshape)]
+        notes = [f"top-1: {categories[top]} (p={float(ref_probs[top]):.2f})"]
+        for m, lay in models:
+            with torch.no_grad():
+                probs = torch.softmax(m(x), dim=1)[0]
+            cams.append(heatmap(m, lay, x, true_idx, method, reshape))
+            notes.append(f"predicts {classes[int(probs.argmax())]}, p({image.label})="
+                         f"{float(probs[true_idx]):.2f}")
+        rows.append(CamRow(image, rgb, cams, notes))
     info = {"arch": config.arch, "regime": config.regime, "seed": config.seed,
-            "trial_id": row["trial_id"], "layer": layer or f"default ({_default_name(model, layer_t)})",
-            "target_class": target_class, "method": method, "crop": crop}
-    return rows, info
-
-
-def _default_name(model: nn.Module, layer: nn.Module) -> str:
-    for name, module in model.named_modules():
-        if module is layer:
-            return name
-    return type(layer).__name__
-
-
-def figure(rows: list[CamRow], info: dict[str, Any]):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(len(rows), 3, figsize=(8.4, 2.75 * len(rows) + 0.7), squeeze=False,
-                             layout="constrained")
-    for r, (ax_img, ax_ref, ax_tr) in zip(rows, axes, strict=True):
-        ax_img.imshow(r.image)
-        ax_img.set_title(f"{Path(r.rel_path).name}\ntrue: {info['target_class']}", fontsize=8)
-        for ax, cam in ((ax_ref, r.imagenet_cam), (ax_tr, r.trained_cam)):
-            ax.imshow(r.image)
-            ax.imshow(cam, cmap="jet", alpha=0.45, vmin=0.0, vmax=1.0)
-        ax_ref.set_title(f"ImageNet model: {r.imagenet_label}\n(top-1, p={r.imagenet_prob:.2f})",
-                         fontsize=8)
-        ax_tr.set_title(f"{info['regime']} model → {r.trained_pred}\n"
-                        f"p({info['target_class']})={r.true_prob:.2f}", fontsize=8)
-        for ax in (ax_img, ax_ref, ax_tr):
-            ax.set_xticks([])
-            ax.set_yticks([])
-    fig.suptitle(f"Grad-CAM ({info['method']}), {info['arch']} {info['regime']} seed {info['seed']} "
-                 f"(trial {info['trial_id']}), layer {info['layer']}", fontsize=9)
-    return fig
+            "trial_id": row["trial_id"], "train_size": row["train_size"], "layer": name,
+            "layer_default": layer is None, "target_class": target_class, "classes": classes,
+            "method": method, "resize": resize, "crop": crop, "images_from": roots.origin,
+            "scratch_trial": None if scratch is None else scratch["trial_id"],
+            "scratch_seed": None if scratch is None else int(scratch["seed"])}
+    return TableOne(config.arch, columns, rows, info)
 
 
 def default_out(res: Results, info: dict[str, Any]) -> Path:
@@ -325,29 +215,21 @@ def default_out(res: Results, info: dict[str, Any]) -> Path:
 def run(res: Results, trial: str | None = None, arch: str | None = None, regime: str | None = None,
         n: int = 4, seed: int = 0, layer: str | None = None, target_class: str | None = None,
         method: str = "gradcam", out: str | Path | None = None, data: str | None = None,
-        ood: str | None = None) -> tuple[Path, dict[str, Any]]:
-    """Draw and save one Grad-CAM figure; returns (path, info)."""
-    import matplotlib.pyplot as plt
-
+        ood: str | None = None, with_scratch: bool = False) -> tuple[Path, dict[str, Any]]:
+    """Draw and save one Table I figure; returns (path, info)."""
     if n < 1:
         raise UserError(f"--n must be at least 1, got {n}")
     row = pick_trial(res, trial, arch, regime)
-    rows, info = compute_rows(res, row, n, seed, layer, target_class, method, data, ood)
-    path = Path(out) if out else default_out(res, info)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig = figure(rows, info)
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
-    return path, info
-
-
-def transfer_candidates(res: Results) -> list[pd.Series]:
-    """For the report: per architecture, the best kept transfer-trained model (full train size)."""
-    from analysis.aggregate import rank
-
-    t = res.full
-    kept = t[t["regime"].isin(TRANSFER_REGIMES) & t["model_path"].notna()]
-    return [rank(g).iloc[0] for _, g in kept.groupby("arch", sort=False)]
+    scratch = None
+    if with_scratch:
+        scratch = matching_scratch(res, row)
+        if scratch is None:
+            raise UserError(f"--scratch: no kept {row['arch']} scratch model at train size "
+                            f"{row['train_size']} in {res.root}; {KEEP_HINT}")
+    roots = find_roots(res, data, ood)
+    table = compute(res, row, roots, n, seed, layer, target_class, method, scratch)
+    path = save(table, Path(out) if out else default_out(res, table.info))
+    return path, table.info
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -358,16 +240,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results", default=DEFAULT_RESULTS,
                    help=f"results folder or URI (default {DEFAULT_RESULTS})")
     p.add_argument("--trial", default=None, help="trial id (trials.trial_id) with a kept model")
-    p.add_argument("--arch", default=None, help="architecture: its best kept trial of --regime")
-    p.add_argument("--regime", default=None, help="with --arch (default finetune)")
-    p.add_argument("--n", type=int, default=4, help="number of test images (default 4)")
+    p.add_argument("--arch", default=None, help="architecture (default: the one whose best model of "
+                   "--regime is best on validation)")
+    p.add_argument("--regime", default=None, help="regime of the model (default finetune)")
+    p.add_argument("--scratch", action="store_true",
+                   help="add a column for the kept from-scratch model (same arch and train size)")
+    p.add_argument("--n", type=int, default=4, help="number of test images, half of them of "
+                   "--target-class (default 4)")
     p.add_argument("--seed", type=int, default=0, help="seed of the image draw (default 0)")
-    p.add_argument("--layer", default=None, help="target layer as a dotted path (default: the "
-                   "architecture's, e.g. features.18 for mobilenet_v2, layer4 for ResNets)")
-    p.add_argument("--target-class", default=None, help="class of the images (default: the first)")
+    p.add_argument("--layer", "--gradcam-layer", dest="layer", default=None,
+                   help="target layer as a dotted path (default: the architecture's, e.g. "
+                   "features.18 for mobilenet_v2, layer4 for ResNets; docs/report.md lists them)")
+    p.add_argument("--target-class", default=None, help="the target class (default: the first)")
     p.add_argument("--method", default="gradcam", choices=METHODS, help="CAM method (default gradcam)")
-    p.add_argument("--data", default=None, help="the data folder the sweep was given (not needed "
-                   "for the embedded demo set)")
+    p.add_argument("--data", default=None, help="the data folder the sweep was given (default: the "
+                   "folder the sweep recorded, or the embedded demo set)")
     p.add_argument("--ood", default=None, help="the OOD folder the sweep was given")
     p.add_argument("--out", default=None, help="output PNG (default <results>/../report/"
                    "gradcam_<arch>_<regime>_<trial>.png)")
@@ -379,12 +266,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         res = load_results(args.results)
         path, info = run(res, args.trial, args.arch, args.regime, args.n, args.seed, args.layer,
-                         args.target_class, args.method, args.out, args.data, args.ood)
+                         args.target_class, args.method, args.out, args.data, args.ood, args.scratch)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"Grad-CAM of {info['arch']} {info['regime']} seed {info['seed']} (trial {info['trial_id']}), "
-          f"layer {info['layer']}, class {info['target_class']} -> {path}")
+          f"layer {info['layer']}, target class {info['target_class']}, images from "
+          f"{info['images_from']} -> {path}")
     return 0
 
 

@@ -2,16 +2,22 @@
 
     python -m analysis.report [--results runs/demo/results] [--out runs/demo/report]
 
+The console and report.html open with the answer: the best architecture x regime (chosen on
+validation) with its test and OOD accuracy, transfer minus scratch per architecture and train
+size, and each claim's verdict. Then Table II, the figures and the details.
+
 Writes into --out (default: the results folder's sibling ``report/``):
-  report.html                   self-contained: tables, figures (embedded), claims, failed trials
-  table2.md, table2.csv, table2.tex   Table II (val band and best-val mean ± 95% CI per regime, OOD)
-  paired.csv                    transfer vs scratch per architecture on the same images
+  report.html                   self-contained page from a Jinja2 template (--template restyles it)
+  table2.md, table2.csv, table2.tex   Table II as the study printed it (val bands, OOD with and
+                                without transfer); the Markdown adds the means and intervals, the
+                                CSV has every number
+  paired.csv                    transfer vs scratch per architecture and train size, same images
   fig2.png/.pdf                 val accuracy per epoch, one panel per architecture
-  learning_curves.png/.pdf      accuracy against training images per class
-  params.png/.pdf               accuracy against trainable parameters
-  gradcam_<arch>.png            Grad-CAM (Table I) when the sweep kept models
+  learning_curves.png/.pdf      accuracy against training images per class (2+ train sizes)
+  params.png/.pdf               accuracy against trainable parameters (2+ architectures)
+  gradcam_<arch>.png            Table I (Grad-CAM) when the sweep kept models
   external_table2.md/.csv, external_fig2.png   with --external-logs (e.g. the study's own logs)
-and prints the Markdown Table II. Definitions: docs/analysis.md.
+Definitions: docs/analysis.md; the report itself: docs/report.md.
 """
 
 from __future__ import annotations
@@ -22,13 +28,14 @@ import datetime as dt
 import sys
 import time
 from dataclasses import dataclass, field
-from html import escape
 from pathlib import Path
 from typing import Any
 
-from analysis import aggregate, figures, tables
+from analysis import aggregate, figures, render, tables
+from analysis import answer as answer_mod
 from analysis import claims as claims_mod
 from analysis import options as options_mod
+from analysis import provenance as provenance_mod
 from analysis.checked import prepare_out_dir
 from analysis.load import DEFAULT_RESULTS, Results, default_out_dir, load_results
 from trainables.errors import UserError
@@ -38,91 +45,100 @@ from trainables.errors import UserError
 class Report:
     out: Path
     table2: tables.Table2
+    answer: answer_mod.Answer
+    provenance: provenance_mod.Provenance
     files: list[Path] = field(default_factory=list)
     gradcam: list[tuple[Path, dict[str, Any]]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    missing_figures: dict[str, str] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     failed: int = 0
 
 
-def _img(path: Path, alt: str) -> str:
-    data = base64.b64encode(path.read_bytes()).decode("ascii")
-    return f'<figure><img alt="{escape(alt)}" src="data:image/png;base64,{data}"></figure>\n'
+def data_uri(path: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
 
 
-CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1180px;margin:2em auto;
-padding:0 1em;color:#1b1b1b;line-height:1.45}
-h1{font-size:1.6em;margin-bottom:.2em}h2{margin-top:1.8em;border-bottom:1px solid #ddd;padding-bottom:.2em}
-table{border-collapse:collapse;margin:.6em 0;font-size:.9em}
-th,td{border:1px solid #d4d4d4;padding:.3em .6em;text-align:left;vertical-align:top}
-th{background:#f3f3f3}tr:nth-child(even) td{background:#fafafa}
-.note{color:#555;font-size:.88em;max-width:60em}.caveat{background:#fff4d6;border:1px solid #e8c96a;
-padding:.6em .9em;border-radius:4px}.meta{color:#555;font-size:.9em}
-figure{margin:.6em 0}img{max-width:100%}li{margin:.25em 0}
-.holds{color:#17692c;font-weight:600}.partly{color:#8a5a00;font-weight:600}
-.fails{color:#a11a2b;font-weight:600}.untestable{color:#666;font-weight:600}
-code{background:#f3f3f3;padding:0 .25em;border-radius:3px}
-"""
-
-VERDICT_CLASS = {claims_mod.HOLDS: "holds", claims_mod.PARTLY: "partly", claims_mod.FAILS: "fails",
-                 claims_mod.UNTESTABLE: "untestable", claims_mod.NOT_SHOWN: "untestable",
-                 claims_mod.NO_DIFFERENCE: "untestable"}
+def parse_layers(values: list[str] | None) -> tuple[str | None, dict[str, str]]:
+    """--gradcam-layer values: "PATH" for every architecture, or "ARCH=PATH" for one."""
+    default, per_arch = None, {}
+    for value in values or []:
+        arch, sep, path = value.partition("=")
+        if sep:
+            per_arch[arch.strip()] = path.strip()
+        else:
+            default = value.strip()
+    return default, per_arch
 
 
 def _gradcam_section(res: Results, out: Path, n: int, report: Report, data: str | None,
-                     ood: str | None) -> str:
-    """One Grad-CAM figure per architecture with a kept transfer model and cached ImageNet weights."""
-    from analysis import gradcam
+                     ood: str | None, layers: list[str] | None) -> dict[str, Any]:
+    """Table I per architecture: its best kept fine-tuned model (else transfer model), with the
+    kept scratch model of the same size as an extra column. Returns the template's context."""
+    from analysis import gradcam, table_one
+    from analysis.image_roots import find_roots
 
-    candidates = gradcam.transfer_candidates(res)
-    if not candidates:
+    section: dict[str, Any] = {"figures": [], "messages": [], "images_from": None}
+    models = gradcam.report_models(res)
+    if not models:
         kept = res.trials["model_path"].notna().any()
-        why = ("models were kept only for scratch trials" if kept else
-               "the sweep kept no models (rerun it keeping models to get Grad-CAM)")
-        return f"<p>No Grad-CAM figure: {escape(why)}.</p>\n"
+        section["messages"].append(
+            "No Grad-CAM figure: " + ("models were kept only for scratch trials" if kept else
+                                      "the sweep kept no models (rerun it with --keep-models best)"))
+        return section
+    try:
+        roots = find_roots(res, data, ood)
+    except UserError as exc:
+        msg = f"Grad-CAM skipped: {exc}"
+        report.notes.append(msg)
+        section["messages"].append(msg)
+        return section
+    section["images_from"] = roots.origin
     from trainables.derived import resolve
     from trainables.registry import arch_slug
     from trainables.weights import is_cached
 
-    html = ""
-    for row in candidates:
+    default_layer, per_arch = parse_layers(layers)
+    for row, why in models:
         arch = row["arch"]
         if not is_cached(resolve(arch)):
             msg = (f"Grad-CAM for {arch} skipped: its ImageNet weights are not in its library's cache "
                    f"(python -m trainables.weights status {arch})")
             report.notes.append(msg)
-            html += f"<p>{escape(msg)}.</p>\n"
+            section["messages"].append(msg)
             continue
+        layer = per_arch.get(arch, default_layer)
+        scratch = gradcam.matching_scratch(res, row)
         try:
-            path, info = gradcam.run(res, trial=row["trial_id"], n=n,
-                                     out=out / f"gradcam_{arch_slug(arch)}.png", data=data, ood=ood)
+            table = gradcam.compute(res, row, roots, n=n, layer=layer, scratch=scratch)
+            path = table_one.save(table, out / f"gradcam_{arch_slug(arch)}.png")
         except UserError as exc:
             msg = f"Grad-CAM for {arch} skipped: {exc}"
             report.notes.append(msg)
-            html += f"<p>{escape(msg)}.</p>\n"
+            section["messages"].append(msg)
             continue
+        info = table.info
         report.gradcam.append((path, info))
         report.files.append(path)
-        html += _img(path, f"Grad-CAM {arch}")
-        html += (f'<p class="note">{escape(arch)}: best kept transfer model ({escape(info["regime"])}, '
-                 f'seed {info["seed"]}, trial {escape(info["trial_id"])}), layer '
-                 f'{escape(info["layer"])}, {n} random test images of class '
-                 f'{escape(info["target_class"])}. Columns: image, ImageNet-pretrained model '
-                 "(target: its own top-1 ImageNet class), transfer-trained model (target: the true "
-                 f"class). Reproduce: <code>python -m analysis.gradcam --results {escape(res.root)} "
-                 f'--trial {escape(info["trial_id"])} --n {n}{escape(_data_args(data, ood))}</code></p>\n')
-    return html
-
-
-def _data_args(data: str | None, ood: str | None) -> str:
-    return (f" --data {data}" if data else "") + (f" --ood {ood}" if ood else "")
+        command = (f"python -m analysis.gradcam --results {res.root} --arch {arch} --regime "
+                   f"{info['regime']} --n {n}" + (" --scratch" if scratch is not None else "")
+                   + (f" --layer {layer}" if layer else "")
+                   + (f" --data {data}" if data else "") + (f" --ood {ood}" if ood else ""))
+        section["figures"].append({
+            "arch": arch, "src": data_uri(path), "file": path.name, "why": why, "info": info,
+            "layer": info["layer"], "layer_default": info["layer_default"], "command": command,
+            "n_target": sum(r.image.label == info["target_class"] for r in table.rows),
+            "n_other": sum(r.image.label != info["target_class"] for r in table.rows),
+            "with_scratch": scratch is not None})
+    return section
 
 
 def build(results: str = DEFAULT_RESULTS, out: str | None = None, gradcam_n: int = 4,
           with_gradcam: bool = True, data: str | None = None, ood: str | None = None,
+          gradcam_layers: list[str] | None = None, template: str | None = None,
           options: options_mod.AnalysisOptions | None = None) -> Report:
     """Compute everything, write every file, return what was written."""
+    options = options or options_mod.AnalysisOptions()
     timings: dict[str, float] = {}
     clock = [time.perf_counter()]
 
@@ -131,50 +147,51 @@ def build(results: str = DEFAULT_RESULTS, out: str | None = None, gradcam_n: int
         timings[name] = now - clock[0]
         clock[0] = now
 
-    options = options or options_mod.AnalysisOptions()
+    env = render.environment(template)  # a bad --template fails before any work
     res = load_results(results)
     lap("read")
     out_dir = prepare_out_dir(out or default_out_dir(results))
     regimes = aggregate.regime_summary(res, options.band_rule)
     best = aggregate.best_models(res)
-    paired = aggregate.paired_tests(res, best)
+    paired = answer_mod.paired_by_size(res)  # transfer vs scratch at every train size
+    paired_full = answer_mod.at_full_size(paired, res)
     seed_diffs = aggregate.seed_paired(res)
     lc = aggregate.learning_curves(res)
-    claims = claims_mod.check_claims(res, regimes, best, paired, options.claims)
+    claims = claims_mod.check_claims(res, regimes, best, paired_full, options.claims)
     t2 = tables.table2(res, regimes, best)
+    answer = answer_mod.build(res, regimes, claims, paired)
+    prov = provenance_mod.collect(res)
     lap("statistics")
-    report = Report(out=out_dir, table2=t2, notes=res.notes, failed=len(res.failed))
+    report = Report(out=out_dir, table2=t2, answer=answer, provenance=prov, notes=list(res.notes),
+                    failed=len(res.failed))
     for ext, text in (("md", t2.markdown()), ("csv", t2.csv()), ("tex", t2.latex())):
         path = out_dir / f"table2.{ext}"
         path.write_text(text, encoding="utf-8")
         report.files.append(path)
     paired.to_csv(out_dir / "paired.csv", index=False)
     report.files.append(out_dir / "paired.csv")
-    ood = res.ood_label
+    ood_label = res.ood_label
     best_overall = {a: aggregate.best_overall(res, a) for a in regimes["arch"].unique()}
-    fig_paths = {
-        "fig2": figures.save(figures.fig2(aggregate.epoch_curves(res), regimes, best, best_overall, ood),
-                             out_dir, "fig2"),
-        "learning_curves": figures.save(figures.learning_curves(lc, ood), out_dir, "learning_curves",
-                                        pdf=False),
-        "params": figures.save(figures.params_plot(regimes, ood), out_dir, "params", pdf=False),
-    }
-    for paths in fig_paths.values():
-        report.files.extend(paths)
+    figs = _figures(res, regimes, best, best_overall, lc, out_dir, report)
     lap("figures")
-    gradcam_html = (_gradcam_section(res, out_dir, gradcam_n, report, data, ood) if with_gradcam
-                    else "<p>Grad-CAM not drawn (--no-gradcam).</p>\n")
+    if with_gradcam:
+        gradcam = _gradcam_section(res, out_dir, gradcam_n, report, data, ood, gradcam_layers)
+    else:
+        gradcam = {"figures": [], "messages": ["Grad-CAM not drawn (--no-gradcam)."], "images_from": None}
     lap("gradcam")
-    extra_html = ""
+    external_html = ""
     if options.external_logs:
         from analysis import external_logs
 
-        extra_html, ext_files = external_logs.report_section(options.external_logs, options.external_lines,
-                                                             out_dir, options.band_rule)
+        external_html, ext_files = external_logs.report_section(
+            options.external_logs, options.external_lines, out_dir, options.band_rule)
         report.files.extend(ext_files)
-    images_tab, seeds_tab = tables.paired_tables(paired, seed_diffs, ood)
-    html = _html(res, report, t2, tables.regimes_table(regimes, ood), images_tab, seeds_tab, claims,
-                 fig_paths, gradcam_html, options, extra_html)
+    images_tab, seeds_tab = tables.paired_tables(paired, seed_diffs, ood_label)
+    context = _context(res, report, t2, images_tab, seeds_tab, claims, figs, gradcam)
+    context.update(settings=options.describe(), band_rule=options.band_rule.describe(),
+                   model_selection=aggregate.model_selection(res),
+                   external_html=render.trusted(external_html))
+    html = env.get_template(Path(template).name if template else render.TEMPLATE).render(**context)
     path = out_dir / "report.html"
     path.write_text(html, encoding="utf-8")
     report.files.insert(0, path)
@@ -183,56 +200,69 @@ def build(results: str = DEFAULT_RESULTS, out: str | None = None, gradcam_n: int
     return report
 
 
-def _html(res: Results, report: Report, t2: tables.Table2, detail: tables.Tab, images_tab: tables.Tab,
-          seeds_tab: tables.Tab, claims: list[claims_mod.Claim], figs: dict[str, list[Path]],
-          gradcam_html: str, options: options_mod.AnalysisOptions, extra_html: str = "") -> str:
-    n_ok, n_failed = len(res.trials), len(res.failed)
+def _figures(res: Results, regimes, best, best_overall, lc, out_dir: Path, report: Report
+             ) -> list[dict[str, Any]]:
+    """Draw the figures that have something to show; the others become one line of text."""
+    ood_label = res.ood_label
+    out: list[dict[str, Any]] = []
+
+    def add(fig_id: str, title: str, caption: str, draw, missing: str | None = None) -> None:
+        entry = {"id": fig_id, "title": title, "caption": caption, "src": None, "missing": missing}
+        if missing is None:
+            paths = figures.save(draw(), out_dir, fig_id)
+            report.files.extend(paths)
+            entry["src"] = data_uri(paths[0])
+        else:
+            report.missing_figures[fig_id] = missing
+        out.append(entry)
+
+    add("fig2", "Fig. 2: validation accuracy per epoch",
+        f"Train size {res.full_size}. Bold: mean over seeds; shaded: range over seeds (lowest to "
+        "highest). Dotted: test accuracy of the best model (chosen on validation). "
+        f"{ood_label}: solid for the best transfer model, dashed for the best scratch model. Panel "
+        "titles: trainable parameters per regime (FT fine-tune, FE feature extraction, SC scratch).",
+        lambda: figures.fig2(aggregate.epoch_curves(res), regimes, best, best_overall, ood_label))
+    add("learning_curves", "Learning curves: accuracy against training images per class",
+        "Log-scaled x axis, one tick per train size. Per regime: each seed is a point, the line joins "
+        "the means across seeds, the shaded band spans the lowest to the highest seed (with 2-3 "
+        "seeds a 95% t-interval would span most of the axis; the intervals are in the tables).",
+        lambda: figures.learning_curves(lc, res.trials, ood_label), figures.learning_curves_missing(lc))
+    add("params", "Accuracy against trainable parameters",
+        "Mean ± 95% t-interval across seeds (clipped to [0, 100]); colour = architecture, marker = "
+        "regime. The overparameterisation question: do bigger models do worse with little data?",
+        lambda: figures.params_plot(regimes, ood_label), figures.params_missing(regimes))
+    return out
+
+
+def _context(res: Results, report: Report, t2: tables.Table2, images_tab: tables.Tab,
+             seeds_tab: tables.Tab, claims: list[Any], figs: list[dict[str, Any]],
+             gradcam: dict[str, Any]) -> dict[str, Any]:
+    """Everything the template sees (docs/report.md lists it for custom templates)."""
     archs = res.trials["arch"].nunique()
-    archs_text = f"{archs} architecture{'s' if archs != 1 else ''}"
-    presets = ", ".join(sorted(res.trials["preset"].dropna().unique())) or "n/a"
-    sizes = ", ".join(sorted(res.trials["train_size"].unique(), key=str))
-    kinds = ", ".join(res.ood_kinds) or "none (no OOD set)"
-    parts = [f"<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-             f"<title>Feature reuse: report</title><style>{CSS}</style></head><body>",
-             "<h1>The utility of feature reuse: report</h1>",
-             f'<p class="meta">Results: <code>{escape(res.root)}</code> · {n_ok} finished trials '
-             f"({archs_text}), {n_failed} failed · preset(s): {escape(presets)} · train sizes: "
-             f"{escape(sizes)} · OOD set: {escape(kinds)} · written "
-             f"{dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}</p>"]
-    if res.caveat:
-        parts.append(f'<p class="caveat"><b>Caveat</b> — {escape(res.caveat)}.</p>')
-    for note in report.notes:
-        parts.append(f'<p class="note">Note: {escape(note)}</p>')
-    parts += ["<h2>Table II</h2>", t2.html(),
-              "<p class=\"note\">Also as table2.md, table2.csv (every number, one row per architecture "
-              "and regime) and table2.tex.</p>",
-              "<h3>Per regime, with trainable parameters</h3>", detail.html(),
-              "<h2>Fig. 2: validation accuracy per epoch</h2>", _img(figs["fig2"][0], "Fig. 2"),
-              f'<p class="note">Train size {escape(res.full_size)}. Thin lines: single seeds (at most '
-              f"{figures.MAX_SEED_LINES} per regime drawn); bold: their mean. Dotted: test accuracy of "
-              f"the best model (chosen on validation). {escape(res.ood_label)}: solid for the best "
-              "transfer model, dashed for the best scratch model.</p>",
-              "<h2>Transfer vs scratch, paired</h2>", images_tab.html(), seeds_tab.html(),
-              "<h2>The study's claims on these results</h2>", "<ul>"]
-    for c in claims:
-        parts.append(f'<li><span class="{VERDICT_CLASS[c.verdict]}">{escape(c.verdict)}</span> — '
-                     f"{escape(c.statement)}. {escape(c.evidence[0].upper() + c.evidence[1:])}"
-                     + (f" <i>Test:</i> {escape(c.test)}." if c.test else "") + "</li>")
-    parts += ["</ul>", "<p class=\"note\">Verdict rules: docs/analysis.md. \"Partly\": for some "
-              "architectures but not all. Settings: " + escape(options.describe()) + ".</p>",
-              "<h2>Learning curves</h2>", _img(figs["learning_curves"][0], "learning curves"),
-              "<h2>Accuracy against trainable parameters</h2>", _img(figs["params"][0], "params"),
-              "<h2>Grad-CAM (Table I)</h2>", gradcam_html, extra_html,
-              "<h2>Failed trials</h2>", tables.failed_table(res.failed).html(),
-              "<h2>Definitions</h2><ul>",
-              f"<li><b>Val band</b>: {escape(options.band_rule.describe())}; whole percent, one value "
-              "when the ends meet.</li>",
-              "<li><b>Mean ± CI</b>: across seeds, two-sided 95% t-interval; n=1 gives no interval.</li>",
-              "<li><b>Best model</b>: highest best-val accuracy (ties: lower val loss, then earlier "
-              "epoch; never the seed); chosen on validation data only, never on test or OOD accuracy. "
-              f"Kept epochs: {escape(aggregate.model_selection(res))}.</li>",
-              "</ul>", "</body></html>\n"]
-    return "\n".join(parts)
+    sizes = [s for s, _ in answer_mod.sizes_smallest_first(res)]
+    return {
+        "results_root": res.root,
+        "written": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "n_ok": len(res.trials), "n_failed": len(res.failed),
+        "archs_text": f"{archs} architecture{'s' if archs != 1 else ''}",
+        "presets": ", ".join(sorted(res.trials["preset"].dropna().unique())) or "n/a",
+        "train_sizes": ", ".join(sizes),
+        "ood_label": res.ood_label,
+        "ood_kinds": ", ".join(res.ood_kinds) or "none (no OOD set)",
+        "caveat": res.caveat,
+        "notes": report.notes,
+        "answer": report.answer,
+        "verdict_class": render.VERDICT_CLASS,
+        "table2": t2,
+        "table2_detail": t2.detail,
+        "figures": figs,
+        "paired_images": images_tab,
+        "paired_seeds": seeds_tab,
+        "claims": render.claims_context(claims),
+        "gradcam": gradcam,
+        "provenance": report.provenance,
+        "failed": tables.failed_table(res.failed),
+    }
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -241,26 +271,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results", default=DEFAULT_RESULTS,
                    help=f"results folder or URI (default {DEFAULT_RESULTS})")
     p.add_argument("--out", default=None, help="output folder (default: <results>/../report)")
-    p.add_argument("--gradcam-n", type=int, default=4, help="images per Grad-CAM figure (default 4)")
+    p.add_argument("--gradcam-n", type=int, default=4,
+                   help="images per Grad-CAM figure, half of the first class (default 4)")
+    p.add_argument("--gradcam-layer", action="append", metavar="[ARCH=]PATH",
+                   help="Grad-CAM target layer as a dotted path, for every architecture or, as "
+                   "ARCH=PATH, for one (repeatable), e.g. vgg11_bn=features.11 (default: each "
+                   "architecture's own; docs/report.md lists them)")
     p.add_argument("--no-gradcam", action="store_true", help="skip the Grad-CAM figures")
     p.add_argument("--data", default=None, help="for Grad-CAM: the data folder the sweep was given "
-                   "(not needed for the embedded demo set)")
+                   "(default: the folder the sweep recorded, or the embedded demo set)")
     p.add_argument("--ood", default=None, help="for Grad-CAM: the OOD folder the sweep was given")
+    p.add_argument("--template", default=None, help="a Jinja2 template for report.html (default: "
+                   "the packaged analysis/templates/report.html.j2, which yours may extend)")
     options_mod.add_arguments(p)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.gradcam_n < 1:
+        print(f"error: --gradcam-n must be at least 1, got {args.gradcam_n}", file=sys.stderr)
+        return 2
     try:
         options = options_mod.from_args(args)
-        report = build(args.results, args.out, args.gradcam_n, not args.no_gradcam, args.data, args.ood,
-                       options)
+        report = build(args.results, args.out, args.gradcam_n, not args.no_gradcam, args.data,
+                       args.ood, args.gradcam_layer, args.template, options)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print("Table II\n")
+    print(report.answer.text())
+    print("\nTable II\n")
     print(report.table2.markdown())
+    for fig_id, why in report.missing_figures.items():
+        print(f"{fig_id}: not drawn. {why}")
     for note in report.notes:
         print(f"note: {note}")
     if report.failed:
@@ -269,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     shown = [p for p in report.files if p.name != "report.html"]
     print("files:  " + "\n        ".join(str(p) for p in shown))
     for path, info in report.gradcam:
-        print(f"Grad-CAM ({info['arch']} {info['regime']}): {path}")
+        print(f"Grad-CAM ({info['arch']} {info['regime']}, layer {info['layer']}): {path}")
     timing = ", ".join(f"{k} {v:.1f}s" for k, v in report.timings.items())
     print(f"time:   {timing}")
     return 0
@@ -277,4 +320,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-

@@ -9,7 +9,7 @@ from html import escape
 
 import pandas as pd
 
-from analysis.bands import BandRule, format_epochs
+from analysis.bands import BandRule, format_epochs, pct
 from analysis.load import REGIME_LABELS, Results, regime_order
 
 
@@ -30,10 +30,26 @@ def fmt_ci(mean: float, half: float, n: int, show_n: bool = False) -> str:
 
 
 def fmt_params(n: float) -> str:
-    """Trainable parameters in millions, three significant digits (0.00256M for a small head)."""
-    if n is None or not math.isfinite(n):
+    """Parameter counts people read at a glance: "950", "2.6k", "2.2M", "26M", "139M"."""
+    if n is None or not isinstance(n, (int, float)) or not math.isfinite(n):
         return "n/a"
-    return f"{n / 1e6:.3g}M"
+    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(n) >= scale:
+            v = n / scale
+            text = f"{v:.1f}" if v < 10 else f"{v:.0f}"
+            return text.removesuffix(".0") + suffix
+    return f"{n:.0f}"
+
+
+def fmt_interval(mean: float, half: float, n: int, lo_clip: float = 0.0, hi_clip: float = 1.0) -> str:
+    """"94.9 [88.7, 100.0]" (percent): mean and its 95% interval clipped to [0, 100];
+    "94.9 (1 seed)" when one seed gives no interval."""
+    if mean is None or not math.isfinite(mean):
+        return "n/a"
+    if n < 2 or half is None or not math.isfinite(half):
+        return f"{100 * mean:.1f} ({n} seed{'s' if n != 1 else ''})"
+    lo, hi = max(mean - half, lo_clip), min(mean + half, hi_clip)
+    return f"{100 * mean:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]"
 
 
 @dataclass
@@ -83,13 +99,22 @@ def latex_escape(text: str) -> str:
 
 @dataclass
 class Table2:
+    """Table II as the study printed it (val bands, OOD with and without transfer), plus
+    `detail`: the means and intervals behind it, one row per architecture x regime."""
+
     header: list[str]
     rows: list[list[str]]
     long: pd.DataFrame
     legend: str
+    detail: Tab
+
+    @property
+    def note(self) -> str:
+        return self.legend
 
     def markdown(self) -> str:
-        return markdown_table(self.header, self.rows) + "\n\n" + self.legend + "\n"
+        return (markdown_table(self.header, self.rows) + "\n\n" + self.legend + "\n\n"
+                + "Means and 95% intervals\n\n" + self.detail.markdown())
 
     def csv(self) -> str:
         return self.long.to_csv(index=False)
@@ -108,59 +133,73 @@ class Table2:
         return "\n".join(lines) + "\n"
 
 
+def whole_pct(x: float | None) -> str:
+    """Whole percent as the study prints OOD accuracy ("83%")."""
+    if x is None or not isinstance(x, (int, float)) or not math.isfinite(x):
+        return "—"
+    return f"{pct(x)}%"
+
+
 def table2(res: Results, regimes: pd.DataFrame, best: pd.DataFrame) -> Table2:
-    """One row per architecture: the band and best-val mean +/- CI per regime, then the OOD
-    accuracy of the best transfer and the best scratch model (+ mean +/- CI across seeds)."""
+    """One row per architecture, the study's columns: the validation band of each regime, then
+    the OOD accuracy of the best transfer and of the best scratch model (chosen on validation)."""
     ood = res.ood_label
     present = regime_order(regimes["regime"].unique().tolist())
-    header = ["Architecture"] + [REGIME_LABELS.get(r, r) for r in present]
+    header = ["Architecture"] + [f"{REGIME_LABELS.get(r, r)} (val)" for r in present]
     has_ood = bool(res.ood_kinds)
     if has_ood:
-        header += [f"{ood}: best transfer", f"{ood}: best scratch"]
-    ns = set(regimes["best_val_acc_n"].tolist())
-    uniform_n = len(ns) == 1
+        header += [f"{ood} with transfer", f"{ood} without transfer"]
     rows = []
     for arch in regimes["arch"].unique():
         row = [arch]
         for regime in present:
             r = regimes[(regimes["arch"] == arch) & (regimes["regime"] == regime)]
-            if r.empty:
-                row.append("—")
-                continue
-            r = r.iloc[0]
-            row.append(f"{r['band']} · " + fmt_ci(r["best_val_acc_mean"], r["best_val_acc_half"],
-                                                  int(r["best_val_acc_n"]), show_n=not uniform_n))
+            row.append("—" if r.empty else str(r.iloc[0]["band"]))
         if has_ood:
             b = best[best["arch"] == arch]
             b = b.iloc[0] if not b.empty else pd.Series(dtype=object)
             for tag in ("transfer", "scratch"):
-                if pd.isna(b.get(f"{tag}_trial")):
-                    row.append("—")
-                    continue
-                who = (f"{b[f'{tag}_regime']}, s{int(b[f'{tag}_seed'])}" if tag == "transfer"
-                       else f"s{int(b[f'{tag}_seed'])}")
-                row.append(f"{fmt_pct(b[f'{tag}_ood'])} ({who}) · "
-                           + fmt_ci(b[f"{tag}_ood_mean"], b[f"{tag}_ood_half"], int(b[f"{tag}_ood_n"]),
-                                    show_n=not uniform_n))
+                row.append("—" if pd.isna(b.get(f"{tag}_trial")) else whole_pct(b[f"{tag}_ood"]))
         rows.append(row)
     plateau = sorted({format_epochs(int(a), int(b)) for a, b in
                       zip(regimes["plateau_first"].dropna(), regimes["plateau_last"].dropna(),
                           strict=True)})
-    n_text = f"n={ns.pop()} seeds" if uniform_n else "n seeds per cell"
+    ns = sorted(set(regimes["n"].astype(int).tolist()))
+    seeds = f"{ns[0]} seed{'s' if ns[0] != 1 else ''}" if len(ns) == 1 else f"{ns[0]}-{ns[-1]} seeds"
     rule = BandRule.parse(regimes["band_rule"].iloc[0] if "band_rule" in regimes and len(regimes) else None)
-    legend = (f"Train size: {res.full_size}. Regime cells: {rule.describe()} (epochs "
-              f"{', '.join(plateau) or 'n/a'}) · best-val accuracy mean ± 95% CI (t-interval, {n_text}), "
-              "percent.")
+    legend = (f"Train size {res.full_size}. Regime columns: {rule.describe()} (epochs "
+              f"{', '.join(plateau) or 'n/a'}; {seeds}), whole percent.")
     if has_ood:
-        legend += (f" {ood} cells: OOD accuracy of the best model, chosen on validation accuracy "
-                   "(regime, seed) · mean ± 95% CI across seeds of each seed's best transfer "
-                   "regime (resp. its scratch model).")
+        legend += (f" {ood} columns: accuracy of the best transfer model (fine-tune or feature "
+                   "extraction) and of the best scratch model, each chosen on validation accuracy.")
+    legend += " Means and 95% intervals: the table below."
     long = _long(regimes, best)
-    return Table2(header, rows, long, legend)
+    return Table2(header, rows, long, legend, intervals_table(regimes, best, ood, has_ood))
+
+
+def intervals_table(regimes: pd.DataFrame, best: pd.DataFrame, ood: str, has_ood: bool) -> Tab:
+    """Table II's numbers with their spread: per architecture x regime, trainable parameters and
+    mean [95% interval] across seeds of best-val, test and OOD accuracy."""
+    header = ["Architecture", "Regime", "Trainable params", "Seeds", "Best val", "Test"]
+    if has_ood:
+        header.append(ood)
+    rows = []
+    for _, r in regimes.iterrows():
+        row = [r["arch"], REGIME_LABELS.get(r["regime"], r["regime"]), fmt_params(r["trainable_params"]),
+               str(r["n"]), fmt_interval(r["best_val_acc_mean"], r["best_val_acc_half"],
+                                         int(r["best_val_acc_n"])),
+               fmt_interval(r["test_acc_mean"], r["test_acc_half"], int(r["test_acc_n"]))]
+        if has_ood:
+            row.append(fmt_interval(r["ood_acc_mean"], r["ood_acc_half"], int(r["ood_acc_n"])))
+        rows.append(row)
+    note = ("Accuracy in percent: mean across seeds [two-sided 95% t-interval, clipped to [0, 100]]. "
+            "Best val: the accuracy of the epoch each trial kept (its best), not a band.")
+    return Tab(header, rows, note)
 
 
 def _long(regimes: pd.DataFrame, best: pd.DataFrame) -> pd.DataFrame:
-    """The CSV: one row per arch x regime with every number, arch-level OOD columns repeated."""
+    """The CSV: one row per arch x regime with every number, arch-level OOD columns repeated.
+    `*_half` is the unclipped t half-width; `*_ci_lo`/`*_ci_hi` are clipped to [0, 1]."""
     keep = ["arch", "regime", "train_size", "n", "trainable_params", "total_params", "band",
             "band_lo", "band_hi", "plateau_first", "plateau_last"]
     for m in ("best_val_acc", "test_acc", "ood_acc"):
@@ -168,51 +207,50 @@ def _long(regimes: pd.DataFrame, best: pd.DataFrame) -> pd.DataFrame:
     out = regimes[[c for c in keep if c in regimes]].copy()
     for m in ("best_val_acc", "test_acc", "ood_acc"):
         if f"{m}_mean" in out:
-            out[f"{m}_ci_lo"] = out[f"{m}_mean"] - out[f"{m}_half"]
-            out[f"{m}_ci_hi"] = out[f"{m}_mean"] + out[f"{m}_half"]
+            out[f"{m}_ci_lo"] = (out[f"{m}_mean"] - out[f"{m}_half"]).clip(lower=0.0)
+            out[f"{m}_ci_hi"] = (out[f"{m}_mean"] + out[f"{m}_half"]).clip(upper=1.0)
     arch_cols = [c for c in best.columns if c != "arch" and not c.endswith("model_path")]
     return out.merge(best[["arch", *arch_cols]], on="arch", how="left")
 
 
+def _signed_interval(diff: float, lo: float, hi: float) -> str:
+    return (f"{100 * diff:+.1f} [{100 * max(lo, -1.0):+.1f}, {100 * min(hi, 1.0):+.1f}]"
+            if math.isfinite(lo) else f"{100 * diff:+.1f}")
+
+
 def paired_tables(paired: pd.DataFrame, seed_diffs: pd.DataFrame, ood: str) -> tuple[Tab, Tab]:
-    """Transfer vs scratch per architecture: McNemar + bootstrap, and the seed-paired view."""
+    """Transfer vs scratch per architecture (and train size, when `paired` has that column, as
+    analysis.answer.paired_by_size gives it): McNemar + bootstrap; and the seed-paired view."""
     rows = []
+    by_size = "train_size" in paired.columns
     for _, p in paired.iterrows():
         split = "test" if p["split"] == "test" else ood
-        rows.append([p["arch"], split, f"{p['transfer_regime']}", str(p["n"]), fmt_pct(p["acc_transfer"]),
-                     fmt_pct(p["acc_scratch"]),
-                     f"{100 * p['diff']:+.1f} [{100 * p['boot_lo']:+.1f}, {100 * p['boot_hi']:+.1f}]",
-                     f"{p['b']} / {p['c']}", f"{p['p_value']:.3g}"])
-    images = Tab(["Architecture", "Images", "Transfer regime", "n", "Transfer", "Scratch",
-                  "Diff, pp [bootstrap 95%]", "b / c", "McNemar p"], rows,
-                 "Best transfer vs best scratch model (each chosen on validation accuracy), on the "
-                 "same images. b: images only the transfer model gets right; c: only the scratch "
-                 "model. p: exact two-sided McNemar test; the interval resamples images (2000 draws).")
+        row = [p["arch"]] + ([str(p["train_size"])] if by_size else [])
+        rows.append(row + [split, f"{p['transfer_regime']}", str(p["n"]), fmt_pct(p["acc_transfer"]),
+                           fmt_pct(p["acc_scratch"]), _signed_interval(p["diff"], p["boot_lo"], p["boot_hi"]),
+                           f"{p['b']} / {p['c']}", f"{p['p_value']:.3g}"])
+    header = (["Architecture"] + (["Train size"] if by_size else [])
+              + ["Images", "Transfer regime", "n", "Transfer", "Scratch", "Diff, pp [bootstrap 95%]",
+                 "b / c", "McNemar p"])
+    images = Tab(header, rows,
+                 "Best transfer vs best scratch model (each chosen on validation accuracy, at each "
+                 "train size), on the same images. b: images only the transfer model gets right; c: "
+                 "only the scratch model. p: exact two-sided McNemar test; the interval resamples "
+                 "images (2000 draws).")
     srows = []
     for _, s in seed_diffs.iterrows():
         metric = "test" if s["metric"] == "test_acc" else ood
         if not math.isfinite(s["diff_mean"]):
             continue
-        ci = (f"{100 * s['diff_mean']:+.1f} ± {100 * s['diff_half']:.1f}" if s["n"] >= 2 and
-              math.isfinite(s["diff_half"]) else f"{100 * s['diff_mean']:+.1f} (n=1)")
+        mean, half = s["diff_mean"], s["diff_half"]
+        ci = (_signed_interval(mean, mean - half, mean + half) if s["n"] >= 2 and math.isfinite(half)
+              else f"{100 * mean:+.1f} (1 seed)")
         srows.append([s["arch"], metric, ci, str(s["n"])])
-    seeds = Tab(["Architecture", "Accuracy", "Transfer − scratch, pp (95% CI)", "Seeds"], srows,
-                "Seed-paired: per seed, the transfer regime with the better validation accuracy minus "
-                "the scratch model of the same seed; t-interval across seeds.")
+    seeds = Tab(["Architecture", "Accuracy", "Transfer − scratch, pp [95% t-interval]", "Seeds"], srows,
+                "Seed-paired, full train size: per seed, the transfer regime with the better validation "
+                "accuracy minus the scratch model of the same seed; t-interval across seeds, clipped "
+                "to [-100, 100].")
     return images, seeds
-
-
-def regimes_table(regimes: pd.DataFrame, ood: str) -> Tab:
-    """Detail: one row per arch x regime with params and mean +/- CI of every metric."""
-    rows = []
-    for _, r in regimes.iterrows():
-        rows.append([r["arch"], REGIME_LABELS.get(r["regime"], r["regime"]),
-                     fmt_params(r["trainable_params"]), str(r["n"]), r["band"],
-                     fmt_ci(r["best_val_acc_mean"], r["best_val_acc_half"], int(r["best_val_acc_n"])),
-                     fmt_ci(r["test_acc_mean"], r["test_acc_half"], int(r["test_acc_n"])),
-                     fmt_ci(r["ood_acc_mean"], r["ood_acc_half"], int(r["ood_acc_n"]))])
-    return Tab(["Architecture", "Regime", "Trainable params", "Seeds", "Val band", "Best val", "Test",
-                ood], rows, "Accuracies in percent, mean ± 95% CI (t-interval) across seeds.")
 
 
 def failed_table(failed: pd.DataFrame) -> Tab:

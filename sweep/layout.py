@@ -1,6 +1,9 @@
 """Where an experiment keeps its files, on a local path or any pyarrow filesystem URI (s3://...).
 
     <storage>/<name>/manifest.json      the split manifest, built once on the driver
+    <storage>/<name>/data_roots.json    the data and OOD folders the manifest's paths are
+                                        relative to (absolute, as the driver saw them), so that
+                                        the report finds the images by itself
     <storage>/<name>/results/           Parquet tables (trainables/results.py) and models/
     <storage>/<name>/ray/               Ray Tune's experiment: trial dirs, checkpoints, logs
     <storage>/<name>/resume/<id>.json   latest checkpoint of each unfinished trial (see
@@ -27,6 +30,10 @@ from trainables import results, storage
 from trainables.errors import UserError
 from trainables.storage import join
 
+DATA_ROOTS_FILE = "data_roots.json"
+"""{"data": DIR, "ood": DIR or null, "embedded": bool, "manifest_hash": HASH}: written by the
+sweep's preflight, read by analysis.image_roots."""
+
 
 @dataclass(frozen=True)
 class Experiment:
@@ -46,6 +53,10 @@ class Experiment:
     @property
     def manifest(self) -> str:
         return join(self.root, "manifest.json")
+
+    @property
+    def data_roots(self) -> str:
+        return join(self.root, DATA_ROOTS_FILE)
 
     @property
     def results(self) -> str:

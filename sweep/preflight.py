@@ -104,6 +104,12 @@ def check_existing_manifest(experiment: Experiment, manifest: Manifest) -> str |
             f"--name, or delete {experiment.root} to start over")
 
 
+def data_roots_json(roots: DataRoots, manifest: Manifest, embedded: bool) -> str:
+    """What sweep.layout.DATA_ROOTS_FILE holds: where the manifest's relative paths live."""
+    return json.dumps({"data": roots.data, "ood": roots.ood, "embedded": embedded,
+                       "manifest_hash": manifest.hash}, indent=2) + "\n"
+
+
 def run_preflight(spec: GridSpec, experiment: Experiment, storage_arg: str, data: str | None,
                   ood: str | None, split_seed: int = 0, skip_bad: bool = False,
                   write: bool = True, allow_duplicates: bool = False) -> Ready:
@@ -157,6 +163,7 @@ def run_preflight(spec: GridSpec, experiment: Experiment, storage_arg: str, data
         done, todo = split_done(grid, finished)
         if write:
             write_text_atomic(experiment.manifest, manifest.to_json())
+            write_text_atomic(experiment.data_roots, data_roots_json(roots, manifest, data is None))
     except BaseException:
         if lock is not None:
             lock.release()
