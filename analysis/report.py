@@ -11,6 +11,7 @@ Writes into --out (default: the results folder's sibling ``report/``):
   params.png/.pdf               accuracy against trainable parameters
   gradcam_<arch>.png            Grad-CAM (Table I) when the sweep kept models
   external_table2.md/.csv, external_fig2.png   with --external-logs (e.g. the study's own logs)
+  imagenet_transfer.png/.csv    ImageNet top-1 vs test/OOD accuracy (3+ architectures)
 and prints the Markdown Table II. Definitions: docs/analysis.md.
 """
 
@@ -26,7 +27,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from analysis import aggregate, figures, tables
+from analysis import aggregate, figures, probe_report, tables
 from analysis import claims as claims_mod
 from analysis import options as options_mod
 from analysis.load import DEFAULT_RESULTS, Results, default_out_dir, load_results
@@ -42,6 +43,7 @@ class Report:
     notes: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     failed: int = 0
+    probe_console: list[str] = field(default_factory=list)
 
 
 def _img(path: Path, alt: str) -> str:
@@ -140,9 +142,12 @@ def build(results: str = DEFAULT_RESULTS, out: str | None = None, gradcam_n: int
     seed_diffs = aggregate.seed_paired(res)
     lc = aggregate.learning_curves(res)
     claims = claims_mod.check_claims(res, regimes, best, paired, options.claims)
+    probe = probe_report.build(res, out_dir)  # linear-probe triage, ImageNet accuracy vs transfer
+    claims.append(probe.claim)
     t2 = tables.table2(res, regimes, best)
     lap("statistics")
-    report = Report(out=out_dir, table2=t2, notes=res.notes, failed=len(res.failed))
+    report = Report(out=out_dir, table2=t2, notes=res.notes, failed=len(res.failed),
+                    files=list(probe.files), probe_console=probe.console)
     for ext, text in (("md", t2.markdown()), ("csv", t2.csv()), ("tex", t2.latex())):
         path = out_dir / f"table2.{ext}"
         path.write_text(text, encoding="utf-8")
@@ -173,7 +178,7 @@ def build(results: str = DEFAULT_RESULTS, out: str | None = None, gradcam_n: int
         report.files.extend(ext_files)
     images_tab, seeds_tab = tables.paired_tables(paired, seed_diffs, ood)
     html = _html(res, report, t2, tables.regimes_table(regimes, ood), images_tab, seeds_tab, claims,
-                 fig_paths, gradcam_html, options, extra_html)
+                 fig_paths, gradcam_html, options, extra_html, probe.html)
     path = out_dir / "report.html"
     path.write_text(html, encoding="utf-8")
     report.files.insert(0, path)
@@ -184,7 +189,8 @@ def build(results: str = DEFAULT_RESULTS, out: str | None = None, gradcam_n: int
 
 def _html(res: Results, report: Report, t2: tables.Table2, detail: tables.Tab, images_tab: tables.Tab,
           seeds_tab: tables.Tab, claims: list[claims_mod.Claim], figs: dict[str, list[Path]],
-          gradcam_html: str, options: options_mod.AnalysisOptions, extra_html: str = "") -> str:
+          gradcam_html: str, options: options_mod.AnalysisOptions, extra_html: str = "",
+          probe_html: str = "") -> str:
     n_ok, n_failed = len(res.trials), len(res.failed)
     archs = res.trials["arch"].nunique()
     archs_text = f"{archs} architecture{'s' if archs != 1 else ''}"
@@ -212,7 +218,7 @@ def _html(res: Results, report: Report, t2: tables.Table2, detail: tables.Tab, i
               f"the best model (chosen on validation). {escape(res.ood_label)}: solid for the best "
               "transfer model, dashed for the best scratch model.</p>",
               "<h2>Transfer vs scratch, paired</h2>", images_tab.html(), seeds_tab.html(),
-              "<h2>The study's claims on these results</h2>", "<ul>"]
+              probe_html, "<h2>The study's claims on these results</h2>", "<ul>"]
     for c in claims:
         parts.append(f'<li><span class="{VERDICT_CLASS[c.verdict]}">{escape(c.verdict)}</span> — '
                      f"{escape(c.statement)}. {escape(c.evidence[0].upper() + c.evidence[1:])}"
@@ -262,6 +268,8 @@ def main(argv: list[str] | None = None) -> int:
     print(report.table2.markdown())
     for note in report.notes:
         print(f"note: {note}")
+    for line in report.probe_console:
+        print(line)
     if report.failed:
         print(f"failed trials: {report.failed} (listed in the report, excluded from every number)")
     print(f"report: {report.out / 'report.html'}")

@@ -1,4 +1,7 @@
-"""The trial grid: architecture x regime x seed x train size, as frozen TrialConfigs."""
+"""The trial grid: architecture x regime x seed x train size, as frozen TrialConfigs.
+
+Regimes in which the seed changes nothing (trainables.config.SEEDLESS_REGIMES: the linear probe)
+get seed 0 only: more seeds would repeat the same numbers and fake a zero-width interval."""
 
 from __future__ import annotations
 
@@ -6,7 +9,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from trainables.config import REGIMES, TrialConfig, canonical_train_size, trial_id
+from trainables.config import (
+    REGIMES,
+    SEEDLESS_REGIMES,
+    TrialConfig,
+    canonical_train_size,
+    trial_id,
+)
 from trainables.errors import UserError
 from trainables.presets import Preset
 from trainables.registry import ARCHS
@@ -82,7 +91,8 @@ class GridSpec:
 
 
 def build_grid(spec: GridSpec) -> list[TrialConfig]:
-    """All trial configs in a stable order (arch, regime, train size, seed)."""
+    """All trial configs in a stable order (arch, regime, train size, seed); seedless regimes
+    get seed 0 only."""
     problems = spec.problems()
     if problems:
         raise UserError("; ".join(problems))
@@ -90,7 +100,7 @@ def build_grid(spec: GridSpec) -> list[TrialConfig]:
             for arch in spec.resolved_archs
             for regime in spec.resolved_regimes
             for size in spec.resolved_train_sizes
-            for seed in range(spec.resolved_seeds)]
+            for seed in range(1 if regime in SEEDLESS_REGIMES else spec.resolved_seeds)]
 
 
 @dataclass(frozen=True)

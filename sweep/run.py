@@ -3,6 +3,7 @@
     python -m sweep.run                      # demo: mobilenet_v2 x 3 regimes x 3 seeds, embedded data
     python -m sweep.run --preset paper --data DIR --ood DIR --storage s3://bucket/runs
     python -m sweep.run --dry-run            # the grid and resources, nothing runs
+    python -m sweep.run --preset paper --triage   # linear probe per architecture, ranked first
 
 Layout under <storage>/<name>/: manifest.json (the split, built once here), results/ (Parquet:
 epochs, trials, predictions; models/), ray/ (Ray Tune's trial folders and logs). Running the
@@ -54,7 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--archs", nargs="+", metavar="ARCH",
                    help=f"architectures (default: the preset's); from: {', '.join(ARCHS)}")
     p.add_argument("--regimes", nargs="+", metavar="REGIME",
-                   help=f"regimes (default: all three); from: {', '.join(REGIMES)}")
+                   help="regimes (default: the preset's; the study's three, the demo adds "
+                        f"linear_probe); from: {', '.join(REGIMES)}")
+    p.add_argument("--triage", action="store_true",
+                   help="run only the linear probe of every requested architecture (seconds to "
+                        "minutes each), rank them on validation accuracy and print which to "
+                        "fine-tune and the command that does (docs/linear_probe.md)")
     p.add_argument("--seeds", type=int, help="number of seeds, 0..N-1 (default: the preset's)")
     p.add_argument("--train-sizes", nargs="+", metavar="SIZE",
                    help="training images per class: 'all', a count (20) or a fraction (0.5)")
@@ -178,7 +184,7 @@ def run_tuner(ready: Ready, plan: ResourcePlan, args: argparse.Namespace, progre
 
 # ---------------------------------------------------------------------------------- main
 def sweep(args: argparse.Namespace) -> int:
-    from sweep import outcome
+    from sweep import outcome, triage
     from sweep.progress import SweepProgress, SweepState, TrialView
 
     t_start = time.time()
@@ -187,6 +193,8 @@ def sweep(args: argparse.Namespace) -> int:
                     regimes=tuple(args.regimes) if args.regimes else None, seeds=args.seeds,
                     train_sizes=tuple(args.train_sizes) if args.train_sizes else None,
                     overrides=overrides.collect(args.config_file, args.set_values))
+    if args.triage:
+        spec = triage.triage_spec(spec)
     gpus = parse_gpus_per_trial(args.gpus_per_trial)
     cpus = parse_cpus_per_trial(args.cpus_per_trial)
     if args.max_failures < 0:
@@ -260,6 +268,9 @@ def sweep(args: argparse.Namespace) -> int:
             say(line)
     if args.keep_models == "best":
         outcome.prune_models(experiment.results, ready.grid, rows)
+    if args.triage:
+        for line in triage.summary(experiment.results, ready.grid, args.argv):
+            say(line)
     say(f"results: {experiment.results}")
     say(f"report:  {outcome.report_command(experiment.results)}")
     if not summary.complete:
@@ -271,6 +282,7 @@ def sweep(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0"  # with verbose=0: no Ray tables, only our view
     os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")  # Ctrl-C stops at once; rerun resumes

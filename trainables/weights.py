@@ -44,6 +44,16 @@ def weights_enum(arch: Arch) -> WeightsEnum:
     return get_weight(arch.weights)
 
 
+def imagenet_top1(arch: Arch) -> float | None:
+    """The weights' ImageNet-1K top-1 accuracy in percent, as torchvision's metadata records it
+    (`meta["_metrics"]["ImageNet-1K"]["acc@1"]`); None when the entry's weights carry none."""
+    try:
+        value = weights_enum(arch).meta["_metrics"]["ImageNet-1K"]["acc@1"]
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None
+    return float(value) if isinstance(value, (int, float)) else None
+
+
 def weights_file(arch: Arch) -> str:
     """The file name torchvision caches these weights under (the URL's last part)."""
     return weights_enum(arch).url.rsplit("/", 1)[-1]
