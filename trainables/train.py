@@ -276,14 +276,14 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 130
     ood = "n/a" if row["ood_acc"] is None else f"{row['ood_acc']:.3f}"
-    kept = (f"epoch {row['best_epoch']}/{config.epochs}" if row["probe_c"] is None else
+    kept = (f"epoch {row['best_epoch']}/{config.epochs}" if row.get("probe_c") is None else
             f"C={row['probe_c']:g} of {len(config.probe_c_grid)} tried")
     print(f"{config.arch} {config.regime} seed={config.seed} train_size={config.train_size}: "
           f"best val {row['best_val_acc']:.3f} ({kept}) "
           f"test {row['test_acc']:.3f} OOD {ood} [{manifest.ood_kind}] "
           f"trainable {row['trainable_params']:,} params, {row['total_seconds']:.0f}s "
           f"-> {args.out} (trial {row['trial_id']})")
-    note = grid_edge_note(row["probe_c"], config.probe_c_grid) if row["probe_c"] else None
+    note = grid_edge_note(row["probe_c"], config.probe_c_grid) if row.get("probe_c") else None
     if note:
         print(f"note: {note}")
     return 0

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
 
+from tests.conftest import PROJECT_ROOT
 from trainables import results
 from trainables.dataset import DecodedSplit, load_trial_data
 from trainables.datasource import prepare_data
@@ -81,3 +84,27 @@ def test_regularisation_is_chosen_on_validation_only(demo):
     as_val = fit_probe(SMOKE, dataclasses.replace(demo, val=demo.test), CPU)
     assert json.loads(as_val.row["probe_grid_json"])["val_acc"] != \
         json.loads(base.row["probe_grid_json"])["val_acc"]
+
+
+@pytest.mark.slow
+def test_probe_speed_bench_times_both_trials(torch_home, tmp_path):
+    out = tmp_path / "speed.json"
+    proc = subprocess.run([sys.executable, str(PROJECT_ROOT / "bench" / "probe_speed.py"),
+                           "--presets", "smoke", "--json", str(out)], cwd=PROJECT_ROOT,
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "ratio" in proc.stdout and "ImageNet weights" in proc.stdout
+    (cell,) = json.loads(out.read_text())["cells"]
+    assert cell["epochs"] == 2 and cell["baseline"]["seconds"] > 0 and len(cell["probe"]) == 2
+    assert cell["ratio"] == pytest.approx(cell["baseline"]["seconds"] / cell["probe_seconds"])
+
+
+@pytest.mark.slow
+def test_triage_mechanics_labels_random_weights(torch_home):
+    proc = subprocess.run([sys.executable, str(PROJECT_ROOT / "bench" / "triage_mechanics.py"),
+                           "--archs", "mobilenet_v2", "squeezenet1_0", "--preset", "smoke"],
+                          cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ranking = proc.stdout[proc.stdout.index("triage ranking"):]
+    assert "squeezenet1_0 (RANDOM WEIGHTS)" in ranking and "mobilenet_v2  " in ranking
+    assert "mobilenet_v2 (RANDOM" not in ranking

@@ -106,3 +106,14 @@ def test_deviations_name_the_regime_outside_the_study():
     configs = build_grid(GridSpec(PRESETS["demo"]))
     found = deviations(configs, data="x", ood_kind="real", seeds=3)
     assert any("regimes outside the study: linear_probe" in d for d in found)
+
+
+def test_c_grid_from_a_yaml_config_file(tmp_path):
+    from trainables.overrides import load_config_file
+
+    path = tmp_path / "settings.yaml"
+    path.write_text("probe_c_grid: [0.1, 1, 10]\nprobe_max_iter: 200\n")
+    assert load_config_file(path) == {"probe_c_grid": (0.1, 1.0, 10.0), "probe_max_iter": 200}
+    path.write_text("probe_c_grid: [0.1, yes]\n")
+    with pytest.raises(UserError, match="is not a list of numbers"):
+        load_config_file(path)
