@@ -14,6 +14,7 @@ import shlex
 from collections.abc import Sequence
 
 from analysis import probe_triage
+from analysis.load import is_full_size
 from sweep.grid import GridPoint, GridSpec
 from trainables.errors import UserError
 
@@ -45,11 +46,14 @@ def next_command(argv: Sequence[str], archs: Sequence[str]) -> str:
 
 
 def summary(results_root: str, grid: Sequence[GridPoint], argv: Sequence[str]) -> list[str]:
-    """The ranking per train size (the full size last) and what to run next."""
+    """The ranking per train size, the largest last, and what to run next (the shortlist of
+    the largest size)."""
     probes = probe_triage.read_probe_trials(results_root, [p.trial_id for p in grid])
     if probes.empty:
         return ["triage: no linear-probe trial finished; nothing to rank"]
-    sizes = list(dict.fromkeys(p.config.train_size for p in grid))
+    per_class = probes.groupby("train_size")["train_images_per_class"].mean()
+    sizes = sorted(dict.fromkeys(p.config.train_size for p in grid),
+                   key=lambda s: (is_full_size(s), per_class.get(s, 0.0)))  # the largest last
     out: list[str] = []
     chosen: list[str] = []
     for size in sizes:

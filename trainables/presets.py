@@ -58,7 +58,7 @@ PRESETS: dict[str, Preset] = {
         regimes=REGIMES,
         seeds=3,
         train_sizes=("10", "all"),
-        why="cut so that 18 trials fit in minutes on 2 CPU cores (StepLR step 7 kept: the "
+        why="cut so that its 18 SGD trials fit in minutes on 2 CPU cores (StepLR step 7 kept: the "
             "learning rate still drops at epochs 7 and 14)",
     ),
     "smoke": Preset(

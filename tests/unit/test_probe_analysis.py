@@ -24,11 +24,11 @@ TOP1 = {"squeezenet1_0": 58.092, "resnet18": 69.758, "vgg11_bn": 70.37, "mobilen
 
 def write_probe_trial(root, arch: str, val_correct: list[bool], test: float = 0.8,
                       ood: float = 0.7, c: float = 1.0, val_loss: float = 0.3,
-                      test_images: int = 50) -> str:
+                      test_images: int = 50, **kw) -> str:
     """A linear-probe trial as fit_probe writes it: its grid curve, kept C and confusion."""
     acc = float(np.mean(val_correct))
     tid = write_synthetic_trial(root, arch, "linear_probe", 0, val=[acc], test=test, ood=ood,
-                                best_val_loss=val_loss, params=1281)
+                                best_val_loss=val_loss, params=1281, **kw)
     row = next(r for r in results.read_table(str(root), "trials").to_pylist() if r["trial_id"] == tid)
     right = round(test * test_images)
     curve = {"c": [c], "val_acc": [acc], "val_loss": [val_loss], "kept": 0,
@@ -79,6 +79,26 @@ def test_ranking_takes_one_trial_per_architecture_and_handles_none(tmp_path):
     ranked = probe_triage.rank(probe_triage.read_probe_trials(str(tmp_path)))
     assert ranked["arch"].tolist() == ["resnet18"] and probe_triage.recommendation(ranked) == (
         "fine-tune resnet18")
+
+
+def test_triage_summary_ranks_each_size_and_shortlists_the_largest(tmp_path):
+    from sweep.grid import GridPoint
+    from sweep.triage import summary
+    from trainables.presets import PRESETS
+
+    grid = []
+    for size, per_class, (a, b) in (("all", 60.0, (19, 10)), ("4", 4.0, (10, 19))):
+        write_probe_trial(tmp_path, "resnet18", [True] * a + [False] * (20 - a),
+                          train_size=size, per_class=per_class)
+        write_probe_trial(tmp_path, "vgg11_bn", [True] * b + [False] * (20 - b),
+                          train_size=size, per_class=per_class)
+        for arch in ("resnet18", "vgg11_bn"):
+            config = PRESETS["smoke"].trial(arch, "linear_probe", 0, size)
+            grid.append(GridPoint(config, f"{arch}-linear_probe-0-{size}"))
+    text = "\n".join(summary(str(tmp_path), grid, ["--triage", "--archs", "resnet18", "vgg11_bn"]))
+    assert text.index("train size 4:") < text.index("train size all:")
+    assert text.endswith("--archs resnet18\n(the linear probe is not the study's feature "
+                         "extraction: docs/linear_probe.md)")
 
 
 # ------------------------------------------------------------------ ImageNet accuracy vs transfer
