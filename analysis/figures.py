@@ -30,9 +30,10 @@ from matplotlib.ticker import FuncFormatter  # noqa: E402
 from analysis.load import REGIME_LABELS, is_full_size, regime_order  # noqa: E402
 from analysis.tables import fmt_params  # noqa: E402
 
-MARKERS = {"finetune": "s", "feature_extract": "x", "scratch": "o"}
-COLORS = {"finetune": "#1f5fa8", "feature_extract": "#d9781a", "scratch": "#3a8f3a"}
-SHORT = {"finetune": "FT", "feature_extract": "FE", "scratch": "SC"}
+MARKERS = {"finetune": "s", "feature_extract": "x", "scratch": "o", "linear_probe": "^"}
+COLORS = {"finetune": "#1f5fa8", "feature_extract": "#d9781a", "scratch": "#3a8f3a",
+          "linear_probe": "#7b3fa0"}
+SHORT = {"finetune": "FT", "feature_extract": "FE", "scratch": "SC", "linear_probe": "LP"}
 OOD_COLOR = "#b0204a"
 TEST_COLOR = "#222222"
 BAND_ALPHA = 0.16

@@ -33,7 +33,7 @@ PRODUCE_HINT = ("run the sweep first: `python -m sweep.run` (writes runs/demo/re
                 "--results with the folder a sweep or `python -m trainables.train --out` wrote")
 TRANSFER_REGIMES: tuple[str, ...] = tuple(r for r in REGIMES if r != "scratch")
 REGIME_LABELS = {"finetune": "Fine-tune", "feature_extract": "Feature extraction",
-                 "scratch": "From scratch"}
+                 "scratch": "From scratch", "linear_probe": "Linear probe"}
 KEY_COLUMNS = ["trial_id", "arch", "regime", "seed", "train_size"]
 EPOCH_COLUMNS = ["trial_id", "epoch", "val_acc", "lr"]
 TRIAL_COLUMNS = KEY_COLUMNS + [

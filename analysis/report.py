@@ -17,6 +17,7 @@ Writes into --out (default: the results folder's sibling ``report/``):
   params.png/.pdf               accuracy against trainable parameters (2+ architectures)
   gradcam_<arch>.png            Table I (Grad-CAM) when the sweep kept models
   external_table2.md/.csv, external_fig2.png   with --external-logs (e.g. the study's own logs)
+  imagenet_transfer.png/.csv    ImageNet top-1 vs test/OOD accuracy (3+ architectures)
 Definitions: docs/analysis.md; the report itself: docs/report.md.
 """
 
@@ -31,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from analysis import aggregate, figures, render, tables
+from analysis import aggregate, figures, probe_report, render, tables
 from analysis import answer as answer_mod
 from analysis import claims as claims_mod
 from analysis import options as options_mod
@@ -53,6 +54,7 @@ class Report:
     missing_figures: dict[str, str] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     failed: int = 0
+    probe_console: list[str] = field(default_factory=list)
 
 
 def data_uri(path: Path) -> str:
@@ -158,12 +160,14 @@ def build(results: str = DEFAULT_RESULTS, out: str | None = None, gradcam_n: int
     seed_diffs = aggregate.seed_paired(res)
     lc = aggregate.learning_curves(res)
     claims = claims_mod.check_claims(res, regimes, best, paired_full, options.claims)
+    probe = probe_report.build(res, out_dir)  # linear-probe triage, ImageNet accuracy vs transfer
+    claims.append(probe.claim)
     t2 = tables.table2(res, regimes, best)
     answer = answer_mod.build(res, regimes, claims, paired)
     prov = provenance_mod.collect(res)
     lap("statistics")
     report = Report(out=out_dir, table2=t2, answer=answer, provenance=prov, notes=list(res.notes),
-                    failed=len(res.failed))
+                    failed=len(res.failed), files=list(probe.files), probe_console=probe.console)
     for ext, text in (("md", t2.markdown()), ("csv", t2.csv()), ("tex", t2.latex())):
         path = out_dir / f"table2.{ext}"
         path.write_text(text, encoding="utf-8")
@@ -190,7 +194,8 @@ def build(results: str = DEFAULT_RESULTS, out: str | None = None, gradcam_n: int
     context = _context(res, report, t2, images_tab, seeds_tab, claims, figs, gradcam)
     context.update(settings=options.describe(), band_rule=options.band_rule.describe(),
                    model_selection=aggregate.model_selection(res),
-                   external_html=render.trusted(external_html))
+                   external_html=render.trusted(external_html),
+                   probe_html=render.trusted(probe.html))
     html = env.get_template(Path(template).name if template else render.TEMPLATE).render(**context)
     path = out_dir / "report.html"
     path.write_text(html, encoding="utf-8")
@@ -306,6 +311,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{fig_id}: not drawn. {why}")
     for note in report.notes:
         print(f"note: {note}")
+    for line in report.probe_console:
+        print(line)
     if report.failed:
         print(f"failed trials: {report.failed} (listed in the report, excluded from every number)")
     print(f"report: {report.out / 'report.html'}")

@@ -93,14 +93,16 @@ def _worker(rank: int, tasks: Any, results: Any, manifest_json: str, roots: tupl
             out: str, threads: int, random_weights: bool) -> None:
     import torch
 
+    from trainables import fitting, linear_probe
     from trainables import train as train_mod
     from trainables.config import TrialConfig
     from trainables.manifest import DataRoots, Manifest
     from trainables.models import build_model
 
     torch.set_num_threads(threads)
-    if random_weights:
-        train_mod.build_model = functools.partial(build_model, pretrained=False)
+    if random_weights:  # the regimes' fit functions build each trial's model
+        fitting.build_model = functools.partial(build_model, pretrained=False)
+        linear_probe.build_model = functools.partial(build_model, pretrained=False)
     manifest = Manifest.from_json(manifest_json)
     data_roots = DataRoots(*roots)
     cuda = torch.cuda.is_available()

@@ -110,13 +110,19 @@ class PeakMemory:
 @contextlib.contextmanager
 def random_weights_in_run_trial() -> Iterator[None]:
     """run_trial building its model with random weights (for architectures whose ImageNet
-    weights are not installed): timing only, every such row is labelled RANDOM WEIGHTS."""
-    original = train_mod.build_model
-    train_mod.build_model = functools.partial(build_model, pretrained=False)
+    weights are not installed): timing only, every such row is labelled RANDOM WEIGHTS. The
+    regimes' fit functions (trainables/fitting.py, trainables/linear_probe.py) build the model."""
+    from trainables import fitting, linear_probe
+
+    builders = (fitting, linear_probe)
+    originals = [m.build_model for m in builders]
+    for m in builders:
+        m.build_model = functools.partial(build_model, pretrained=False)
     try:
         yield
     finally:
-        train_mod.build_model = original
+        for m, original in zip(builders, originals, strict=True):
+            m.build_model = original
 
 
 def weights_available(arch: str) -> bool:

@@ -2,7 +2,10 @@
 
 Architectures: the registry's names, any torchvision classifier, or timm/<model>; the last two are
 checked (and derived, `trainables.derived`) only when named, so a grid of the study's models
-never imports a model library here."""
+never imports a model library here.
+
+Regimes in which the seed changes nothing (trainables.config.SEEDLESS_REGIMES: the linear probe)
+get seed 0 only: more seeds would repeat the same numbers and fake a zero-width interval."""
 
 from __future__ import annotations
 
@@ -10,7 +13,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from trainables.config import REGIMES, TrialConfig, arch_problem, canonical_train_size, trial_id
+from trainables.config import (
+    REGIMES,
+    SEEDLESS_REGIMES,
+    TrialConfig,
+    arch_problem,
+    canonical_train_size,
+    trial_id,
+)
 from trainables.errors import UserError
 from trainables.presets import Preset
 
@@ -84,7 +94,8 @@ class GridSpec:
 
 
 def build_grid(spec: GridSpec) -> list[TrialConfig]:
-    """All trial configs in a stable order (arch, regime, train size, seed)."""
+    """All trial configs in a stable order (arch, regime, train size, seed); seedless regimes
+    get seed 0 only."""
     problems = spec.problems()
     if problems:
         raise UserError("; ".join(problems))
@@ -92,7 +103,7 @@ def build_grid(spec: GridSpec) -> list[TrialConfig]:
             for arch in spec.resolved_archs
             for regime in spec.resolved_regimes
             for size in spec.resolved_train_sizes
-            for seed in range(spec.resolved_seeds)]
+            for seed in range(1 if regime in SEEDLESS_REGIMES else spec.resolved_seeds)]
 
 
 @dataclass(frozen=True)

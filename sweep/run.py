@@ -3,6 +3,7 @@
     python -m sweep.run                      # demo: mobilenet_v2 x 3 regimes x 3 seeds, embedded data
     python -m sweep.run --preset paper --data DIR --ood DIR --storage s3://bucket/runs
     python -m sweep.run --dry-run            # the grid and resources, nothing runs
+    python -m sweep.run --preset paper --triage   # linear probe per architecture, ranked first
 
 Layout under <storage>/<name>/: manifest.json (the split, built once here), results/ (Parquet:
 epochs, trials, predictions, compacted into a few files per table at the end; models/), ray/
@@ -77,7 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "any timm model as timm/NAME (timm/convnext_atto; needs feature-reuse[timm]). "
                         "Settings of the last two are derived from the library (--dry-run shows them)")
     p.add_argument("--regimes", nargs="+", metavar="REGIME",
-                   help=f"regimes (default: all three); from: {', '.join(REGIMES)}")
+                   help="regimes (default: the preset's; the study's three, the demo adds "
+                        f"linear_probe); from: {', '.join(REGIMES)}")
+    p.add_argument("--triage", action="store_true",
+                   help="run only the linear probe of every requested architecture (seconds to "
+                        "minutes each), rank them on validation accuracy and print which to "
+                        "fine-tune and the command that does (docs/linear_probe.md)")
     p.add_argument("--seeds", type=int, help="number of seeds, 0..N-1 (default: the preset's)")
     p.add_argument("--train-sizes", nargs="+", metavar="SIZE",
                    help="training images per class: 'all', a count (20) or a fraction (0.5)")
@@ -198,12 +204,16 @@ def run_tuner(ready: Ready, plan: ResourcePlan, args: argparse.Namespace, progre
 
 # ---------------------------------------------------------------------------------- main
 def sweep(args: argparse.Namespace) -> int:
+    from sweep import triage
+
     t_start = time.time()
     preset = get_preset(args.preset)
     spec = GridSpec(preset=preset, archs=tuple(args.archs) if args.archs else None,
                     regimes=tuple(args.regimes) if args.regimes else None, seeds=args.seeds,
                     train_sizes=tuple(args.train_sizes) if args.train_sizes else None,
                     overrides=overrides.collect(args.config_file, args.set_values))
+    if args.triage:
+        spec = triage.triage_spec(spec)
     gpus = parse_gpus_per_trial(args.gpus_per_trial)
     cpus = parse_cpus_per_trial(args.cpus_per_trial)
     check_options(args, spec)
@@ -221,7 +231,7 @@ def sweep(args: argparse.Namespace) -> int:
 def run_ready(args: argparse.Namespace, spec: GridSpec, preset, experiment: Experiment,
               ready: Ready, gpus: float | None, cpus: float, t_start: float) -> int:
     """Everything after preflight: the dry-run listing, or the Tuner and the summary."""
-    from sweep import outcome
+    from sweep import outcome, triage
     from sweep.progress import SweepProgress, SweepState, TrialView
 
     for note in ready.notes:
@@ -321,6 +331,9 @@ def run_ready(args: argparse.Namespace, spec: GridSpec, preset, experiment: Expe
         except OSError as exc:
             say(f"could not remove the models of non-best seeds ({exc}); the next run does")
     outcome.compact(experiment.results, say)
+    if args.triage:
+        for line in triage.summary(experiment.results, ready.grid, args.argv):
+            say(line)
     say(f"results: {experiment.results}")
     say(f"report:  {outcome.report_command(experiment.results)}")
     if not summary.complete:
@@ -332,6 +345,7 @@ def run_ready(args: argparse.Namespace, spec: GridSpec, preset, experiment: Expe
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0"  # with verbose=0: no Ray tables, only our view
     os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")  # Ctrl-C stops at once; rerun resumes

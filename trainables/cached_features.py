@@ -59,13 +59,14 @@ def fold_sequential_batchnorm(module: nn.Module) -> int:
     return folded
 
 
-def frozen_extractor(model: nn.Module, arch: Arch) -> nn.Module:
-    """image -> input of the tail, for the eval-mode backbone, BatchNorm folded, on a copy (the
-    model itself keeps its modules; the tail is left out of the copy)."""
-    if arch.feature_node is None or arch.tail is None:
+def frozen_extractor(model: nn.Module, arch: Arch, node: str | None = None) -> nn.Module:
+    """image -> input of the tail (or the output of fx node `node`: the linear probe's
+    penultimate layer), for the eval-mode backbone, BatchNorm folded, on a copy (the model
+    itself keeps its modules; what follows the node is left out of the copy)."""
+    if node is None and (arch.feature_node is None or arch.tail is None):
         raise ValueError(f"{arch.name} has no cached-feature path (no feature node in the registry)")
     backbone = copy.deepcopy(model).eval().requires_grad_(False)
-    extractor = create_feature_extractor(backbone, return_nodes={arch.feature_node: "features"})
+    extractor = create_feature_extractor(backbone, return_nodes={node or arch.feature_node: "features"})
     fused = fuse(extractor.eval(), inplace=True, no_trace=True)  # conv -> bn nodes of the graph
     fold_sequential_batchnorm(fused)  # and those inside leaf modules
     # channels_last: faster forward-only convolutions on CPU and GPU (summation order only)

@@ -21,9 +21,21 @@ from trainables.registry import ARCHS, IMAGENET_MEAN, IMAGENET_STD, INTERPOLATIO
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "TrialConfig", "arch_entry"]
 
-REGIMES: tuple[str, ...] = ("finetune", "feature_extract", "scratch")
-"""finetune: pretrained, all parameters train. feature_extract: pretrained, only the new head(s)
-train. scratch: random init (`weights=None`), all parameters train."""
+STUDY_REGIMES: tuple[str, ...] = ("finetune", "feature_extract", "scratch")
+"""The study's three: finetune: pretrained, all parameters train. feature_extract: pretrained, only
+the new head(s) train (SGD, the whole model in train mode). scratch: random init (`weights=None`),
+all parameters train."""
+REGIMES: tuple[str, ...] = STUDY_REGIMES + ("linear_probe",)
+"""The study's three plus linear_probe: the pretrained backbone in eval mode, its penultimate
+features computed once per image, then an L2-regularised logistic regression whose strength is
+chosen on the validation split (trainables/linear_probe.py; docs/linear_probe.md)."""
+SEEDLESS_REGIMES: tuple[str, ...] = ("linear_probe",)
+"""Regimes in which the seed changes nothing (no random init, shuffling, augmentation or
+dropout): the sweep runs them with seed 0 only, whatever --seeds says."""
+PROBE_C_GRID: tuple[float, ...] = (1e-4, 3e-4, 1e-3, 3e-3, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0,
+                                   30.0, 100.0, 300.0, 1e3, 3e3, 1e4)
+"""The linear probe's inverse L2 strengths (scikit-learn's C), log-spaced: two per decade over
+eight decades, on standardised features. Fixed before looking at any result."""
 
 BN_MODES: tuple[str, ...] = ("train", "frozen")
 """How BatchNorm behaves in feature extraction. "train" is the study's own behaviour (the whole
@@ -105,6 +117,13 @@ class TrialConfig:
     """cuDNN picks its fastest kernels per shape (faster; kernels, and so bits, may vary by run)."""
     deterministic: bool = False
     """torch.use_deterministic_algorithms(True) and deterministic cuDNN (slower on GPU)."""
+    probe_c_grid: tuple[float, ...] = PROBE_C_GRID
+    """linear_probe: the inverse L2 strengths tried (scikit-learn's C); the one with the best
+    validation score is kept (ties: lower validation loss, then the smaller C)."""
+    probe_standardize: bool = True
+    """linear_probe: standardise each feature with the training split's mean and deviation."""
+    probe_max_iter: int = 1000
+    """linear_probe: L-BFGS iterations at most per fit."""
     preset: str = "paper"
 
     def __post_init__(self) -> None:
@@ -112,6 +131,7 @@ class TrialConfig:
             value = getattr(self, name)
             if isinstance(value, (list, tuple)):
                 object.__setattr__(self, name, tuple(value))
+        object.__setattr__(self, "probe_c_grid", canonical_c_grid(self.probe_c_grid))
         problems = validate_fields(self)
         if problems:
             raise UserError("; ".join(problems))
@@ -254,10 +274,13 @@ def validate_fields(config: TrialConfig) -> list[str]:
             problems.append(f"{f.name} must be a finite number, got {value!r}")
         elif f.type == "bool" and not isinstance(value, bool):
             problems.append(f"{f.name} must be true or false, got {value!r}")
+        elif f.type == "tuple[float, ...]" and not (isinstance(value, tuple) and value and all(
+                isinstance(v, float) and math.isfinite(v) and v > 0 for v in value)):
+            problems.append(f"{f.name} must be one or more positive numbers, got {value!r}")
         else:
             continue
         mistyped.add(f.name)
-    for name in ("epochs", "batch_size", "step_size", "eval_batch_size"):
+    for name in ("epochs", "batch_size", "step_size", "eval_batch_size", "probe_max_iter"):
         if name not in mistyped and getattr(config, name) < 1:
             problems.append(f"{name} must be at least 1, got {getattr(config, name)!r}")
     for name in SIZE_FIELDS:
@@ -278,6 +301,23 @@ def validate_fields(config: TrialConfig) -> list[str]:
     except UserError as exc:
         problems.append(str(exc))
     return problems
+
+
+def canonical_c_grid(value: Any) -> Any:
+    """A C grid as a sorted tuple of distinct floats (from a tuple, a list, or "0.1,1 10");
+    anything unreadable comes back as it was, for `validate_fields` to name."""
+    if isinstance(value, str):
+        items: list[Any] = value.replace(",", " ").split()
+    elif isinstance(value, (list, tuple)):
+        items = list(value)
+    else:
+        return value
+    if any(isinstance(v, bool) for v in items):
+        return value
+    try:
+        return tuple(sorted({float(v) for v in items}))
+    except (TypeError, ValueError):
+        return value
 
 
 def parse_train_size(value: str | int | float) -> int | float | None:

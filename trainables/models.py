@@ -111,7 +111,7 @@ def imagenet_categories(arch: Arch) -> list[str]:
 
 def build_model(config: TrialConfig, num_classes: int, pretrained: bool | None = None) -> nn.Module:
     """The trial's model: ImageNet weights unless scratch, new heads, `requires_grad` per regime
-    (feature extraction: only the new heads train)."""
+    (feature extraction: only the new heads train; linear probe: nothing in the model)."""
     arch = arch_of(config)
     use_weights = config.pretrained if pretrained is None else pretrained
     if use_weights:
@@ -122,6 +122,8 @@ def build_model(config: TrialConfig, num_classes: int, pretrained: bool | None =
         model.requires_grad_(False)
         for head in heads:
             head.requires_grad_(True)
+    elif config.regime == "linear_probe":  # a logistic regression on its features is what trains
+        model.requires_grad_(False)
     return model
 
 

@@ -1,6 +1,7 @@
 """Overriding any `TrialConfig` field from a CLI: `--set KEY=VALUE` and `--config FILE.yaml`.
 
-Values are parsed by the field's type (int, float, bool, str); a YAML file is a mapping of field
+Values are parsed by the field's type (int, float, bool, str; a list of numbers as "0.1,1,10"
+or a YAML list); a YAML file is a mapping of field
 names to values. The grid's own axes (arch, regime, seed, train size, preset) have options of
 their own and cannot be set this way. `--set` wins over `--config`.
 """
@@ -53,10 +54,17 @@ def parse_value(name: str, text: Any, source: str) -> Any:
             if not math.isfinite(value):
                 raise ValueError
             return value
+        if kind == "tuple[float, ...]":
+            items = text if isinstance(text, (list, tuple)) else str(raw).replace(",", " ").split()
+            values = tuple(float(v) for v in items if not isinstance(v, bool))
+            if not values or len(values) != len(items) or not all(math.isfinite(v) for v in values):
+                raise ValueError
+            return values
         return str(raw)
     except (ValueError, TypeError):
         wanted = {"bool": "true or false", "int": "a whole number",
-                  "float": "a finite number"}.get(kind, "text")
+                  "float": "a finite number",
+                  "tuple[float, ...]": "a list of numbers (e.g. 0.1,1,10)"}.get(kind, "text")
         raise UserError(f"{source}: {name}={text!r} is not {wanted}") from None
 
 

@@ -11,7 +11,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from trainables.config import IDENTITY_FIELDS, REGIMES, TrialConfig
+from trainables.config import IDENTITY_FIELDS, REGIMES, STUDY_REGIMES, TrialConfig
 from trainables.errors import UserError
 from trainables.registry import ARCHS, STUDY_ARCHS
 
@@ -27,7 +27,7 @@ class Preset:
     description: str
     overrides: dict[str, Any]
     archs: tuple[str, ...]
-    regimes: tuple[str, ...] = REGIMES
+    regimes: tuple[str, ...] = STUDY_REGIMES
     seeds: int = 1
     train_sizes: tuple[str, ...] = ("all",)
     why: str = ""
@@ -52,12 +52,13 @@ PRESETS: dict[str, Preset] = {
     "demo": Preset(
         name="demo",
         description="the embedded default: mobilenet_v2 x 3 regimes x 3 seeds x 2 train sizes "
-                    "on 2 CPU cores",
+                    "on 2 CPU cores, plus the linear probe (one trial per train size)",
         overrides={"epochs": 15, "crop_scale": 160 / 224},
         archs=("mobilenet_v2",),
+        regimes=REGIMES,
         seeds=3,
         train_sizes=("10", "all"),
-        why="cut so that 18 trials fit in minutes on 2 CPU cores (StepLR step 7 kept: the "
+        why="cut so that its 18 SGD trials fit in minutes on 2 CPU cores (StepLR step 7 kept: the "
             "learning rate still drops at epochs 7 and 14)",
     ),
     "smoke": Preset(
@@ -111,6 +112,9 @@ def deviations(configs: list[TrialConfig], *, data: str, ood_kind: str, seeds: i
     missing = [a for a in STUDY_ARCHS if a not in archs]
     if extra:
         out.append(f"architectures outside the study: {', '.join(extra)}")
+    new_regimes = [r for r in dict.fromkeys(c.regime for c in configs) if r not in STUDY_REGIMES]
+    if new_regimes:
+        out.append(f"regimes outside the study: {', '.join(new_regimes)} (docs/linear_probe.md)")
     if missing:
         out.append(f"study architectures not run: {', '.join(missing)}")
     out.append(f"data: {data} (the study: 100 TEL + 130 other photos, not public)")

@@ -111,7 +111,8 @@ def library_versions() -> str:
     from importlib import metadata
 
     versions = {"python": platform.python_version()}
-    for name in ("torch", "torchvision", "ray", "numpy", "pillow", "pyarrow", "pandas"):
+    for name in ("torch", "torchvision", "ray", "numpy", "pillow", "pyarrow", "pandas",
+                 "scikit-learn"):
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:

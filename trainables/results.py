@@ -26,7 +26,8 @@ import pyarrow.parquet as pq
 from trainables.storage import atomic_output, join
 from trainables.table_files import read_folder
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+"""3: trials gained probe_c and probe_grid_json (the linear probe); older files read with them null."""
 
 # Columns that identify a trial; repeated in every table so each can be read alone.
 _KEY_FIELDS = [
@@ -78,6 +79,8 @@ TRIALS_SCHEMA = pa.schema(_KEY_FIELDS + [
     pa.field("peak_reserved_mb", pa.float64()),
     pa.field("resumed_from_epoch", pa.int64()),
     pa.field("model_path", pa.string()),
+    pa.field("probe_c", pa.float64()),  # linear_probe: the C chosen on validation; else null
+    pa.field("probe_grid_json", pa.string()),  # linear_probe: the validation curve over the C grid
     # provenance
     pa.field("split_manifest_hash", pa.string()),
     pa.field("code_version", pa.string()),

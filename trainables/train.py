@@ -2,6 +2,7 @@
 
     python -m trainables.train --arch mobilenet_v2 --regime finetune --seed 0 --out runs/one
     python -m trainables.train --arch resnet18 --regime scratch --preset demo --set epochs=5
+    python -m trainables.train --arch mobilenet_v2 --regime linear_probe --out runs/probe
 
 Writes the trial's rows to OUT/{epochs,trials,predictions}/<trial_id>.parquet (the schema of
 trainables/results.py, the same the sweep writes), the split manifest to OUT/manifest.json,
@@ -25,7 +26,7 @@ from typing import Any
 import torch
 
 from trainables import options, overrides, results, storage
-from trainables.config import REGIMES, TrialConfig, trial_id
+from trainables.config import REGIMES, STUDY_REGIMES, TrialConfig, trial_id
 from trainables.dataset import ImageSource, load_trial_data
 from trainables.datasource import prepare_data
 from trainables.device import (
@@ -38,17 +39,22 @@ from trainables.device import (
     select_device,
     set_memory_fraction,
 )
-from trainables.engine import FitState, evaluate_split, fit, seed_everything
+from trainables.engine import FitState
 from trainables.errors import UserError
+from trainables.fitting import FitFunction, fit_sgd
+from trainables.linear_probe import fit_probe, grid_edge_note
 from trainables.manifest import Manifest, select_train
 from trainables.metrics import EvalResult, confusion_matrix, per_class_recall
-from trainables.models import arch_of, build_model, count_params
+from trainables.models import arch_of
 from trainables.presets import PRESETS, PresetMessage, deviations, get_preset, user_overrides
 from trainables.provenance import code_version, hostname, library_versions, ray_node
 from trainables.registry import ARCHS, source_of
 
 MAX_SEED = 2**32 - 1
 """Seeds and split seeds above this overflow NumPy's and torch's seeding."""
+
+FIT: dict[str, FitFunction] = {**dict.fromkeys(STUDY_REGIMES, fit_sgd), "linear_probe": fit_probe}
+"""How each regime fits (trainables/fitting.py): run_trial dispatches on this, nothing else."""
 
 
 def _now() -> str:
@@ -114,26 +120,23 @@ def run_trial(config: TrialConfig, manifest: Manifest, source: ImageSource, out:
         apply_determinism(config.deterministic, config.tf32, config.cudnn_benchmark)
         set_memory_fraction(device, gpu_share)
         reset_peak_memory(device)
-        arch = arch_of(config)
         data = load_trial_data(manifest, source, config.train_size)
-        seed_everything(config.seed)
-        model = build_model(config, num_classes=len(data.classes))
-        trainable, total = count_params(model)
-        state = fit(model, arch, config, data, device, state=state, on_epoch=on_epoch)
+        fitted = FIT[config.regime](config, data, device, state, on_epoch)
+        state = fitted.state
         key = _key(config, tid)
-        test = evaluate_split(model, data.test, "test", config, device)
+        test = fitted.evaluate(data.test, "test")
         test_cm = confusion_matrix(test.labels, test.preds, len(data.classes))
         predictions = _prediction_rows(key, "test", data.test.paths, test, data.classes)
         ood_acc = ood_cm = ood_recall = None
         if data.ood is not None:
-            ood = evaluate_split(model, data.ood, "ood", config, device)
+            ood = fitted.evaluate(data.ood, "ood")
             ood_acc = ood.acc
             ood_cm = confusion_matrix(ood.labels, ood.preds, len(data.classes))
             ood_recall = per_class_recall(ood_cm, data.classes)
             predictions += _prediction_rows(key, "ood", data.ood.paths, ood, data.classes)
         model_path = None
-        if keep_model:
-            model_path = save_model(out, tid, config, data.classes, state.best_state)
+        if keep_model and fitted.weights is not None:
+            model_path = save_model(out, tid, config, data.classes, fitted.weights)
         counts = torch.bincount(data.train.labels, minlength=len(data.classes))
         peak = peak_memory(device)
         trial = {
@@ -145,11 +148,12 @@ def run_trial(config: TrialConfig, manifest: Manifest, source: ImageSource, out:
             "test_confusion_json": json.dumps(test_cm),
             "ood_confusion_json": json.dumps(ood_cm) if ood_cm else None,
             "train_images": len(data.train), "train_images_per_class": float(counts.float().mean()),
-            "trainable_params": trainable, "total_params": total,
+            "trainable_params": fitted.trainable_params, "total_params": fitted.total_params,
             "train_seconds": state.train_seconds, "total_seconds": time.perf_counter() - t0,
             **peak, "peak_memory_mb": peak["peak_allocated_mb"],
             "resumed_from_epoch": state.resumed_from_epoch, "model_path": model_path,
             "device": device_label, "started_at": started_at, "finished_at": _now(),
+            **fitted.row,
         }
         epochs = [{**key, **row} for row in state.rows]
         results.write_trial(out, tid, epochs, trial, predictions)
@@ -291,11 +295,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {storage.os_error_message(exc, args.out)}", file=sys.stderr)
         return 1
     ood = "n/a" if row["ood_acc"] is None else f"{row['ood_acc']:.3f}"
+    kept = (f"epoch {row['best_epoch']}/{config.epochs}" if row.get("probe_c") is None else
+            f"C={row['probe_c']:g} of {len(config.probe_c_grid)} tried")
     print(f"{config.arch} {config.regime} seed={config.seed} train_size={config.train_size}: "
-          f"best val {row['best_val_acc']:.3f} (epoch {row['best_epoch']}/{config.epochs}) "
+          f"best val {row['best_val_acc']:.3f} ({kept}) "
           f"test {row['test_acc']:.3f} OOD {ood} [{manifest.ood_kind}] "
           f"trainable {row['trainable_params']:,} params, {row['total_seconds']:.0f}s "
           f"-> {args.out} (trial {row['trial_id']})")
+    note = grid_edge_note(row["probe_c"], config.probe_c_grid) if row.get("probe_c") else None
+    if note:
+        print(f"note: {note}")
     return 0
 
 

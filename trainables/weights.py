@@ -120,6 +120,16 @@ def location(arch: Arch) -> Location:
     return _torchvision_location(arch, weights_enum(arch).url)
 
 
+def imagenet_top1(arch: Arch) -> float | None:
+    """The weights' ImageNet-1K top-1 accuracy in percent, as torchvision's metadata records it
+    (`meta["_metrics"]["ImageNet-1K"]["acc@1"]`); None when the entry's weights carry none."""
+    try:
+        value = weights_enum(arch).meta["_metrics"]["ImageNet-1K"]["acc@1"]
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None
+    return float(value) if isinstance(value, (int, float)) else None
+
+
 def weights_file(arch: Arch) -> str:
     """The file name the library caches these weights under."""
     return location(arch).file

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from trainables.config import TrialConfig
+from trainables.config import REGIMES, TrialConfig
 from trainables.models import build_model, count_params, head_modules
 from trainables.registry import ARCHS
 
@@ -54,7 +54,7 @@ def test_inception_training_returns_aux_logits():
 
 
 @pytest.mark.parametrize("arch", ALL_ARCHS)
-@pytest.mark.parametrize("regime", ["finetune", "feature_extract", "scratch"])
+@pytest.mark.parametrize("regime", REGIMES)
 def test_exactly_which_parameters_train(arch, regime):
     model = _model(arch, regime)
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
@@ -63,6 +63,8 @@ def test_exactly_which_parameters_train(arch, regime):
         assert trainable == _head_param_names(model, arch)
         heads = head_modules(model, ARCHS[arch])
         assert count_params(model)[0] == sum(p.numel() for h in heads for p in h.parameters())
+    elif regime == "linear_probe":  # the regression on its features is all that fits
+        assert trainable == set()
     else:
         assert trainable == everything
     assert count_params(model)[1] == sum(p.numel() for p in model.parameters())
