@@ -5,6 +5,9 @@ written to each result row (`config_json`) and hashed into the trial id. Nothing
 environment variable, no module global) decides how a trial computes. Presets (`trainables.presets`)
 are named starting points; any field can be overridden from both CLIs (`--set KEY=VALUE`, or a
 YAML file with `--config`).
+
+Long because it is that one source: every field with its docstring, the per-architecture size
+defaults, and the validation that names each bad field (one list of problems, not the first).
 """
 
 from __future__ import annotations
@@ -264,8 +267,8 @@ def validate_fields(config: TrialConfig) -> list[str]:
         problems.append(f"--seed must be a non-negative integer, got {config.seed!r}")
     mistyped = set()
     for f in dataclasses.fields(TrialConfig):
-        if f.name in ("seed", "train_size"):
-            continue  # checked above and below, with the CLI option's name
+        if f.name in ("seed", "train_size", "mean", "std"):
+            continue  # checked above and below, with the CLI option's name or their own rule
         value = getattr(config, f.name)
         if f.type == "int" and (not isinstance(value, int) or isinstance(value, bool)):
             problems.append(f"{f.name} must be a whole number, got {value!r}")
