@@ -79,7 +79,7 @@ def penultimate_extractor(model: nn.Module, arch: Arch) -> nn.Module:
 def features(extractor: nn.Module, loader: DataLoader, device: torch.device, config: TrialConfig
              ) -> tuple[np.ndarray, np.ndarray]:
     """(N, D) float64 features and (N,) labels of a deterministic loader, in its order."""
-    images = DeviceInputs(device, config.channels_last)
+    images = DeviceInputs(device, config)
     bf16 = torch.autocast("cuda", dtype=torch.bfloat16) if config.bf16 else nullcontext()
     feats, labels = [], []
     with torch.inference_mode(), bf16:

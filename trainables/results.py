@@ -27,7 +27,8 @@ from trainables.storage import atomic_output, join
 from trainables.table_files import read_folder
 
 SCHEMA_VERSION = 3
-"""3: trials gained probe_c and probe_grid_json (the linear probe); older files read with them null."""
+"""3: trials gained source (study, torchvision or timm), node (the Ray node), probe_c and
+probe_grid_json (the linear probe); older files read with them null."""
 
 # Columns that identify a trial; repeated in every table so each can be read alone.
 _KEY_FIELDS = [

@@ -10,7 +10,8 @@ import torch
 
 from sweep.checkpoints import checkpoint_payload, state_from_payload
 from trainables.dataset import load_trial_data
-from trainables.engine import FitState, fit, pick_device, seed_everything
+from trainables.device import select_device
+from trainables.engine import FitState, fit, seed_everything
 from trainables.folders import build_manifest
 from trainables.manifest import DataRoots
 from trainables.models import build_model
@@ -31,7 +32,7 @@ def _fit(config, manifest, pool, state=None, on_epoch=None):
     data = load_trial_data(manifest, DataRoots(str(pool)), config.train_size)
     seed_everything(config.seed)
     model = build_model(config, len(data.classes))
-    return fit(model, ARCHS[config.arch], config, data, pick_device(), state, on_epoch), model
+    return fit(model, ARCHS[config.arch], config, data, select_device(None), state, on_epoch), model
 
 
 def _round_trip(payload: dict) -> dict:
