@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from trainables.errors import DataError, UserError
+from trainables.manifest import matches, read_entry
 
 WARN_BYTES = 2 * 2**30
 """Above this, shipping through the object store still works but deserves a warning: every
@@ -67,13 +68,8 @@ def read_all(entries: list[Any], source: Any) -> dict[tuple[str, str], bytes]:
     blobs: dict[tuple[str, str], bytes] = {}
     changed = []
     for e in entries:
-        try:
-            with source.open(e) as f:
-                data = f.read()
-        except OSError as exc:
-            raise DataError(f"{e.root}/{e.path}: cannot be read ({exc}); was it moved after the "
-                            "split manifest was built?") from None
-        if not content_hash(data).startswith(e.sha256):
+        data = read_entry(source, e)
+        if not matches(data, e):
             changed.append(f"{e.root}/{e.path}")
         blobs[(e.root, e.path)] = data
     if changed:
@@ -154,7 +150,7 @@ class ShippedSource:
         except KeyError:
             raise DataError(f"image {entry.root}/{entry.path} is not among the "
                             f"{self.shipped.count} images the driver shipped") from None
-        if not content_hash(data).startswith(entry.sha256):
+        if not matches(data, entry):
             raise DataError(f"image {entry.root}/{entry.path} arrived with content hash "
                             f"{content_hash(data)}, but the split manifest says {entry.sha256} "
                             "(corrupted in transit?)")

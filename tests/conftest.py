@@ -4,6 +4,7 @@ ImageNet weights imported from the pip package, and small generated image folder
 from __future__ import annotations
 
 import os
+import signal
 import zlib
 from pathlib import Path
 
@@ -61,3 +62,27 @@ def make_pool(tmp_path):
         return root
 
     return make
+
+
+@pytest.fixture
+def sweep_main(monkeypatch, torch_home):
+    """sweep.run.main in this process, restoring the SIGTERM handler and environment."""
+    from sweep.run import main
+
+    for var in ("RAY_AIR_NEW_OUTPUT", "RAY_USAGE_STATS_ENABLED", "TUNE_DISABLE_SIGINT_HANDLER",
+                "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S",
+                "FEATURE_REUSE_FAULT"):
+        monkeypatch.delenv(var, raising=False)
+    previous = signal.getsignal(signal.SIGTERM)
+    yield main
+    signal.signal(signal.SIGTERM, previous)
+
+
+@pytest.fixture(scope="module")
+def tiny_pool(tmp_path_factory):
+    """Two colours x 6 images: a 60/20/20 split of 4/1/1 per class, seconds per trial."""
+    root = tmp_path_factory.mktemp("tiny") / "pool"
+    for ci, cls in enumerate(("blue", "red")):
+        for i in range(6):
+            write_image(root / cls / f"{i}.jpg", ((200, 40, 40), (40, 40, 200))[ci], seed=i)
+    return root

@@ -8,7 +8,6 @@ DataLoader draws fresh augmentations, as the study's ImageFolder did, without de
 
 from __future__ import annotations
 
-import hashlib
 import io
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 from trainables.config import TrialConfig
 from trainables.errors import DataError
 from trainables.images import decode_pil, pil_to_tensor
-from trainables.manifest import Entry, Manifest, select_train
+from trainables.manifest import Entry, Manifest, matches, read_entry, select_train
 from trainables.shift import shift_for_manifest
 from trainables.transforms import ClassificationPresetEval, ClassificationPresetTrain
 
@@ -77,13 +76,8 @@ class ImageDataset(Dataset):
 
 
 def _decode(source: ImageSource, entry: Entry) -> Image.Image:
-    try:
-        with source.open(entry) as f:
-            data = f.read()
-    except OSError as exc:
-        raise DataError(f"{entry.path}: cannot be read ({exc.strerror or exc}); was it moved "
-                        "after the split manifest was built?") from None
-    if not hashlib.sha256(data).hexdigest().startswith(entry.sha256):
+    data = read_entry(source, entry)
+    if not matches(data, entry):
         raise DataError(f"{entry.path}: its content changed after the split manifest was built "
                         "(sha256 differs). Fix: restore the file, or start a new experiment")
     try:

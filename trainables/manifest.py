@@ -124,6 +124,23 @@ def _uri_filesystem(uri: str) -> tuple[Any, str]:
     return pafs.FileSystem.from_uri(uri)
 
 
+def read_entry(source: Any, entry: Entry) -> bytes:
+    """The bytes of one manifest entry from an image source (anything with `open(entry)`, such
+    as DataRoots); a DataError naming the file when it cannot be read."""
+    try:
+        with source.open(entry) as f:
+            return f.read()
+    except OSError as exc:
+        where = entry.path if entry.root in ("data", "") else f"{entry.root}/{entry.path}"
+        raise DataError(f"{where}: cannot be read ({exc.strerror or exc}); was it moved after the "
+                        "split manifest was built?") from None
+
+
+def matches(data: bytes, entry: Entry) -> bool:
+    """Whether `data` is the content the manifest recorded for `entry` (its sha256 prefix)."""
+    return hashlib.sha256(data).hexdigest().startswith(entry.sha256)
+
+
 @dataclass(frozen=True)
 class DataRoots:
     """Where a manifest's relative paths live on this machine."""

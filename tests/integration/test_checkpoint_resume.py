@@ -9,30 +9,13 @@ import pytest
 import torch
 
 from sweep.checkpoints import checkpoint_payload, state_from_payload
-from trainables.dataset import load_trial_data
-from trainables.device import select_device
-from trainables.engine import FitState, fit, seed_everything
-from trainables.folders import build_manifest
-from trainables.manifest import DataRoots
-from trainables.models import build_model
+from tests.integration.conftest import fit_on_pool
+from trainables.engine import FitState
 from trainables.presets import PRESETS
 from trainables.registry import ARCHS
 from trainables.weights import weights_file
 
 SMOKE = PRESETS["smoke"]
-
-
-@pytest.fixture
-def small_pool(make_pool):
-    pool = make_pool({"blue": 10, "red": 10})
-    return pool, build_manifest(pool, split_seed=0)
-
-
-def _fit(config, manifest, pool, state=None, on_epoch=None):
-    data = load_trial_data(manifest, DataRoots(str(pool)), config.train_size)
-    seed_everything(config.seed)
-    model = build_model(config, len(data.classes))
-    return fit(model, ARCHS[config.arch], config, data, select_device(None), state, on_epoch), model
 
 
 def _round_trip(payload: dict) -> dict:
@@ -59,8 +42,8 @@ def test_resume_from_a_checkpoint_without_the_backbone_is_exact(small_pool, torc
         sizes[row["epoch"]] = buffer.tell()
         saved[row["epoch"]] = _round_trip(payload)
 
-    full, full_model = _fit(config, manifest, pool, on_epoch=keep)
-    resumed, resumed_model = _fit(config, manifest, pool, state=state_from_payload(saved[1]))
+    full, full_model = fit_on_pool(config, manifest, pool, on_epoch=keep)
+    resumed, resumed_model = fit_on_pool(config, manifest, pool, state=state_from_payload(saved[1]))
     strip = [{k: v for k, v in r.items() if k != "seconds"} for r in full.rows]
     assert [{k: v for k, v in r.items() if k != "seconds"} for r in resumed.rows] == strip
     assert resumed.resumed_from_epoch == 1 and resumed.best_epoch == full.best_epoch

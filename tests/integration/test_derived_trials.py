@@ -8,21 +8,11 @@ import signal
 
 import pytest
 
-from tests.conftest import write_image
 from trainables import results
 from trainables.train import main
 
 SAMPLE = ["efficientnet_b0", "regnet_y_400mf", "timm/resnet18", "timm/convnext_atto",
           "timm/vit_tiny_patch16_224", "timm/efficientnet_b0"]
-
-
-@pytest.fixture(scope="module")
-def tiny_pool(tmp_path_factory):
-    root = tmp_path_factory.mktemp("derived") / "pool"
-    for ci, cls in enumerate(("blue", "red")):
-        for i in range(6):
-            write_image(root / cls / f"{i}.jpg", ((200, 40, 40), (40, 40, 200))[ci], seed=i)
-    return root
 
 
 @pytest.mark.parametrize("arch", SAMPLE)

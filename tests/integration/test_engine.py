@@ -6,15 +6,12 @@ import json
 
 import pytest
 
+from tests.integration.conftest import fit_on_pool
 from trainables import results
-from trainables.dataset import load_trial_data
-from trainables.device import select_device
-from trainables.engine import FitState, fit, seed_everything
+from trainables.engine import FitState
 from trainables.folders import build_manifest
 from trainables.manifest import DataRoots
-from trainables.models import build_model
 from trainables.presets import PRESETS
-from trainables.registry import ARCHS
 from trainables.train import run_trial
 
 SMOKE = PRESETS["smoke"]
@@ -25,20 +22,6 @@ def colour_pool(make_pool):
     """Red vs blue noisy images: learnable in a couple of epochs."""
     pool = make_pool({"blue": 40, "red": 40})
     return pool, build_manifest(pool, split_seed=0)
-
-
-@pytest.fixture
-def small_pool(make_pool):
-    """Enough images for reproducibility checks, few enough to keep them fast."""
-    pool = make_pool({"blue": 10, "red": 10})
-    return pool, build_manifest(pool, split_seed=0)
-
-
-def _fit(config, manifest, pool, state=None, on_epoch=None):
-    data = load_trial_data(manifest, DataRoots(str(pool)), config.train_size)
-    seed_everything(config.seed)
-    model = build_model(config, len(data.classes))
-    return fit(model, ARCHS[config.arch], config, data, select_device(None), state, on_epoch), model
 
 
 def test_loop_learns_on_smoke_data(colour_pool, torch_home, tmp_path):
@@ -71,12 +54,12 @@ def test_scratch_trains_every_parameter(small_pool, tmp_path):
 def test_same_seed_identical_metrics_different_seed_not(small_pool, torch_home):
     pool, manifest = small_pool
     config = SMOKE.trial("mobilenet_v2", "feature_extract", seed=3, epochs=2)
-    first, _ = _fit(config, manifest, pool)
-    second, _ = _fit(config, manifest, pool)
+    first, _ = fit_on_pool(config, manifest, pool)
+    second, _ = fit_on_pool(config, manifest, pool)
     assert first.rows and [
         {k: v for k, v in r.items() if k != "seconds"} for r in first.rows] == [
         {k: v for k, v in r.items() if k != "seconds"} for r in second.rows]
-    other, _ = _fit(config.replace(seed=4), manifest, pool)
+    other, _ = fit_on_pool(config.replace(seed=4), manifest, pool)
     assert [r["train_loss"] for r in other.rows] != [r["train_loss"] for r in first.rows]
 
 
@@ -92,8 +75,8 @@ def test_resume_from_checkpoint_continues_exactly(small_pool, torch_home, bn_mod
 
         saved[row["epoch"]] = copy.deepcopy(state.to_dict())
 
-    full, _ = _fit(config, manifest, pool, on_epoch=keep)
-    resumed, _ = _fit(config, manifest, pool, state=FitState.from_dict(saved[1]))
+    full, _ = fit_on_pool(config, manifest, pool, on_epoch=keep)
+    resumed, _ = fit_on_pool(config, manifest, pool, state=FitState.from_dict(saved[1]))
     strip = [{k: v for k, v in r.items() if k != "seconds"} for r in full.rows]
     assert [{k: v for k, v in r.items() if k != "seconds"} for r in resumed.rows] == strip
     assert resumed.resumed_from_epoch == 1 and resumed.best_epoch == full.best_epoch
@@ -102,7 +85,7 @@ def test_resume_from_checkpoint_continues_exactly(small_pool, torch_home, bn_mod
 def test_best_epoch_is_earliest_maximum(small_pool, torch_home):
     pool, manifest = small_pool
     config = SMOKE.trial("mobilenet_v2", "feature_extract", seed=0, epochs=4)
-    state, _ = _fit(config, manifest, pool)
+    state, _ = fit_on_pool(config, manifest, pool)
     accs = [r["val_acc"] for r in state.rows]
     assert state.best_epoch == accs.index(max(accs)) + 1
     assert state.best_acc == max(accs)
@@ -111,7 +94,7 @@ def test_best_epoch_is_earliest_maximum(small_pool, torch_home):
 def test_learning_rate_follows_steplr(small_pool, torch_home):
     pool, manifest = small_pool
     config = SMOKE.trial("mobilenet_v2", "feature_extract", seed=0, epochs=3, step_size=2)
-    state, _ = _fit(config, manifest, pool)
+    state, _ = fit_on_pool(config, manifest, pool)
     lrs = [r["lr"] for r in state.rows]
     assert lrs[0] == lrs[1] == pytest.approx(0.001) and lrs[2] == pytest.approx(0.0001)
 
@@ -120,12 +103,12 @@ def test_recall_selection_keeps_the_epoch_with_the_best_class_recall(small_pool,
     """select_on=recall:<class> (the authors' code's option) picks on that class's val recall."""
     pool, manifest = small_pool
     config = SMOKE.trial("mobilenet_v2", "scratch", seed=2, epochs=4, select_on="recall:red")
-    state, _ = _fit(config, manifest, pool)
+    state, _ = fit_on_pool(config, manifest, pool)
     scores = [r["select_score"] for r in state.rows]
     assert state.best_epoch == scores.index(max(scores)) + 1
     assert state.best_score == max(scores)
     assert state.best_acc == state.rows[state.best_epoch - 1]["val_acc"]
-    by_acc, _ = _fit(config.replace(select_on="val_acc"), manifest, pool)
+    by_acc, _ = fit_on_pool(config.replace(select_on="val_acc"), manifest, pool)
     assert [r["select_score"] for r in by_acc.rows] == [r["val_acc"] for r in by_acc.rows]
 
 

@@ -35,20 +35,6 @@ def local_ray():
 
 
 @pytest.fixture
-def sweep_main(monkeypatch, torch_home):
-    """sweep.run.main in this process, restoring the SIGTERM handler and environment."""
-    from sweep.run import main
-
-    for var in ("RAY_AIR_NEW_OUTPUT", "RAY_USAGE_STATS_ENABLED", "TUNE_DISABLE_SIGINT_HANDLER",
-                "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S",
-                "FEATURE_REUSE_FAULT"):
-        monkeypatch.delenv(var, raising=False)
-    previous = signal.getsignal(signal.SIGTERM)
-    yield main
-    signal.signal(signal.SIGTERM, previous)
-
-
-@pytest.fixture
 def data(make_pool, tmp_path) -> tuple[Path, Path]:
     pool = make_pool({"a": 10, "b": 10})  # split 6/2/2 per class
     ood = make_pool({"a": 3, "b": 3}, root=tmp_path / "ood")

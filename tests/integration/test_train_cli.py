@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from tests.conftest import PROJECT_ROOT, write_image
+from tests.conftest import PROJECT_ROOT
 from trainables import results
 from trainables.config import REGIMES
 from trainables.presets import PRESETS, config_deviations
@@ -45,16 +45,6 @@ def test_cli_unknown_arch_lists_choices(tmp_path):
     proc = _run(["--arch", "alexnett", "--regime", "finetune", "--out", str(tmp_path)])
     assert proc.returncode == 2
     assert "resnet18" in proc.stderr and "Traceback" not in proc.stderr
-
-
-@pytest.fixture(scope="module")
-def tiny_pool(tmp_path_factory):
-    """Two colours x 6 images: a 60/20/20 split of 4/1/1 per class, seconds per trial."""
-    root = tmp_path_factory.mktemp("tiny") / "pool"
-    for ci, cls in enumerate(("blue", "red")):
-        for i in range(6):
-            write_image(root / cls / f"{i}.jpg", ((200, 40, 40), (40, 40, 200))[ci], seed=i)
-    return root
 
 
 @pytest.mark.parametrize("arch", list(ARCHS))

@@ -3,27 +3,11 @@ architecture (one seed), the ranking, the shortlist's command; a rerun ranks wit
 
 from __future__ import annotations
 
-import signal
-
 import pytest
 
 from trainables import results
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def sweep_main(monkeypatch, torch_home):
-    """sweep.run.main in this process, restoring the SIGTERM handler and environment."""
-    from sweep.run import main
-
-    for var in ("RAY_AIR_NEW_OUTPUT", "RAY_USAGE_STATS_ENABLED", "TUNE_DISABLE_SIGINT_HANDLER",
-                "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S",
-                "FEATURE_REUSE_FAULT"):
-        monkeypatch.delenv(var, raising=False)
-    previous = signal.getsignal(signal.SIGTERM)
-    yield main
-    signal.signal(signal.SIGTERM, previous)
 
 
 def test_triage_runs_the_probe_ranks_and_prints_the_next_command(sweep_main, make_pool, tmp_path,

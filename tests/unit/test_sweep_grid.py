@@ -18,19 +18,6 @@ from trainables.storage import join
 
 
 @pytest.fixture
-def sweep_main(monkeypatch, torch_home):
-    """sweep.run.main in this process, restoring the SIGTERM handler and environment."""
-    from sweep.run import main
-
-    for var in ("RAY_AIR_NEW_OUTPUT", "RAY_USAGE_STATS_ENABLED", "TUNE_DISABLE_SIGINT_HANDLER",
-                "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S"):
-        monkeypatch.delenv(var, raising=False)
-    previous = signal.getsignal(signal.SIGTERM)
-    yield main
-    signal.signal(signal.SIGTERM, previous)
-
-
-@pytest.fixture
 def pool(make_pool):
     return make_pool({"a": 10, "b": 10})
 
