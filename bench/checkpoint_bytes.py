@@ -87,13 +87,13 @@ def trained_state(arch: str, regime: str):
 
 
 def main(argv: list[str] | None = None) -> int:
-    from trainables.config import REGIMES
+    from trainables.config import STUDY_REGIMES
     from trainables.registry import ARCHS
 
     p = argparse.ArgumentParser(prog="python bench/checkpoint_bytes.py", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--archs", nargs="+", default=list(ARCHS))
-    p.add_argument("--regimes", nargs="+", default=list(REGIMES))
+    p.add_argument("--regimes", nargs="+", default=list(STUDY_REGIMES))
     args = p.parse_args(argv)
     from sweep.checkpoints import checkpoint_payload
     from trainables.registry import get_arch

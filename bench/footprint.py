@@ -58,7 +58,7 @@ def validate(archs: list[str], size: int) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from trainables.config import REGIMES
+    from trainables.config import STUDY_REGIMES
     from trainables.footprint import registry_peak_gb, trace
     from trainables.presets import get_preset
     from trainables.registry import ARCHS
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python bench/footprint.py", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--archs", nargs="+", default=list(ARCHS), help="default: every registry architecture")
-    p.add_argument("--regimes", nargs="+", default=list(REGIMES))
+    p.add_argument("--regimes", nargs="+", default=list(STUDY_REGIMES))
     p.add_argument("--eval-batch", type=int, default=None,
                    help="evaluation batch (default: the preset's eval_batch_size)")
     p.add_argument("--json", help="also write every row to this file")

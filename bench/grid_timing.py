@@ -40,7 +40,7 @@ RELATIVE_COST = {"densenet161": 6.0, "resnet152": 5.0, "inception_v3": 4.0, "vgg
                  "resnet18": 1.5, "squeezenet1_0": 1.0, "mobilenet_v2": 1.5}
 """Rough per-trial cost on a GPU at batch 6 (launch-bound: roughly the number of layers); only
 used to start the longest trials first."""
-REGIME_COST = {"finetune": 1.0, "scratch": 1.0, "feature_extract": 0.6}
+REGIME_COST = {"finetune": 1.0, "scratch": 1.0, "feature_extract": 0.6, "linear_probe": 0.05}
 MAX_WORKERS = 8
 
 
@@ -233,7 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", default="paper")
     p.add_argument("--archs", nargs="+", help="default: the preset's")
-    p.add_argument("--regimes", nargs="+", help="default: all three")
+    p.add_argument("--regimes", nargs="+", help="default: the preset's (paper: the study's three)")
     p.add_argument("--seeds", type=int, help="default: the preset's (paper: 5)")
     p.add_argument("--epochs", type=int, help="override the preset's epochs")
     p.add_argument("--input-size", type=int, help="override the crop size")
@@ -257,7 +257,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from trainables.config import REGIMES
     from trainables.errors import UserError
     from trainables.presets import get_preset
     from trainables.registry import get_arch
@@ -270,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
             args.random_weights = True
         preset = get_preset(args.preset)
         archs = args.archs or list(preset.archs)
-        regimes = ["scratch"] if args.bf16_check else (args.regimes or list(REGIMES))
+        regimes = ["scratch"] if args.bf16_check else (args.regimes or list(preset.regimes))
         seeds = args.seeds or preset.seeds
         overrides: dict[str, Any] = {}
         if args.epochs:

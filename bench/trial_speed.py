@@ -52,7 +52,7 @@ import torch  # noqa: E402
 
 from bench.baseline import run_baseline_trial  # noqa: E402
 from trainables import train as train_mod  # noqa: E402
-from trainables.config import REGIMES  # noqa: E402
+from trainables.config import REGIMES, STUDY_REGIMES  # noqa: E402
 from trainables.datasource import prepare_data  # noqa: E402
 from trainables.errors import UserError  # noqa: E402
 from trainables.models import build_model  # noqa: E402
@@ -482,7 +482,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--archs", nargs="+", default=["mobilenet_v2", "resnet18"],
                    help=f"from: {', '.join(ARCHS)} (default mobilenet_v2 resnet18)")
-    p.add_argument("--regimes", nargs="+", default=list(REGIMES), help="default: all three")
+    p.add_argument("--regimes", nargs="+", default=list(STUDY_REGIMES), help="default: the study's three")
     p.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 per cell (default 1)")
     p.add_argument("--epochs", type=int, default=3,
                    help="epochs per trial (default 3: what fits a shared 2-core CPU; the demo "

@@ -401,7 +401,7 @@ def test_a_corrupt_resume_pointer_or_checkpoint_starts_the_trial_afresh(tmp_path
     folder = tmp_path / "ckpt"
     folder.mkdir()
     (folder / "fit_state.pt").write_bytes(b"PK\x03\x04 truncated zip")
-    assert load_state(tune.Checkpoint(str(folder)), "abc") is None
+    assert load_state(tune.Checkpoint(str(folder)), "abc", None) is None
 
 
 def test_a_full_disk_never_breaks_the_driver_log(tmp_path, capsys):

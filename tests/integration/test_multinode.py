@@ -118,7 +118,7 @@ def test_sweep_job_uses_both_nodes_and_survives_losing_the_worker(cluster, head_
         "python", "-m", "sweep.run", "--preset", "smoke", "--archs", "mobilenet_v2",
         "--regimes", "finetune", "--seeds", str(SEEDS), "--data", str(head_paths["data"]),
         "--storage", str(storage), "--name", NAME, "--keep-models", "best",
-        "--progress-interval", "5",
+        "--progress-interval", "5", "--checkpoint-every", "0",
     ], log=tmp_path / "job.log", node_view=False)
     try:
         on_worker = lambda: any(r["node"] == cluster.worker.node_id  # noqa: E731

@@ -116,7 +116,7 @@ def _replace(base: list[str], flag: str, value: str) -> list[str]:
 
 TRAIN_CASES = {
     "unknown_arch": ("--arch", "alexnett", ["--arch 'alexnett' is unknown", *CHOICES["arch"]]),
-    "unknown_regime": ("--regime", "linear_probe", ["--regime 'linear_probe'", *CHOICES["regime"]]),
+    "unknown_regime": ("--regime", "sideways", ["--regime 'sideways'", *CHOICES["regime"]]),
     "unknown_preset": ("--preset", "quick", ["--preset 'quick' is unknown", *CHOICES["preset"]]),
     "negative_seed": ("--seed", "-1", ["--seed must be a non-negative integer, got -1"]),
     "seed_not_a_number": ("--seed", "one", ["argument --seed: invalid int value: 'one'"]),
