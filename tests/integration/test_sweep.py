@@ -28,7 +28,7 @@ EPOCHS = PRESETS["smoke"].overrides["epochs"]
 def local_ray():
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
              object_store_memory=128 * 2**20, logging_level="WARNING")
     yield ray
     ray.shutdown()
