@@ -64,7 +64,8 @@ def build(res: Results, out_dir: Path) -> ProbeSection:
     for note in outcome.notes:
         parts.append(f'<p class="note">Note: {escape(note)}.</p>')
     if not outcome.points.empty:
-        parts += [imagenet_transfer.points_tab(outcome.points, res.ood_label).html(),
-                  imagenet_transfer.correlations_tab(outcome.correlations, res.ood_label).html()]
+        parts.append(imagenet_transfer.points_tab(outcome.points, res.ood_label).html())
+    if outcome.correlations:  # none below 3 architectures: the text above says so
+        parts.append(imagenet_transfer.correlations_tab(outcome.correlations, res.ood_label).html())
     console += [outcome.text] + [f"note: {n}" for n in outcome.notes]
     return ProbeSection("\n".join(parts) + "\n", outcome.claim, ranked, outcome, files, console)

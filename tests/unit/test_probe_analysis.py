@@ -196,6 +196,7 @@ def test_report_shows_the_ranking_and_the_imagenet_question(tmp_path, n_archs):
     drawn = (tmp_path / "report" / "imagenet_transfer.png").exists()
     assert drawn == (n_archs >= 3)
     assert ("a correlation needs at least 3" in html) == (n_archs < 3)
+    assert ("Spearman rho [95% CI]" in html) == (n_archs >= 3)  # no empty table ("None.")
     assert any(line.startswith("Linear-probe triage") for line in report.probe_console)
     csv = pd.read_csv(tmp_path / "report" / "imagenet_transfer.csv")
     assert set(csv["arch"]) == set(archs)
