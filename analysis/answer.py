@@ -258,7 +258,7 @@ def build(res: Results, regimes: pd.DataFrame, claims: list[Any], paired: pd.Dat
     """`paired`: paired_by_size(res)."""
     archs = arch_order(res.trials["arch"].unique().tolist())
     seeds = res.trials.groupby(["arch", "regime", "train_size"])["seed"].nunique()
-    seed_text = (f"{seeds.max()} seeds" if seeds.min() == seeds.max() else
+    seed_text = (f"{seeds.max()} seed{'s' if seeds.max() != 1 else ''}" if seeds.min() == seeds.max() else
                  f"{seeds.min()}-{seeds.max()} seeds")
     sizes = [s for s, _ in sizes_smallest_first(res)]
     scope = (f"{', '.join(archs)}; {seed_text}; train size{'s' if len(sizes) > 1 else ''} "
