@@ -86,3 +86,14 @@ def tiny_pool(tmp_path_factory):
         for i in range(6):
             write_image(root / cls / f"{i}.jpg", ((200, 40, 40), (40, 40, 200))[ci], seed=i)
     return root
+
+
+@pytest.fixture(scope="module")
+def pool(tmp_path_factory):
+    """Classes a and b, 6 images each: a 60/20/20 split of 4/1/1 per class (a module's CLI
+    tests share it; tests that need another pool define their own `pool`)."""
+    root = tmp_path_factory.mktemp("ab") / "pool"
+    for ci, cls in enumerate(("a", "b")):
+        for i in range(6):
+            write_image(root / cls / f"{i}.jpg", (200 * ci, 60, 60), seed=i)
+    return root

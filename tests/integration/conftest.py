@@ -3,10 +3,15 @@
 
 from __future__ import annotations
 
+import json
+import signal
+from pathlib import Path
+
 import pytest
 
+from trainables import results
 from trainables.dataset import load_trial_data
-from trainables.device import select_device
+from trainables.device import LOGICAL_GPUS_ENV, select_device
 from trainables.engine import fit, seed_everything
 from trainables.folders import build_manifest
 from trainables.manifest import DataRoots
@@ -26,3 +31,26 @@ def fit_on_pool(config, manifest, pool, state=None, on_epoch=None):
     seed_everything(config.seed)
     model = build_model(config, len(data.classes))
     return fit(model, arch_of(config), config, data, select_device(None), state, on_epoch), model
+
+
+def sweep_on_logical_gpus(monkeypatch, pool: Path, storage: Path, name: str, *extra: str
+                          ) -> tuple[int, list[dict], list[dict]]:
+    """The real sweep CLI in this process (smoke preset, scratch, train size 4) on a Ray cluster
+    whose GPUs are logical: trials train on the CPU and say so. Returns (exit code, the trials
+    rows, each trial's last Ray result)."""
+    from sweep.run import main
+
+    monkeypatch.delenv("FEATURE_REUSE_FAULT", raising=False)
+    monkeypatch.setenv(LOGICAL_GPUS_ENV, "1")
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        code = main(["--preset", "smoke", "--data", str(pool), "--train-sizes", "4",
+                     "--regimes", "scratch", "--storage", str(storage), "--name", name,
+                     "--keep-models", "none", *extra])
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    root = storage / name
+    trials = (results.read_table(str(root / "results"), "trials").to_pylist()
+              if (root / "results").exists() else [])
+    finals = [json.loads(f.read_text().splitlines()[-1]) for f in (root / "ray").glob("*/result.json")]
+    return code, trials, finals

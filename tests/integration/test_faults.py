@@ -18,7 +18,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import write_image
 from tests.integration.fault_helpers import (
     Sweep,
     finished_files,
@@ -37,15 +36,6 @@ pytestmark = pytest.mark.slow
 
 EPOCHS = PRESETS["smoke"].overrides["epochs"]
 NAME = "faults"
-
-
-@pytest.fixture(scope="module")
-def pool(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("fault_data") / "pool"
-    for ci, cls in enumerate(("a", "b")):
-        for i in range(6):
-            write_image(root / cls / f"{i}.jpg", (200 * ci + 20, 60, 230 - 200 * ci), seed=i)
-    return root
 
 
 @pytest.fixture

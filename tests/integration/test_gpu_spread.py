@@ -8,16 +8,13 @@ each trial on the least loaded GPU of its node instead.
 
 from __future__ import annotations
 
-import json
 import os
-import signal
 import time
 from pathlib import Path
 
 import pytest
 
-from trainables import results
-from trainables.device import LOGICAL_GPUS_ENV
+from tests.integration.conftest import sweep_on_logical_gpus
 
 pytestmark = pytest.mark.slow
 NODE_GPUS = 4
@@ -94,23 +91,9 @@ def test_a_small_sweep_runs_on_all_four_gpus(gpu_node, make_pool, tmp_path, torc
                                              monkeypatch):
     """The real CLI and trainable (smoke preset): four quarter-GPU trials on a 4-GPU node run
     one on each GPU (Ray alone would put all four on GPU 0)."""
-    from sweep.run import main
-
-    monkeypatch.delenv("FEATURE_REUSE_FAULT", raising=False)
-    monkeypatch.setenv(LOGICAL_GPUS_ENV, "1")
-    previous = signal.getsignal(signal.SIGTERM)
-    storage = tmp_path / "runs"
-    try:
-        code = main(["--preset", "smoke", "--data", str(make_pool({"a": 10, "b": 10})),
-                     "--train-sizes", "4", "--regimes", "scratch", "--seeds", "4",
-                     "--gpus-per-trial", "0.25", "--storage", str(storage), "--name", "spread",
-                     "--keep-models", "none"])
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-    out = capsys.readouterr().out
-    assert code == 0, out
-    trials = results.read_table(str(storage / "spread" / "results"), "trials").to_pylist()
+    code, trials, finals = sweep_on_logical_gpus(
+        monkeypatch, make_pool({"a": 10, "b": 10}), tmp_path / "runs", "spread",
+        "--seeds", "4", "--gpus-per-trial", "0.25")
+    assert code == 0, capsys.readouterr().out
     assert len(trials) == 4 and {t["status"] for t in trials} == {"ok"}
-    finals = [json.loads(f.read_text().splitlines()[-1])
-              for f in (storage / "spread" / "ray").glob("*/result.json")]
     assert sorted(r["gpu_ids"] for r in finals) == ["0", "1", "2", "3"]

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import write_image
 from trainables.config import BN_MODES, REGIMES, TrialConfig
 from trainables.errors import UserError
 from trainables.presets import PRESETS, get_preset
@@ -24,16 +23,6 @@ from trainables.storage import URI_SCHEMES
 CHOICES = {"arch": list(ARCHS), "regime": list(REGIMES), "preset": list(PRESETS),
            "bn_mode": list(BN_MODES), "storage": list(URI_SCHEMES)}
 TRAIN_SIZE_HELP = "use 'all', a whole number of images per class (e.g. 20) or a fraction"
-
-
-@pytest.fixture(scope="module")
-def pool(tmp_path_factory) -> Path:
-    """6 images per class: the train split gets 4 of each."""
-    root = tmp_path_factory.mktemp("options") / "pool"
-    for ci, cls in enumerate(("a", "b")):
-        for i in range(6):
-            write_image(root / cls / f"{i}.jpg", (200 * ci, 60, 60), seed=i)
-    return root
 
 
 @pytest.fixture

@@ -65,15 +65,6 @@ def assert_clean_end(code: int, err: str, argv: list[str]) -> None:
 
 
 @pytest.fixture(scope="module")
-def pool(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("prop") / "pool"
-    for ci, cls in enumerate(("a", "b")):
-        for i in range(6):
-            write_image(root / cls / f"{i}.jpg", (200 * ci, 60, 60), seed=i)
-    return root
-
-
-@pytest.fixture(scope="module")
 def scratch(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("prop_scratch")
 

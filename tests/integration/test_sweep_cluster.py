@@ -9,15 +9,13 @@ over the GPUs of a multi-GPU node: tests/integration/test_gpu_spread.py.
 
 from __future__ import annotations
 
-import json
-import signal
 import time
 from pathlib import Path
 
 import pytest
 
 from sweep.resources import CUDA_CONTEXT_GB, HEADROOM, plan_resources, ray_cluster_info
-from trainables import results
+from tests.integration.conftest import sweep_on_logical_gpus
 from trainables.device import LOGICAL_GPUS_ENV
 from trainables.registry import ARCHS
 
@@ -122,29 +120,16 @@ def test_sweep_cli_packs_real_trials_on_the_gpu_node(cluster, make_pool, tmp_pat
     """The real CLI and trainable (smoke preset) with --gpus-per-trial auto: each trial asks
     for a quarter GPU and lands on the GPU node's GPU 0. The GPU is logical, so
     FEATURE_REUSE_LOGICAL_GPUS lets the trials train on the CPU (and say so on their rows)."""
-    from sweep.run import main
-
     _, gpu_node = cluster
     four = 4 * (ARCHS["mobilenet_v2"].peak_memory_gb * HEADROOM + CUDA_CONTEXT_GB) + 0.1
-    monkeypatch.delenv("FEATURE_REUSE_FAULT", raising=False)
-    monkeypatch.setenv(LOGICAL_GPUS_ENV, "1")
-    previous = signal.getsignal(signal.SIGTERM)
-    storage = tmp_path / "runs"
-    try:
-        code = main(["--preset", "smoke", "--data", str(make_pool({"a": 10, "b": 10})),
-                     "--train-sizes", "4", "--regimes", "scratch", "--seeds", "2",
-                     "--storage", str(storage), "--name", "gpu", "--gpu-memory-gb", f"{four:.2f}",
-                     "--keep-models", "none"])
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    code, trials, finals = sweep_on_logical_gpus(
+        monkeypatch, make_pool({"a": 10, "b": 10}), tmp_path / "runs", "gpu",
+        "--seeds", "2", "--gpu-memory-gb", f"{four:.2f}")
     out = capsys.readouterr().out
     assert code == 0, out
     assert "mobilenet_v2 1 CPU + 0.25 GPU" in out
     assert "logical GPUs only" in out  # the preflight's note
     assert "memory probe skipped: no GPU node with usable CUDA" in out  # registry estimates kept
-    trials = results.read_table(str(storage / "gpu" / "results"), "trials").to_pylist()
     assert len(trials) == 2 and {t["status"] for t in trials} == {"ok"}
-    finals = [json.loads(f.read_text().splitlines()[-1])
-              for f in (storage / "gpu" / "ray").glob("*/result.json")]
     assert len(finals) == 2
     assert {(r["node_id"], r["gpu_ids"]) for r in finals} == {(gpu_node, "0")}
