@@ -272,7 +272,7 @@ def test_report_after_a_real_smoke_sweep(tmp_path, torch_home):
                             timeout=600)
     assert report.returncode == 0, report.stderr
     out_dir = storage / "s" / "report"
-    assert report.stdout.startswith("ANSWER (mobilenet_v2; 1 seeds; train size all)")
+    assert report.stdout.startswith("ANSWER (mobilenet_v2; 1 seed; train size all)")
     assert "| mobilenet_v2 |" in report.stdout and "OOD (synthetic shift)" in report.stdout
     assert "learning_curves: not drawn" in report.stdout and "--train-sizes 10 all" in report.stdout
     html = (out_dir / "report.html").read_text()
