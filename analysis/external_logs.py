@@ -362,16 +362,15 @@ def write_outputs(t: ExternalTables, out: Path, prefix: str = "") -> list[Path]:
 def report_section(logs: str, lines: str | None, out: Path, rule: BandRule | str | None = None
                    ) -> tuple[str, list[Path]]:
     """HTML for `analysis.report --external-logs`: the logs' Table II and Fig. 2 beside the sweep's."""
-    import base64
+    from analysis.render import figure_html
 
     t = rebuild(load_external_logs(logs, lines), rule)
     files = write_outputs(t, out, prefix="external_")
     png = next(f for f in files if f.suffix == ".png")
-    data = base64.b64encode(png.read_bytes()).decode("ascii")
     html = (f"<h2>External logs: {escape(str(logs))}</h2>\n"
             f'<p class="note">{escape(" · ".join(t.res.notes))}. Bands: {escape(t.rule.describe())}.</p>\n'
             + t.table2.html()
-            + f'<figure><img alt="Fig. 2, external logs" src="data:image/png;base64,{data}"></figure>\n')
+            + figure_html(png, "Fig. 2, external logs"))
     return html, files
 
 

@@ -54,7 +54,7 @@ def _images(confusion: object) -> int:
 
 def points(res: Results) -> tuple[pd.DataFrame, list[str]]:
     """(points, architectures left out for want of ImageNet accuracy metadata)."""
-    full = res.full[res.full["regime"].isin(TRANSFER_REGIMES)]
+    full = res.full[res.full["regime"].isin(TRANSFER_REGIMES + ("linear_probe",))]
     extra = read_table(res.root, "trials", columns=["trial_id", "test_confusion_json",
                                                     "ood_confusion_json"]).to_pandas()
     full = full.merge(extra, on="trial_id", how="left")

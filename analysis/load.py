@@ -21,7 +21,7 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 
 from analysis.checked import check_results_root, manifest_notes, read_checked, read_manifest_json
-from trainables.config import REGIMES, parse_train_size
+from trainables.config import REGIMES, STUDY_REGIMES, parse_train_size
 from trainables.errors import UserError
 from trainables.results import PREDICTIONS_SCHEMA, read_table
 from trainables.results_check import check_table
@@ -31,7 +31,10 @@ from trainables.table_files import read_folder
 DEFAULT_RESULTS = "runs/demo/results"
 PRODUCE_HINT = ("run the sweep first: `python -m sweep.run` (writes runs/demo/results), or pass "
                 "--results with the folder a sweep or `python -m trainables.train --out` wrote")
-TRANSFER_REGIMES: tuple[str, ...] = tuple(r for r in REGIMES if r != "scratch")
+TRANSFER_REGIMES: tuple[str, ...] = tuple(r for r in STUDY_REGIMES if r != "scratch")
+"""The study's transfer regimes (fine-tune, feature extraction): what "with transfer" means in
+Table II, the answer box and the claims. The linear probe is reported beside them, never as one:
+its C is chosen on the same validation images the choice between regimes would use."""
 REGIME_LABELS = {"finetune": "Fine-tune", "feature_extract": "Feature extraction",
                  "scratch": "From scratch", "linear_probe": "Linear probe"}
 KEY_COLUMNS = ["trial_id", "arch", "regime", "seed", "train_size"]

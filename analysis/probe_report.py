@@ -5,7 +5,6 @@ other claims (the answer box's line on this question)."""
 
 from __future__ import annotations
 
-import base64
 from dataclasses import dataclass, field
 from html import escape
 from pathlib import Path
@@ -15,6 +14,7 @@ import pandas as pd
 from analysis import imagenet_transfer, probe_triage
 from analysis.claims import Claim
 from analysis.load import Results
+from analysis.render import figure_html
 
 NOT_FE = ("The linear probe is not the study's feature extraction: the backbone stays in eval mode "
           "(BatchNorm on its ImageNet statistics), features are computed once per image without "
@@ -31,11 +31,6 @@ class ProbeSection:
     outcome: imagenet_transfer.Outcome
     files: list[Path] = field(default_factory=list)
     console: list[str] = field(default_factory=list)
-
-
-def _img(path: Path, alt: str) -> str:
-    data = base64.b64encode(path.read_bytes()).decode("ascii")
-    return f'<figure><img alt="{escape(alt)}" src="data:image/png;base64,{data}"></figure>\n'
 
 
 def build(res: Results, out_dir: Path) -> ProbeSection:
@@ -59,7 +54,7 @@ def build(res: Results, out_dir: Path) -> ProbeSection:
         console += ["Linear-probe triage:"] + ["  " + line for line in probe_triage.lines(ranked)]
     parts.append("<h2>Does ImageNet accuracy predict transfer here?</h2>")
     if files[:-1]:
-        parts.append(_img(files[0], "ImageNet accuracy vs transfer accuracy"))
+        parts.append(figure_html(files[0], "ImageNet accuracy vs transfer accuracy"))
     parts.append(f"<p>{escape(outcome.text)}</p>")
     for note in outcome.notes:
         parts.append(f'<p class="note">Note: {escape(note)}.</p>')

@@ -58,10 +58,16 @@ def read_probe_trials(root: str, trial_ids: list[str] | None = None) -> pd.DataF
 
 
 def imagenet_top1_of(arch: str) -> float | None:
-    from trainables.registry import ARCHS
+    """The weights' ImageNet top-1 from torchvision's metadata, for study and derived models alike;
+    None when it is not known (timm weights, or a name this machine cannot resolve)."""
+    from trainables.derived import resolve
+    from trainables.errors import UserError
     from trainables.weights import imagenet_top1
 
-    return imagenet_top1(ARCHS[arch]) if arch in ARCHS else None
+    try:
+        return imagenet_top1(resolve(arch))
+    except UserError:
+        return None
 
 
 def rank(probes: pd.DataFrame) -> pd.DataFrame:

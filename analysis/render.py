@@ -7,6 +7,8 @@ page never touches the numbers.
 
 from __future__ import annotations
 
+import base64
+from html import escape
 from pathlib import Path
 from typing import Any
 
@@ -84,3 +86,13 @@ def claims_context(claims: list[Any]) -> list[dict[str, Any]]:
                     "css": VERDICT_CLASS.get(c.verdict, "untestable"),
                     "evidence": evidence[:1].upper() + evidence[1:], "extras": extras})
     return out
+
+
+def data_uri(path: Path) -> str:
+    """A PNG as a data URI: report.html embeds its figures and stays one self-contained file."""
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+def figure_html(path: Path, alt: str) -> str:
+    """An embedded figure for the HTML the project builds itself (passed through `trusted`)."""
+    return f'<figure><img alt="{escape(alt)}" src="{data_uri(path)}"></figure>\n'

@@ -24,7 +24,6 @@ Definitions: docs/analysis.md; the report itself: docs/report.md.
 from __future__ import annotations
 
 import argparse
-import base64
 import datetime as dt
 import sys
 import time
@@ -55,10 +54,6 @@ class Report:
     timings: dict[str, float] = field(default_factory=dict)
     failed: int = 0
     probe_console: list[str] = field(default_factory=list)
-
-
-def data_uri(path: Path) -> str:
-    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
 
 
 def parse_layers(values: list[str] | None) -> tuple[str | None, dict[str, str]]:
@@ -103,15 +98,12 @@ def _gradcam_section(res: Results, out: Path, n: int, report: Report, data: str 
     default_layer, per_arch = parse_layers(layers)
     for row, why in models:
         arch = row["arch"]
-        if not is_cached(resolve(arch)):
-            msg = (f"Grad-CAM for {arch} skipped: its ImageNet weights are not in its library's cache "
-                   f"(python -m trainables.weights status {arch})")
-            report.notes.append(msg)
-            section["messages"].append(msg)
-            continue
         layer = per_arch.get(arch, default_layer)
         scratch = gradcam.matching_scratch(res, row)
         try:
+            if not is_cached(resolve(arch)):  # resolve: timm may be missing; is_cached: no weights
+                raise UserError(f"its ImageNet weights are not in its library's cache "
+                                f"(python -m trainables.weights status {arch})")
             table = gradcam.compute(res, row, roots, n=n, layer=layer, scratch=scratch)
             path = table_one.save(table, out / f"gradcam_{arch_slug(arch)}.png")
         except UserError as exc:
@@ -127,7 +119,7 @@ def _gradcam_section(res: Results, out: Path, n: int, report: Report, data: str 
                    + (f" --layer {layer}" if layer else "")
                    + (f" --data {data}" if data else "") + (f" --ood {ood}" if ood else ""))
         section["figures"].append({
-            "arch": arch, "src": data_uri(path), "file": path.name, "why": why, "info": info,
+            "arch": arch, "src": render.data_uri(path), "file": path.name, "why": why, "info": info,
             "layer": info["layer"], "layer_default": info["layer_default"], "command": command,
             "n_target": sum(r.image.label == info["target_class"] for r in table.rows),
             "n_other": sum(r.image.label != info["target_class"] for r in table.rows),
@@ -156,10 +148,9 @@ def build(results: str = DEFAULT_RESULTS, out: str | None = None, gradcam_n: int
     regimes = aggregate.regime_summary(res, options.band_rule)
     best = aggregate.best_models(res)
     paired = answer_mod.paired_by_size(res)  # transfer vs scratch at every train size
-    paired_full = answer_mod.at_full_size(paired, res)
     seed_diffs = aggregate.seed_paired(res)
     lc = aggregate.learning_curves(res)
-    claims = claims_mod.check_claims(res, regimes, best, paired_full, options.claims)
+    claims = claims_mod.check_claims(res, options=options.claims)  # reads its own predictions
     probe = probe_report.build(res, out_dir)  # linear-probe triage, ImageNet accuracy vs transfer
     claims.append(probe.claim)
     t2 = tables.table2(res, regimes, best)
@@ -183,6 +174,8 @@ def build(results: str = DEFAULT_RESULTS, out: str | None = None, gradcam_n: int
     else:
         gradcam = {"figures": [], "messages": ["Grad-CAM not drawn (--no-gradcam)."], "images_from": None}
     lap("gradcam")
+    # reading the manifest (first done by Grad-CAM) may add a note after the copy above
+    report.notes += [n for n in res.notes if n not in report.notes]
     external_html = ""
     if options.external_logs:
         from analysis import external_logs
@@ -216,7 +209,7 @@ def _figures(res: Results, regimes, best, best_overall, lc, out_dir: Path, repor
         if missing is None:
             paths = figures.save(draw(), out_dir, fig_id)
             report.files.extend(paths)
-            entry["src"] = data_uri(paths[0])
+            entry["src"] = render.data_uri(paths[0])
         else:
             report.missing_figures[fig_id] = missing
         out.append(entry)

@@ -163,7 +163,10 @@ def run_preflight(spec: GridSpec, experiment: Experiment, storage_arg: str, data
         done, todo = split_done(grid, finished)
         if write:
             write_text_atomic(experiment.manifest, manifest.to_json())
-            write_text_atomic(experiment.data_roots, data_roots_json(roots, manifest, data is None))
+            # a URI as the user gave it: `roots` holds its temporary local mirror
+            recorded = DataRoots(data if is_uri(data) else roots.data,
+                                 ood if is_uri(ood) else roots.ood)
+            write_text_atomic(experiment.data_roots, data_roots_json(recorded, manifest, data is None))
     except BaseException:
         if lock is not None:
             lock.release()

@@ -3,10 +3,11 @@
 The registry's `peak_memory_gb` is derived by tracing a paper-config step on fake tensors
 (trainables/footprint.py, bench/footprint.py): what PyTorch's operators allocate, not what a
 GPU process really holds (cuDNN workspaces, the caching allocator's rounding and fragmentation).
-Before the Tuner starts, `--gpus-per-trial auto` runs, on the first GPU node, two training steps
-and one evaluation pass of each architecture of the grid at the sweep's preset (batch, crops,
-eval batch) on random inputs, and sizes the fractions from the CUDA caching allocator's
-peak *reserved* bytes instead. The probe takes seconds per architecture; `--no-probe` skips it.
+Before the Tuner starts, `--gpus-per-trial auto` runs, on the first GPU node, three training steps
+and one evaluation pass of each architecture of the grid with the sweep's settings (the preset
+and any --set/--config overrides: batch, crops, eval batch) on random inputs, and sizes the
+fractions from the CUDA caching allocator's peak *reserved* bytes instead. The probe takes
+seconds per architecture; `--no-probe` skips it.
 
 Without CUDA on the node (logical GPUs, as in the tests), the probe measures the CPU allocator
 instead (the profiler's allocation events) and the sweep keeps the registry's numbers.
@@ -37,9 +38,10 @@ class Probe:
         return self.device.startswith("cuda")
 
 
-def measure(arch: str, preset: str = "paper") -> Probe:
-    """Two training steps (fine-tuning: the largest) and one eval pass of `arch` with the
-    preset's config on random inputs, on this process's GPU if it has one, else the CPU."""
+def measure(arch: str, preset: str = "paper", overrides: dict[str, Any] | None = None) -> Probe:
+    """Three training steps (two warm-up, one measured; fine-tuning: the largest) and one eval
+    pass of `arch` with the sweep's config (preset + overrides) on random inputs, on this
+    process's GPU if it has one, else the CPU."""
     import time
 
     import torch
@@ -48,7 +50,7 @@ def measure(arch: str, preset: str = "paper") -> Probe:
     from trainables.models import build_model
     from trainables.presets import get_preset
 
-    config = get_preset(preset).trial(arch, "finetune", 0, "all")
+    config = get_preset(preset).trial(arch, "finetune", 0, "all", **(overrides or {}))
     size = config.train_crop
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(0)
@@ -84,14 +86,16 @@ def measure(arch: str, preset: str = "paper") -> Probe:
     return probe
 
 
-def _measure_all(archs: list[str], preset: str) -> list[dict[str, Any]]:
+def _measure_all(archs: list[str], preset: str, overrides: dict[str, Any] | None
+                 ) -> list[dict[str, Any]]:
     from dataclasses import asdict
 
-    return [asdict(measure(a, preset)) for a in archs]
+    return [asdict(measure(a, preset, overrides)) for a in archs]
 
 
 def probe_gpu_node(archs: list[str], preset: str, node: str | None = None,
-                   timeout_s: float = 600.0) -> tuple[list[Probe], str]:
+                   timeout_s: float = 600.0, overrides: dict[str, Any] | None = None
+                   ) -> tuple[list[Probe], str]:
     """Measure every architecture in one Ray task holding one whole GPU of `node` (default: the
     first alive GPU node), before any trial runs. Returns (probes, the node's id); ([], why)
     when no GPU node is up or the probe failed (the sweep then keeps the registry's numbers)."""
@@ -103,11 +107,13 @@ def probe_gpu_node(archs: list[str], preset: str, node: str | None = None,
         if not nodes:
             return [], "no GPU node is up yet"
         node = nodes[0]["NodeID"]
-    task = ray.remote(num_cpus=1, num_gpus=1)(_measure_all).options(
+    task = ray.remote(num_cpus=1, num_gpus=1, max_retries=0)(_measure_all).options(
         scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False))
+    ref = task.remote(list(archs), preset, overrides)
     try:
-        rows = ray.get(task.remote(list(archs), preset), timeout=timeout_s)
+        rows = ray.get(ref, timeout=timeout_s)
     except Exception as exc:  # a slow or failing probe must not stop the sweep
+        ray.cancel(ref, force=True)  # a timed-out probe must not keep its GPU from the trials
         return [], f"the probe failed ({type(exc).__name__}: {str(exc).strip().splitlines()[-1][:200]})"
     return [Probe(**r) for r in rows], node
 
@@ -132,7 +138,8 @@ def probe_memory(spec, cluster, gpus: float | None, enabled: bool, say: Callable
     import time
 
     t0 = time.time()
-    probes, where = probe_gpu_node(list(spec.resolved_archs), spec.preset.name, usable[0])
+    probes, where = probe_gpu_node(list(spec.resolved_archs), spec.preset.name, usable[0],
+                                   overrides=spec.overrides)  # the trials' batch and crops
     peaks = gpu_peaks(probes)
     if not probes:
         say(f"memory probe: {where}; GPU fractions from the registry's traced estimates")

@@ -48,7 +48,7 @@ def ray_session(address: str | None, experiment: Experiment | None = None) -> It
     # Trial output goes to each trial's folder (see run_tuner), not to this console; the
     # driver's Ray logging is routed by sweep.logs.
     common = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.INFO)
-    if address:
+    if address and address != "local":  # "local" is Ray's word for a new one (joins_cluster)
         ray.init(address=address, **common)
         session_logs = None
     else:

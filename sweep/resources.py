@@ -158,7 +158,7 @@ def plan_resources(archs: Iterable[str], cluster: ClusterInfo, gpus_per_trial: f
     for name in archs:
         n = trials_per_gpu((peak_memory_gb or {}).get(name, registry_peak_gb(name)), memory)
         per_arch[name] = TrialResources(cpus_per_trial, fraction_for(n))
-    unmeasured = [a for a in archs if a not in ARCHS]
+    unmeasured = [a for a in archs if a not in ARCHS and a not in (peak_memory_gb or {})]
     if unmeasured:
         notes.append(f"no registry memory figure for {', '.join(unmeasured)}: assumed "
                      f"{UNMEASURED_PEAK_GB:g} GB per trial (conservative); --gpus-per-trial "

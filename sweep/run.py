@@ -313,8 +313,9 @@ def run_ready(args: argparse.Namespace, spec: GridSpec, preset, experiment: Expe
 
     summary, rows = summarize_checked(experiment.results, ready.grid)
     faults.merge(summary)
-    if ready.todo:  # an interrupt can come between a trial's last row and its cleanup
-        forget_finished(experiment, summary.ok)
+    if ready.todo:  # a trial whose row is written but whose Ray callback never ran (the Tuner
+        ran_now = {p.trial_id for p in ready.todo}  # stopped on an error) keeps no checkpoint
+        forget_finished(experiment, [t for t in summary.ok if t in ran_now])
     say("")
     for line in outcome.describe(summary, ready.grid):
         say(line)

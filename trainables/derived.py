@@ -34,6 +34,8 @@ from trainables.errors import UserError
 from trainables.model_structure import cached_path, on_meta, read_structure
 from trainables.registry import (
     ARCHS,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
     INTERPOLATIONS,
     TIMM_PREFIX,
     UNMEASURED_PEAK_GB,
@@ -226,8 +228,8 @@ def _derive_timm(name: str, weights: str | None) -> Arch:
         val_resize=math.floor(size / crop_pct), heads=heads, gradcam_layer=structure.layer,
         min_input_size=max(MIN_INPUT, int(min_size[-1]) if min_size else 0),
         peak_memory_gb=UNMEASURED_PEAK_GB, in_study=False, source="timm", model_name=base,
-        mean=_triple(cfg_dict.get("mean") or (0.485, 0.456, 0.406)),
-        std=_triple(cfg_dict.get("std") or (0.229, 0.224, 0.225)),
+        mean=_triple(cfg_dict.get("mean") or IMAGENET_MEAN),
+        std=_triple(cfg_dict.get("std") or IMAGENET_STD),
         interpolation=_interpolation(cfg_dict.get("interpolation") or "bilinear"),
         max_input_size=size if fixed and "img_size" not in init_args else None,
         size_kwarg="img_size" if fixed and "img_size" in init_args else None,

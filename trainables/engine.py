@@ -245,8 +245,10 @@ def fit(model: nn.Module, arch: Arch, config: TrialConfig, data: TrialData, devi
             state.best_score, state.best_acc, state.best_loss = score, result.acc, result.loss
             state.best_epoch, state.best_state = epoch, cpu_copy(model.state_dict())
         state.epoch = epoch
-        if on_epoch is not None:
-            state.model_state = cpu_copy(model.state_dict())
+        if on_epoch is not None:  # what a checkpoint needs: the frozen backbone never changes
+            frozen = set(state.frozen_keys)
+            state.model_state = cpu_copy({k: v for k, v in model.state_dict().items()
+                                          if k not in frozen})
             state.optimizer_state = cpu_copy(optimizer.state_dict())
             state.scheduler_state = scheduler.state_dict()
             on_epoch(row, state)

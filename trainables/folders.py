@@ -20,7 +20,7 @@ from pathlib import Path
 
 from trainables import leakage
 from trainables.errors import DataError
-from trainables.images import check_image, file_hash
+from trainables.images import check_image
 from trainables.manifest import SPLITS, Entry, Manifest
 from trainables.scan import (
     IMAGE_EXTENSIONS,  # noqa: F401  (re-exported: the extensions used as images)
@@ -43,11 +43,11 @@ def validate_images(paths_by_root: dict[str, tuple[Path, list[Path]]], skip_bad:
     bad: list[tuple[Path, str]] = []
     for _name, (_root, paths) in paths_by_root.items():
         for p in paths:
-            reason = check_image(p)
+            reason, digest = check_image(p)
             if reason:
                 bad.append((p, reason))
             else:
-                hashes[p] = file_hash(p)
+                hashes[p] = digest
     if bad and not skip_bad:
         listing = "\n".join(f"  {shown(p)}: {why}" for p, why in bad)
         raise DataError(f"{len(bad)} file(s) cannot be read as images:\n{listing}\n"

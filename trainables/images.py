@@ -1,7 +1,8 @@
 """Decoding an image once: EXIF orientation, any PIL mode to 8-bit RGB, huge images capped.
 
-Every path that reads pixels (the trial's datasets, validation of a user's folders, Grad-CAM)
-goes through `decode_pil`, so an image looks the same everywhere.
+Every path that trains or draws pixels (the trial's datasets, Grad-CAM) goes through
+`decode_pil`, so an image looks the same everywhere; validating a user's folders (`check_image`)
+decodes each file fully once and hashes the same bytes.
 """
 
 from __future__ import annotations
@@ -60,35 +61,41 @@ def pil_to_tensor(img: Image.Image) -> torch.Tensor:
     return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
 
 
-def check_image(path: Path) -> str | None:
-    """None if the file decodes fully to a usable image, else the reason it does not."""
+def check_image(path: Path) -> tuple[str | None, str | None]:
+    """(None, content hash) if the file decodes fully to a usable image, else (the reason it does
+    not, None). The file is read once: the bytes PIL decodes are the bytes hashed."""
     try:
         str(path).encode("utf-8")
     except UnicodeEncodeError:
         return ("its name is not valid UTF-8 (manifests and results store names as UTF-8). "
-                "Fix: rename it, e.g. `convmv -f latin1 -t utf8 -r --notest FOLDER`")
+                "Fix: rename it, e.g. `convmv -f latin1 -t utf8 -r --notest FOLDER`"), None
     try:
         if path.is_symlink() and not path.exists():
-            return f"broken symbolic link (points to {os.readlink(path)}, which does not exist)"
-        if path.stat().st_size == 0:
-            return "empty file (0 bytes)"
-        with Image.open(path) as img:
+            return f"broken symbolic link (points to {os.readlink(path)}, which does not exist)", None
+        data = path.read_bytes()
+        if not data:
+            return "empty file (0 bytes)", None
+        with Image.open(io.BytesIO(data)) as img:
             img.load()
             width, height = img.size
         if min(width, height) < 1 or max(width, height) / min(width, height) > MAX_ASPECT_RATIO:
             return (f"extreme aspect ratio ({width}x{height} px, more than "
                     f"{MAX_ASPECT_RATIO:g}:1): resizing its short side for the model would "
-                    "build a huge image. Fix: crop it to the object, or remove it")
-        return None
+                    "build a huge image. Fix: crop it to the object, or remove it"), None
+        return None, bytes_hash(data)
     except UnidentifiedImageError:
-        return "not an image (unrecognised format)"
+        return "not an image (unrecognised format)", None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        return f"cannot be decoded ({exc})"
+        return f"cannot be decoded ({exc})", None
+
+
+def bytes_hash(data: bytes) -> str:
+    """The content hash a manifest records: a SHA-256 prefix."""
+    return hashlib.sha256(data).hexdigest()[:16]
 
 
 def file_hash(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
-
+    return bytes_hash(path.read_bytes())
 
 
 def encode_jpeg(img: Image.Image, quality: int) -> Image.Image:

@@ -17,11 +17,10 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 
-from trainables.manifest import Entry
+from trainables.manifest import EVAL_SPLITS, Entry
 
 UNUSED = "unused"
 """Split recorded for a pool's extra copies of an image its class already has."""
-EVAL_SPLITS = ("val", "test", "ood")
 SHOWN = 5
 """Examples shown per kind of problem; the manifest records every one."""
 

@@ -56,7 +56,7 @@ from trainables.engine import DeviceInputs, FitState, seed_everything
 from trainables.errors import DataError
 from trainables.fitting import Fitted, OnEpoch
 from trainables.metrics import EvalResult, selection_score
-from trainables.models import arch_of, build_model, count_params
+from trainables.models import arch_of, build_model, count_params, set_submodule
 from trainables.registry import Arch
 
 TRAIN_TRANSFORM = "val"
@@ -69,8 +69,7 @@ def penultimate_extractor(model: nn.Module, arch: Arch) -> nn.Module:
     The heads of `model` itself are swapped for nn.Identity (the probe's model is built for this
     alone), so the head's node outputs what the head would have received; fx drops what follows."""
     for path in arch.heads:
-        parent_path, _, leaf = path.rpartition(".")
-        setattr(model.get_submodule(parent_path) if parent_path else model, leaf, nn.Identity())
+        set_submodule(model, path, nn.Identity())
     with warnings.catch_warnings():  # Inception: its train-mode graph has more nodes; eval is used
         warnings.filterwarnings("ignore", message="NOTE: The nodes obtained by tracing")
         return frozen_extractor(model, arch, node=arch.heads[0])

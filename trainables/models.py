@@ -37,7 +37,8 @@ def _new_head(old: nn.Module, num_classes: int) -> nn.Module:
     raise TypeError(f"cannot replace a head of type {type(old).__name__}")
 
 
-def _set_submodule(model: nn.Module, path: str, module: nn.Module) -> None:
+def set_submodule(model: nn.Module, path: str, module: nn.Module) -> None:
+    """Replace the submodule at a dotted path ("classifier.1") with `module`."""
     parent_path, _, leaf = path.rpartition(".")
     parent = model.get_submodule(parent_path) if parent_path else model
     setattr(parent, leaf, module)
@@ -56,7 +57,7 @@ def _timm(arch: Arch, pretrained: bool, kwargs: dict[str, Any]) -> nn.Module:
 
 def _replace_torchvision(model: nn.Module, arch: Arch, num_classes: int) -> None:
     for path in arch.heads:
-        _set_submodule(model, path, _new_head(model.get_submodule(path), num_classes))
+        set_submodule(model, path, _new_head(model.get_submodule(path), num_classes))
     if hasattr(model, "num_classes"):
         model.num_classes = num_classes
 

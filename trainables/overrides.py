@@ -45,6 +45,8 @@ def parse_value(name: str, text: Any, source: str) -> Any:
             if raw.lower() in _FALSE:
                 return False
             raise ValueError
+        if kind in ("int", "float") and isinstance(text, bool):
+            raise ValueError  # YAML's `yes`/`true` is not a number
         if kind == "int":
             if isinstance(text, float) and not text.is_integer():
                 raise ValueError

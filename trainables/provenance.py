@@ -112,7 +112,7 @@ def library_versions() -> str:
 
     versions = {"python": platform.python_version()}
     for name in ("torch", "torchvision", "ray", "numpy", "pillow", "pyarrow", "pandas",
-                 "scikit-learn"):
+                 "scikit-learn", "timm", "huggingface-hub"):  # absent ones are recorded as None
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:

@@ -19,6 +19,7 @@ import argparse
 import hashlib
 import re
 import sys
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -155,8 +156,7 @@ def downloadable(url: str | None, timeout: float = 3.0) -> bool:
         return False
 
 
-def missing_message(archs) -> str:
-    locations = [location(a) for a in archs]
+def missing_message(locations: list[Location]) -> str:
     lines = [f"  {loc.arch}: {loc.file} (expected at {loc.path})\n    Fix: {loc.fix}"
              for loc in locations]
     return ("Pretrained weights missing from the library's cache and not downloadable "
@@ -171,16 +171,24 @@ def ensure_available(arch: Arch, check_download: bool = True) -> None:
         return
     if check_download and downloadable(where.url):
         return
-    raise WeightsError(missing_message([arch]))
+    raise WeightsError(missing_message([where]))
 
 
 def preflight(arch_names: list[str]) -> list[str]:
-    """Problems (one per missing weights file) for the pretrained regimes of these archs."""
-    archs = [resolve(n) for n in dict.fromkeys(arch_names)]
-    missing = [a for a in archs if not is_cached(a)]
-    if missing and not all(downloadable(location(a).url) for a in missing[:1]):
-        return [missing_message(missing)]
-    return []
+    """Problems (one message naming every missing weights file) for the pretrained regimes of
+    these archs. Each missing file is checked: one HEAD request per download host, so a sweep
+    mixing torchvision and timm models is not passed on the strength of one library's host."""
+    locations = [location(resolve(n)) for n in dict.fromkeys(arch_names)]
+    answers: dict[str, bool] = {}
+
+    def reachable(loc: Location) -> bool:
+        host = urllib.parse.urlsplit(loc.url).netloc if loc.url else ""
+        if host not in answers:
+            answers[host] = downloadable(loc.url)
+        return answers[host]
+
+    unreachable = [loc for loc in locations if not loc.cached and not reachable(loc)]
+    return [missing_message(unreachable)] if unreachable else []
 
 
 def torchvision_files() -> dict[str, str]:

@@ -200,3 +200,21 @@ def test_report_shows_the_ranking_and_the_imagenet_question(tmp_path, n_archs):
     assert any(line.startswith("Linear-probe triage") for line in report.probe_console)
     csv = pd.read_csv(tmp_path / "report" / "imagenet_transfer.csv")
     assert set(csv["arch"]) == set(archs)
+
+
+def test_the_probe_is_shown_beside_the_transfer_regimes_never_as_one(tmp_path):
+    """Its C was chosen on the validation images, so its best-val accuracy is optimistic: the
+    best transfer model (Table II, the claims) and the answer box's winner come from the study's
+    regimes even when the probe's validation accuracy is higher."""
+    from analysis import aggregate, answer
+
+    for seed in range(2):
+        write_synthetic_trial(tmp_path, "resnet18", "finetune", seed, val=[0.7, 0.8], test=0.8)
+        write_synthetic_trial(tmp_path, "resnet18", "scratch", seed, val=[0.5, 0.6], test=0.6)
+    write_probe_trial(tmp_path, "resnet18", [True] * 19 + [False], test=0.9)  # val 0.95
+    res = load_results(str(tmp_path))
+    best = aggregate.best_models(res)
+    assert set(res.trials["regime"]) == {"finetune", "scratch", "linear_probe"}
+    assert res.trials.set_index("trial_id").loc[best["transfer_trial"], "regime"].eq("finetune").all()
+    winner = answer.best_on_validation(aggregate.regime_summary(res))
+    assert winner["regime"] == "finetune"

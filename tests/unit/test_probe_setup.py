@@ -117,3 +117,14 @@ def test_c_grid_from_a_yaml_config_file(tmp_path):
     path.write_text("probe_c_grid: [0.1, yes]\n")
     with pytest.raises(UserError, match="is not a list of numbers"):
         load_config_file(path)
+
+
+def test_a_yaml_boolean_is_not_a_number(tmp_path):
+    """YAML reads `yes`/`true` as a bool, which Python would silently take as 1."""
+    from trainables.overrides import load_config_file
+
+    path = tmp_path / "settings.yaml"
+    for text in ("epochs: yes\n", "lr: true\n"):
+        path.write_text(text)
+        with pytest.raises(UserError):
+            load_config_file(path)
