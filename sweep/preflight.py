@@ -19,7 +19,8 @@ from trainables import results
 from trainables.datasource import prepare_data
 from trainables.errors import UserError
 from trainables.manifest import DataRoots, Manifest, select_train
-from trainables.storage import STORAGE_FIX, read_bytes, storage_problem, write_text_atomic
+from trainables.same_split import other_split
+from trainables.storage import STORAGE_FIX, storage_problem, write_text_atomic
 
 STORAGE_TIMEOUT_S = 20.0
 MANIFEST_FIX = ("delete it and run the same command again: it is rebuilt from --data and checked "
@@ -81,23 +82,13 @@ def check_existing_manifest(experiment: Experiment, manifest: Manifest) -> str |
     """Refuse to mix two different splits in one experiment's results; a corrupt manifest.json
     is named with the fix (the trials rows carry the split's hash, so deleting it is safe)."""
     try:
-        data = read_bytes(experiment.manifest)
+        old_hash = other_split(experiment.manifest, experiment.results, manifest.hash,
+                               MANIFEST_FIX)
+    except UserError as exc:
+        return str(exc)
     except Exception:
         return None  # storage problems are reported by check_storage
-    old_hash = None
-    if data is not None:
-        try:
-            old_hash = Manifest.parse(data, experiment.manifest, MANIFEST_FIX).hash
-        except UserError as exc:
-            return str(exc)
     if old_hash is None:
-        try:
-            table = results.read_table(experiment.results, "trials", columns=["split_manifest_hash"])
-            hashes = sorted({h for h in table["split_manifest_hash"].to_pylist() if h})
-        except Exception:
-            return None  # unreadable results are named by the finished-trials check
-        old_hash = hashes[0] if hashes and manifest.hash not in hashes else None
-    if old_hash is None or old_hash == manifest.hash:
         return None
     return (f"experiment {experiment.root} was run on a different split (manifest {old_hash}, "
             f"now {manifest.hash}): the data, --ood or --split-seed changed. Fix: pick a new "

@@ -46,7 +46,8 @@ def measure(arch: str, preset: str = "paper", overrides: dict[str, Any] | None =
 
     import torch
 
-    from trainables.footprint import _loss, measured_cpu_peak
+    from trainables.footprint import measured_cpu_peak
+    from trainables.loss import training_loss
     from trainables.models import build_model
     from trainables.presets import get_preset
 
@@ -70,7 +71,7 @@ def measure(arch: str, preset: str = "paper", overrides: dict[str, Any] | None =
         if i == 2:
             torch.cuda.synchronize()
             t0 = time.perf_counter()
-        _loss(model(x), y, config.aux_loss_weight).backward()
+        training_loss(model(x), y, config.aux_loss_weight)[0].backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
     torch.cuda.synchronize()

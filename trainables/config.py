@@ -153,6 +153,13 @@ class TrialConfig:
             if wrong:
                 raise UserError(f"{', '.join(wrong)}: {self.arch} is built for "
                                 f"{arch.max_input_size} px inputs only")
+        if arch.size_kwarg is not None:  # built for one size: {size_kwarg} = train_crop
+            wrong = [f"{n} {getattr(self, n)}" for n in ("val_crop", "test_crop", "ood_crop")
+                     if getattr(self, n) != self.train_crop]
+            if wrong:
+                raise UserError(f"{', '.join(wrong)}: {self.arch} is built for one input size, "
+                                f"its {arch.size_kwarg} = train_crop {self.train_crop}; set "
+                                "train_crop alone: the other crops follow it")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

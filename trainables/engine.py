@@ -35,6 +35,7 @@ from trainables.config import TrialConfig
 from trainables.dataset import DecodedSplit, TrialData, eval_loader, train_loader
 from trainables.device import cpu_copy
 from trainables.faults import maybe_inject
+from trainables.loss import training_loss
 from trainables.metrics import EvalResult, Meter, selection_score
 from trainables.registry import Arch
 from trainables.transforms import Normalize
@@ -115,18 +116,6 @@ class FitState:
         return cls(**d)
 
 
-def _loss(outputs: Any, labels: torch.Tensor, criterion: nn.Module, aux_weight: float
-          ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(loss, main logits). Inception in training returns (logits, aux_logits)."""
-    if isinstance(outputs, tuple) or hasattr(outputs, "aux_logits"):
-        logits, aux = outputs[0], outputs[1]
-        loss = criterion(logits, labels)
-        if aux is not None:
-            loss = loss + aux_weight * criterion(aux, labels)
-        return loss, logits
-    return criterion(outputs, labels), outputs
-
-
 def set_train_mode(model: nn.Module, config: TrialConfig) -> None:
     """train() everywhere, except BatchNorm when feature extraction freezes the backbone."""
     model.train()
@@ -146,7 +135,7 @@ def train_one_epoch(model: nn.Module, criterion: nn.Module, optimizer: torch.opt
         x, y = prepare(inputs), labels.to(device, non_blocking=True)
         optimizer.zero_grad(set_to_none=True)
         with autocast(device, config.bf16):
-            loss, logits = _loss(model(x), y, criterion, config.aux_loss_weight)
+            loss, logits = training_loss(model(x), y, config.aux_loss_weight, criterion)
         loss.backward()
         optimizer.step()
         meter.add(loss, logits, y)

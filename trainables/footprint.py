@@ -31,6 +31,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from trainables.loss import training_loss
+
 GB = 1e9
 
 
@@ -79,15 +81,6 @@ def registry_peak_gb(peak_bytes: int) -> float:
     return math.ceil(peak_bytes / GB * 10) / 10
 
 
-def _loss(outputs: Any, labels: torch.Tensor, aux_weight: float) -> torch.Tensor:
-    ce = nn.functional.cross_entropy
-    if isinstance(outputs, tuple) or hasattr(outputs, "aux_logits"):
-        logits, aux = outputs[0], outputs[1]
-        loss = ce(logits, labels)
-        return loss + aux_weight * ce(aux, labels) if aux is not None else loss
-    return ce(outputs, labels)
-
-
 def _bytes(tensors) -> int:
     return sum(t.numel() * t.element_size() for t in tensors)
 
@@ -124,7 +117,7 @@ def trace(arch: str, regime: str, batch: int | None = None, input_size: int | No
         y = torch.zeros(batch, dtype=torch.long)
 
         def step() -> None:
-            _loss(model(x), y, config.aux_loss_weight).backward()
+            training_loss(model(x), y, config.aux_loss_weight)[0].backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
 
@@ -201,7 +194,7 @@ def measured_cpu_peak(model: nn.Module, x: torch.Tensor, y: torch.Tensor, lr: fl
     model.train()
 
     def step() -> None:
-        _loss(model(x), y, aux_weight).backward()
+        training_loss(model(x), y, aux_weight)[0].backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 

@@ -49,6 +49,7 @@ from trainables.models import arch_of
 from trainables.presets import PRESETS, PresetMessage, deviations, get_preset, user_overrides
 from trainables.provenance import code_version, hostname, library_versions, ray_node
 from trainables.registry import ARCHS, source_of
+from trainables.same_split import other_split
 
 MAX_SEED = 2**32 - 1
 """Seeds and split seeds above this overflow NumPy's and torch's seeding."""
@@ -190,13 +191,10 @@ def parse_caps(items: list[str] | None) -> dict[str, int]:
 
 def check_same_experiment(out: str, manifest: Manifest) -> None:
     """One OUT, one split: refuse to pool trials of different data into one results folder."""
-    where = storage.join(out, "manifest.json")
-    data = storage.read_bytes(where)
-    if data is None:
-        return
-    old = Manifest.parse(data, where, "delete it if the folder holds no results you need (a "
-                         "run writes it again), or pick a new --out").hash
-    if old != manifest.hash:
+    old = other_split(storage.join(out, "manifest.json"), out, manifest.hash,
+                      "delete it if the folder holds no results you need (a run writes it "
+                      "again), or pick a new --out")
+    if old is not None:
         raise UserError(f"--out {out} holds trials of a different split (manifest {old}, now "
                         f"{manifest.hash}): the data, --ood, --cap or --split-seed changed. "
                         "Fix: pick a new --out")

@@ -369,6 +369,24 @@ def test_a_second_single_trial_run_into_an_out_of_another_split_is_refused(pool,
     assert not (out / "trials").exists()
 
 
+def test_a_single_trial_run_into_an_out_whose_manifest_was_deleted_is_still_refused(
+        pool, tmp_path, capsys):
+    """The rows carry the split hash: without manifest.json, another split is still refused
+    (the same rule as the sweep's, trainables/same_split.py)."""
+    from tests.synthetic import write_synthetic_trial
+    from trainables.train import main
+
+    out = tmp_path / "out"
+    write_synthetic_trial(out, "mobilenet_v2", "scratch", 0, manifest_hash="0123456789abcdef")
+    before = sorted(p.name for p in (out / "trials").iterdir())
+    code = main([*TRAIN_BASE, "--data", str(pool), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert_refused(code, err, f"--out {out} holds trials of a different split (manifest "
+                   "0123456789abcdef", "pick a new --out")
+    assert sorted(p.name for p in (out / "trials").iterdir()) == before
+    assert not (out / "manifest.json").exists()
+
+
 def test_ctrl_c_in_the_single_trial_cli_exits_130_without_a_traceback(pool, tmp_path,
                                                                        torch_home):
     import subprocess

@@ -176,6 +176,11 @@ def test_a_model_without_a_findable_head_gets_an_error_naming_it():
     ({"arch": "timm/convnext_atto.no_such_tag"}, "no such pretrained tag"),
     ({"arch": "vit_b_16", "train_crop": 160}, "vit_b_16 trains at 224 px or more"),
     ({"arch": "vit_b_16", "val_crop": 256}, "built for 224 px inputs only"),
+    ({"arch": "timm/vit_tiny_patch16_224", "val_crop": 160},
+     "val_crop 160: timm/vit_tiny_patch16_224 is built for one input size, its img_size = "
+     "train_crop 224"),
+    ({"arch": "timm/vit_tiny_patch16_224", "train_crop": 160, "ood_crop": 224},
+     "ood_crop 224: timm/vit_tiny_patch16_224 is built for one input size"),
     ({"arch": "resnet50", "weights": "ResNet18_Weights.IMAGENET1K_V1"},
      "not weights of torchvision's resnet50"),
     ({"arch": "resnet18", "weights": "ResNet18_Weights.DEFAULT"}, "one of the study's entries"),
