@@ -20,7 +20,8 @@ def training_loss(outputs: Any, labels: torch.Tensor, aux_weight: float,
                   criterion: Criterion = nn.functional.cross_entropy
                   ) -> tuple[torch.Tensor, torch.Tensor]:
     """(loss, main logits). Inception in training returns (logits, aux_logits); the loss is
-    criterion(logits) + aux_weight * criterion(aux_logits), as torchvision's reference trains it."""
+    criterion(logits) + aux_weight * criterion(aux_logits), as in the PyTorch fine-tuning tutorial
+    the study's scripts follow (TrialConfig.aux_loss_weight, 0.4)."""
     if isinstance(outputs, tuple) or hasattr(outputs, "aux_logits"):
         logits, aux = outputs[0], outputs[1]
         loss = criterion(logits, labels)
