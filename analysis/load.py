@@ -92,7 +92,8 @@ class Results:
     @cached_property
     def manifest(self) -> Any:
         """The split manifest (trainables.manifest.Manifest) the trials used, or None. Loaded on
-        first use (it imports torch); a manifest of another split is noted and ignored."""
+        first use (Grad-CAM and image paths need it); a manifest of another split is noted and
+        ignored."""
         if self.manifest_path is None:
             return None
         from trainables.manifest import Manifest
