@@ -12,9 +12,10 @@ from __future__ import annotations
 import pandas as pd
 
 from analysis.bands import BandRule, val_bands
-from analysis.load import TRANSFER_REGIMES, Results, arch_order, regime_order
+from analysis.load import Results, arch_order
 from analysis.stats import mcnemar_exact, mean_ci, paired_bootstrap, t_halfwidths
-from trainables.registry import source_of
+from trainables.archs import source_of
+from trainables.regimes import SCRATCH, TRANSFER_REGIMES, regime_order
 from trainables.results import BEST_TRIAL_ORDER
 
 METRICS = ("best_val_acc", "test_acc", "ood_acc")
@@ -88,14 +89,14 @@ def best_models(res: Results) -> pd.DataFrame:
     full = res.full
     rows = []
     transfer = full[full["regime"].isin(TRANSFER_REGIMES)]
-    scratch = full[full["regime"] == "scratch"]
+    scratch = full[full["regime"] == SCRATCH]
     best_t = pick_best(transfer, ["arch"]).set_index("arch") if not transfer.empty else None
     best_s = pick_best(scratch, ["arch"]).set_index("arch") if not scratch.empty else None
     per_seed_t = pick_best(transfer, ["arch", "seed"]) if not transfer.empty else transfer
     for arch in arch_order(full["arch"].unique().tolist()):
         row: dict = {"arch": arch}
         for tag, best, pool in (("transfer", best_t, per_seed_t),
-                                ("scratch", best_s, scratch)):
+                                (SCRATCH, best_s, scratch)):
             if best is not None and arch in best.index:
                 b = best.loc[arch]
                 row.update({f"{tag}_trial": b["trial_id"], f"{tag}_regime": b["regime"],
@@ -122,7 +123,7 @@ def seed_paired(res: Results) -> pd.DataFrame:
     seed, chosen on val) minus (scratch, same seed). Seeds without both are skipped."""
     full = res.full
     transfer = pick_best(full[full["regime"].isin(TRANSFER_REGIMES)], ["arch", "seed"])
-    scratch = full[full["regime"] == "scratch"]
+    scratch = full[full["regime"] == SCRATCH]
     if transfer.empty or scratch.empty:
         return pd.DataFrame(columns=["arch", "metric", "diff_mean", "diff_half", "n"])
     both = transfer.merge(scratch, on=["arch", "seed"], suffixes=("_t", "_s"))

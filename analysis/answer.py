@@ -24,8 +24,8 @@ from typing import Any
 import pandas as pd
 
 from analysis import aggregate
-from analysis.load import REGIME_LABELS, Results, arch_order, is_full_size, regime_order
-from trainables.config import STUDY_REGIMES
+from analysis.load import Results, arch_order, is_full_size
+from trainables.regimes import STUDY_REGIMES, regime_label, regime_order
 
 
 def clip(x: float, lo: float = 0.0, hi: float = 1.0) -> float:
@@ -113,7 +113,7 @@ class Answer:
     def best_label(self) -> str:
         if self.arch is None:
             return "n/a"
-        return f"{self.arch} · {REGIME_LABELS.get(self.regime, self.regime)}"
+        return f"{self.arch} · {regime_label(self.regime)}"
 
     EFFECT_HOW = ("best transfer model minus best scratch model (each chosen on validation), on the "
                   "same images; interval: paired bootstrap 95% over the images (2000 resamples), "

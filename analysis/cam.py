@@ -55,7 +55,7 @@ def resolve_layer(model: nn.Module, path: str) -> nn.Module:
 def default_layer(model: nn.Module, arch_name: str) -> nn.Module:
     """The architecture's default target layer (its registry entry's ``gradcam_layer`` path; for a
     torchvision or timm model outside the registry, the one `trainables.derived` found)."""
-    from trainables.derived import resolve
+    from trainables.archs import resolve
     from trainables.models import gradcam_target
 
     return gradcam_target(model, resolve(arch_name))[0]
@@ -64,7 +64,7 @@ def default_layer(model: nn.Module, arch_name: str) -> nn.Module:
 def reshape_for(arch_name: str, model: nn.Module, path: str | None) -> Any:
     """pytorch-grad-cam's reshape_transform for the architecture's target layer (ViT tokens, NHWC
     maps of timm models), or None for the usual (N, C, H, W) maps."""
-    from trainables.derived import resolve
+    from trainables.archs import resolve
     from trainables.models import gradcam_target
 
     return gradcam_target(model, resolve(arch_name), path)[1]

@@ -27,8 +27,9 @@ import pandas as pd
 
 from analysis.aggregate import model_selection, pick_best
 from analysis.effects import Correctness, Pair, seed_pairs
-from analysis.load import TRANSFER_REGIMES, Results, is_full_size
+from analysis.load import Results, is_full_size
 from analysis.stats import Effect, effect_of, fmt_p, holm, paired_effect, spearman
+from trainables.regimes import FEATURE_EXTRACT, FINETUNE, SCRATCH, TRANSFER_REGIMES
 
 HOLDS = "holds"
 PARTLY = "partly holds"
@@ -206,7 +207,7 @@ def transfer_beats_scratch(res: Results, corr: Correctness, split: str, opts: Cl
     label = _split_label(split, res)
     full = res.full
     transfer = pick_best(full[full["regime"].isin(TRANSFER_REGIMES)], ["arch", "seed"])
-    scratch = full[full["regime"] == "scratch"]
+    scratch = full[full["regime"] == SCRATCH]
     archs = _archs(full)
     effects = _paired_claim_effects(res, corr, split, archs,
                                     lambda a: seed_pairs(transfer, scratch, a), opts)
@@ -224,7 +225,7 @@ def transfer_beats_scratch(res: Results, corr: Correctness, split: str, opts: Cl
 def feature_reuse_beats_scratch(res: Results, corr: Correctness, opts: ClaimOptions,
                                 selection: str) -> Claim:
     full = res.full
-    fe, scratch = full[full["regime"] == "feature_extract"], full[full["regime"] == "scratch"]
+    fe, scratch = full[full["regime"] == FEATURE_EXTRACT], full[full["regime"] == SCRATCH]
     effects = _paired_claim_effects(res, corr, "test", _archs(full),
                                     lambda a: seed_pairs(fe, scratch, a), opts)
     return _difference_claim(
@@ -245,7 +246,7 @@ def fe_close_to_ft(res: Results, corr: Correctness, opts: ClaimOptions, selectio
     test = (f"equivalence (two one-sided tests, level {opts.alpha:g}) of feature extraction minus "
             f"fine-tuning per seed on the same test images, margin ±{100 * opts.margin:g} pp")
     full = res.full
-    fe, ft = full[full["regime"] == "feature_extract"], full[full["regime"] == "finetune"]
+    fe, ft = full[full["regime"] == FEATURE_EXTRACT], full[full["regime"] == FINETUNE]
     if arch not in set(full["arch"]):
         return Claim(key, statement, UNTESTABLE, f"no {arch} trials", paper, test)
     effects = _paired_claim_effects(res, corr, "test", [arch], lambda a: seed_pairs(fe, ft, a), opts,
@@ -312,7 +313,7 @@ def _size_trend(res: Results, best: pd.DataFrame) -> str:
     """Context: Spearman rho between architecture size (fine-tuned trainable parameters) and the
     OOD accuracy of each architecture's best transfer model."""
     full = res.full
-    size = full[full["regime"].isin(["finetune", "scratch"])].groupby("arch")["trainable_params"].median()
+    size = full[full["regime"].isin([FINETUNE, SCRATCH])].groupby("arch")["trainable_params"].median()
     if best.empty or size.empty:
         return "Size trend: not available"
     joined = best[["ood_acc"]].join(size.rename("size"), how="inner").dropna()
@@ -346,7 +347,7 @@ def gap_grows_when_starved(res: Results, corr: Correctness, opts: ClaimOptions, 
         for size in (small, large):
             sub = trials[(trials["arch"] == arch) & (trials["train_size"] == size)]
             t = pick_best(sub[sub["regime"].isin(TRANSFER_REGIMES)], ["seed"])
-            sc = sub[sub["regime"] == "scratch"]
+            sc = sub[sub["regime"] == SCRATCH]
             per_size[size] = seed_pairs(t, sc, arch)
         by_seed = {p.seed: p for p in per_size[small]}
         for p in per_size[large]:

@@ -42,16 +42,15 @@ import pandas as pd
 from analysis import aggregate
 from analysis.bands import BAND_RULE_HELP, BandRule, parse_band
 from analysis.load import (
-    REGIME_LABELS,
-    TRANSFER_REGIMES,
     TRIAL_COLUMNS,
     Results,
     arch_order,
     is_full_size,
     read_prediction_table,
 )
-from trainables.config import REGIMES, parse_train_size
+from trainables.config import parse_train_size
 from trainables.errors import UserError
+from trainables.regimes import REGIMES, SCRATCH, TRANSFER_REGIMES, regime_label
 
 REQUIRED = ("arch", "regime", "epoch", "val_acc")
 OPTIONAL = ("seed", "train_size", "lr", "val_loss", "trainable_params")
@@ -256,7 +255,7 @@ def _apply_lines(trials: pd.DataFrame, lines: pd.DataFrame, path: Path, logs: Pa
         sub = at_full[at_full["arch"] == arch]
         for regimes, cols in ((TRANSFER_REGIMES, {"test_acc": "test_acc_best_transfer",
                                                   "ood_acc": "ood_acc_best_transfer"}),
-                              (("scratch",), {"ood_acc": "ood_acc_best_scratch"})):
+                              ((SCRATCH,), {"ood_acc": "ood_acc_best_scratch"})):
             cand = aggregate.rank(sub[sub["regime"].isin(regimes)])
             if cand.empty:
                 continue
@@ -308,7 +307,7 @@ def comparison_summary(cmp: pd.DataFrame) -> tuple[float, float, str]:
 def comparison_markdown(cmp: pd.DataFrame) -> str:
     from analysis.tables import markdown_table
 
-    rows = [[r["arch"], REGIME_LABELS.get(r["regime"], r["regime"]), r["printed"], r["rebuilt"],
+    rows = [[r["arch"], regime_label(r["regime"]), r["printed"], r["rebuilt"],
              f"{r['rebuilt_lo']:.1f}-{r['rebuilt_hi']:.1f}", f"{r['err_lo']:.1f} / {r['err_hi']:.1f}"]
             for _, r in cmp.iterrows()]
     mean, worst, where = comparison_summary(cmp)

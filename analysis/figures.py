@@ -27,13 +27,10 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.ticker import FuncFormatter  # noqa: E402
 
-from analysis.load import REGIME_LABELS, is_full_size, regime_order  # noqa: E402
+from analysis.load import is_full_size  # noqa: E402
 from analysis.tables import fmt_params  # noqa: E402
+from trainables.regimes import SCRATCH, regime_label, regime_order, regime_record  # noqa: E402
 
-MARKERS = {"finetune": "s", "feature_extract": "x", "scratch": "o", "linear_probe": "^"}
-COLORS = {"finetune": "#1f5fa8", "feature_extract": "#d9781a", "scratch": "#3a8f3a",
-          "linear_probe": "#7b3fa0"}
-SHORT = {"finetune": "FT", "feature_extract": "FE", "scratch": "SC", "linear_probe": "LP"}
 OOD_COLOR = "#b0204a"
 TEST_COLOR = "#222222"
 BAND_ALPHA = 0.16
@@ -79,8 +76,8 @@ def _legend(fig: Figure, handles: list, ncol: int) -> None:
 
 
 def _marker_kw(regime: str) -> dict:
-    marker = MARKERS.get(regime, "D")
-    kw = {"marker": marker, "color": COLORS.get(regime, "#555555"), "markersize": 5.5}
+    marker = regime_record(regime).marker
+    kw = {"marker": marker, "color": regime_record(regime).colour, "markersize": 5.5}
     if marker != "x":
         kw["markerfacecolor"] = "white"
         kw["markeredgewidth"] = 1.4
@@ -91,7 +88,7 @@ def _marker_kw(regime: str) -> dict:
 
 def params_title(arch: str, regimes: pd.DataFrame) -> str:
     sub = regimes[regimes["arch"] == arch]
-    parts = [f"{SHORT.get(r['regime'], r['regime'])} {fmt_params(r['trainable_params'])}"
+    parts = [f"{regime_record(r['regime']).short} {fmt_params(r['trainable_params'])}"
              for _, r in sub.iterrows()]
     return f"{arch}\ntrainable params: {' · '.join(parts)}"
 
@@ -107,7 +104,7 @@ def fig2(curves: pd.DataFrame, regimes: pd.DataFrame, best: pd.DataFrame,
         lows = []
         for regime in regime_order(sub["regime"].unique().tolist()):
             r = sub[sub["regime"] == regime]
-            color = COLORS.get(regime, "#555555")
+            color = regime_record(regime).colour
             per_epoch = r.groupby("epoch")["val_acc"].agg(["mean", "min", "max"])
             x = per_epoch.index.to_numpy(float)
             if r["seed"].nunique() > 1:
@@ -123,7 +120,7 @@ def fig2(curves: pd.DataFrame, regimes: pd.DataFrame, best: pd.DataFrame,
         if top is not None and np.isfinite(top["test_acc"]):
             hlines.append((100 * top["test_acc"], dict(color=TEST_COLOR, linestyle=":", linewidth=1.4),
                            f"test {100 * top['test_acc']:.0f}%"))
-        for tag, style in (("transfer", "-"), ("scratch", "--")):
+        for tag, style in (("transfer", "-"), (SCRATCH, "--")):
             value = b.get(f"{tag}_ood")
             if value is not None and isinstance(value, float) and np.isfinite(value):
                 hlines.append((100 * value, dict(color=OOD_COLOR, linestyle=style, linewidth=1.4),
@@ -150,7 +147,7 @@ def fig2(curves: pd.DataFrame, regimes: pd.DataFrame, best: pd.DataFrame,
             ax.annotate(label, xy=(1.0, y_text), xycoords=("axes fraction", "data"), xytext=(3, 0),
                         textcoords="offset points", va="center", fontsize=7.5, color=kw["color"],
                         annotation_clip=False)
-    handles = [Line2D([], [], linewidth=2.2, label=REGIME_LABELS.get(r, r), **_marker_kw(r))
+    handles = [Line2D([], [], linewidth=2.2, label=regime_label(r), **_marker_kw(r))
                for r in all_regimes]
     handles += [Patch(color="#777777", alpha=0.35, linewidth=0, label="range over seeds (min-max)"),
                 Line2D([], [], color=TEST_COLOR, linestyle=":", linewidth=1.4,
@@ -249,7 +246,7 @@ def learning_curves(lc: pd.DataFrame, trials: pd.DataFrame, ood_label: str) -> F
         ax.set_ylabel(ylabel)
         ax.set_ylim(_floor(lows), 101)
         ax.grid(alpha=0.25, linewidth=0.6)
-    handles = [Line2D([], [], linewidth=1.8, label=f"{REGIME_LABELS.get(r, r)} (mean over seeds)",
+    handles = [Line2D([], [], linewidth=1.8, label=f"{regime_label(r)} (mean over seeds)",
                       **_marker_kw(r)) for r in regimes_present]
     if points_drawn:
         handles.append(Line2D([], [], linestyle="none", marker="o", markerfacecolor="none",
@@ -299,7 +296,7 @@ def params_plot(regimes: pd.DataFrame, ood_label: str) -> Figure:
         ax.set_ylabel(label)
         ax.set_ylim(_floor(lows), 101)
         ax.grid(alpha=0.25, linewidth=0.6, which="major")
-    handles = [Line2D([], [], linestyle="none", label=REGIME_LABELS.get(r, r),
+    handles = [Line2D([], [], linestyle="none", label=regime_label(r),
                       **{**_marker_kw(r), "color": "#333333"}) for r in order]
     handles += [Line2D([], [], linestyle="none", marker="o", markersize=7, color=arch_color[a], label=a)
                 for a in archs]

@@ -36,10 +36,11 @@ from torch import nn
 
 from analysis.cam import METHODS, heatmap, reshape_for, target_layer
 from analysis.image_roots import ImageRoots, choose_images, find_roots, prepare
-from analysis.load import TRANSFER_REGIMES, Results, default_out_dir, load_results
+from analysis.load import Results, default_out_dir, load_results
 from analysis.table_one import CamRow, TableOne, save
+from trainables.archs import arch_slug
 from trainables.errors import UserError
-from trainables.registry import arch_slug
+from trainables.regimes import FINETUNE, SCRATCH, TRANSFER_REGIMES, regime_label
 
 KEEP_HINT = ("rerun with models kept (python -m sweep.run ... --keep-models best, the default; or "
              "python -m trainables.train ... --keep-model)")
@@ -107,7 +108,7 @@ def pick_trial(res: Results, trial: str | None = None, arch: str | None = None,
         if pd.isna(row["model_path"]):
             raise UserError(f"trial {trial} kept no model; {KEEP_HINT}")
         return row
-    regime = regime or "finetune"
+    regime = regime or FINETUNE
     pool = t[(t["regime"] == regime) & ((t["arch"] == arch) if arch else True)]
     what = f"{arch} {regime}" if arch else regime
     if pool.empty:
@@ -123,7 +124,7 @@ def pick_trial(res: Results, trial: str | None = None, arch: str | None = None,
 def matching_scratch(res: Results, row: pd.Series) -> pd.Series | None:
     """The best kept scratch model of the same architecture and train size, or None."""
     kept = _kept(res, row["arch"])
-    kept = kept[(kept["regime"] == "scratch") & (kept["train_size"] == row["train_size"])]
+    kept = kept[(kept["regime"] == SCRATCH) & (kept["train_size"] == row["train_size"])]
     return None if kept.empty else _best(kept)
 
 
@@ -137,7 +138,7 @@ def report_models(res: Results) -> list[tuple[pd.Series, str]]:
 
     for arch in arch_order(full["arch"].unique().tolist()):
         sub = full[full["arch"] == arch]
-        ft = sub[sub["regime"] == "finetune"]
+        ft = sub[sub["regime"] == FINETUNE]
         if not ft.empty:
             out.append((_best(ft), "the best fine-tuned model (chosen on validation), as in the study"))
             continue
@@ -148,16 +149,12 @@ def report_models(res: Results) -> list[tuple[pd.Series, str]]:
 
 
 # ------------------------------------------------------------------------------ the table
-def _regime_label(regime: str) -> str:
-    return {"finetune": "Fine-tuned", "feature_extract": "Feature-extraction",
-            "scratch": "From-scratch"}.get(regime, regime)
-
-
 def compute(res: Results, row: pd.Series, roots: ImageRoots, n: int = 4, seed: int = 0,
             layer: str | None = None, target_class: str | None = None, method: str = "gradcam",
             scratch: pd.Series | None = None) -> TableOne:
     """The heatmaps of Table I for one kept transfer model (and optionally a scratch model)."""
-    from trainables.models import arch_of, imagenet_categories, imagenet_model
+    from trainables.archs import resolve
+    from trainables.models import imagenet_categories, imagenet_model
 
     if n < 1:
         raise UserError(f"--n must be at least 1, got {n}")
@@ -165,7 +162,7 @@ def compute(res: Results, row: pd.Series, roots: ImageRoots, n: int = 4, seed: i
     target_class = target_class or classes[0]
     if target_class not in classes:
         raise UserError(f"--target-class {target_class!r} is not one of {', '.join(classes)}")
-    arch = arch_of(config)
+    arch = resolve(config.arch, config.weights)
     resize, crop = config.eval_transform("test")  # the transform the trial was tested with
     reference = imagenet_model(arch, crop=crop).eval()
     categories = imagenet_categories(arch)
@@ -174,7 +171,7 @@ def compute(res: Results, row: pd.Series, roots: ImageRoots, n: int = 4, seed: i
     reshape = reshape_for(config.arch, model, layer)
     models: list[tuple[nn.Module, nn.Module]] = [(model, layer_t)]
     columns = ["Image", "ImageNet model\n(map for its top-1 ImageNet class)",
-               f"{_regime_label(config.regime)} model\n(map for the true class)"]
+               f"{regime_label(config.regime)} model\n(map for the true class)"]
     if scratch is not None:
         s_model, s_config, s_classes = load_kept_model(res.root, scratch["model_path"])
         if s_classes != classes:

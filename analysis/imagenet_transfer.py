@@ -36,10 +36,11 @@ import pandas as pd
 from scipy import stats as sps
 
 from analysis import claims as claims_mod
-from analysis.load import TRANSFER_REGIMES, Results, arch_order, regime_order
+from analysis.load import Results, arch_order
 from analysis.probe_triage import imagenet_top1_of, wilson
 from analysis.stats import CONFIDENCE, mean_ci
 from analysis.tables import Tab
+from trainables.regimes import REGIMES, regime_label, regime_order, regime_record
 from trainables.results import read_table
 
 MIN_ARCHS = 3
@@ -54,7 +55,7 @@ def _images(confusion: object) -> int:
 
 def points(res: Results) -> tuple[pd.DataFrame, list[str]]:
     """(points, architectures left out for want of ImageNet accuracy metadata)."""
-    full = res.full[res.full["regime"].isin(TRANSFER_REGIMES + ("linear_probe",))]
+    full = res.full[res.full["regime"].isin([r for r in REGIMES if REGIMES[r].pretrained])]
     extra = read_table(res.root, "trials", columns=["trial_id", "test_confusion_json",
                                                     "ood_confusion_json"]).to_pandas()
     full = full.merge(extra, on="trial_id", how="left")
@@ -178,9 +179,7 @@ def _acc(mean: float, lo: float, hi: float) -> str:
 
 
 def points_tab(pts: pd.DataFrame, ood_label: str) -> Tab:
-    from analysis.load import REGIME_LABELS
-
-    rows = [[r["arch"], REGIME_LABELS.get(r["regime"], r["regime"]), f"{r['imagenet_top1']:.1f}",
+    rows = [[r["arch"], regime_label(r["regime"]), f"{r['imagenet_top1']:.1f}",
              _acc(r["test"], r["test_lo"], r["test_hi"]), r["test_how"],
              _acc(r["ood"], r["ood_lo"], r["ood_hi"])] for r in pts.to_dict("records")]
     return Tab(["Architecture", "Regime", "ImageNet top-1 %", "Test % [95% CI]", "Interval",
@@ -191,9 +190,7 @@ def points_tab(pts: pd.DataFrame, ood_label: str) -> Tab:
 
 
 def correlations_tab(corr: list[Correlation], ood_label: str) -> Tab:
-    from analysis.load import REGIME_LABELS
-
-    rows = [[REGIME_LABELS.get(c.regime, c.regime), "Test" if c.split == "test" else ood_label,
+    rows = [[regime_label(c.regime), "Test" if c.split == "test" else ood_label,
              str(c.n), _r(c.pearson, c.pearson_lo, c.pearson_hi), _p(c.pearson_p),
              _r(c.spearman, c.spearman_lo, c.spearman_hi), _p(c.spearman_p)] for c in corr]
     return Tab(["Regime", "Accuracy", "Architectures", "Pearson r [95% CI]", "p",
@@ -281,8 +278,6 @@ def figure(out: Outcome, ood_label: str):
         return None
     import matplotlib.pyplot as plt
 
-    from analysis.figures import COLORS, MARKERS
-    from analysis.load import REGIME_LABELS
 
     pts = out.points
     splits = [s for s, _, _ in SPLITS if pts[s].notna().any()]
@@ -295,11 +290,11 @@ def figure(out: Outcome, ood_label: str):
             err = np.vstack([y - 100 * sub[f"{split}_lo"].to_numpy(float),
                              100 * sub[f"{split}_hi"].to_numpy(float) - y])
             c = by_key.get((regime, split))
-            label = REGIME_LABELS.get(regime, regime) + (
+            label = regime_label(regime) + (
                 f" (r {c.pearson:+.2f}, rho {c.spearman:+.2f}, n={c.n})"
                 if c is not None and math.isfinite(c.pearson) else "")
-            color = COLORS.get(regime, "#555555")
-            ax.errorbar(x, y, yerr=np.nan_to_num(err), fmt=MARKERS.get(regime, "D"), color=color,
+            color = regime_record(regime).colour
+            ax.errorbar(x, y, yerr=np.nan_to_num(err), fmt=regime_record(regime).marker, color=color,
                         capsize=3, markersize=6, label=label, linestyle="none")
             if len(x) >= 2 and np.ptp(x) > 0:
                 slope, icpt = np.polyfit(x, y, 1)

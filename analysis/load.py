@@ -21,7 +21,7 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 
 from analysis.checked import check_results_root, manifest_notes, read_checked, read_manifest_json
-from trainables.config import REGIMES, STUDY_REGIMES, parse_train_size
+from trainables.config import parse_train_size
 from trainables.errors import UserError
 from trainables.results import PREDICTIONS_SCHEMA, read_table
 from trainables.results_check import check_table
@@ -31,12 +31,6 @@ from trainables.table_files import read_folder
 DEFAULT_RESULTS = "runs/demo/results"
 PRODUCE_HINT = ("run the sweep first: `python -m sweep.run` (writes runs/demo/results), or pass "
                 "--results with the folder a sweep or `python -m trainables.train --out` wrote")
-TRANSFER_REGIMES: tuple[str, ...] = tuple(r for r in STUDY_REGIMES if r != "scratch")
-"""The study's transfer regimes (fine-tune, feature extraction): what "with transfer" means in
-Table II, the answer box and the claims. The linear probe is reported beside them, never as one:
-its C is chosen on the same validation images the choice between regimes would use."""
-REGIME_LABELS = {"finetune": "Fine-tune", "feature_extract": "Feature extraction",
-                 "scratch": "From scratch", "linear_probe": "Linear probe"}
 KEY_COLUMNS = ["trial_id", "arch", "regime", "seed", "train_size"]
 EPOCH_COLUMNS = ["trial_id", "epoch", "val_acc", "lr"]
 TRIAL_COLUMNS = KEY_COLUMNS + [
@@ -49,14 +43,9 @@ ANTS_BEES_CAVEAT = ("the classes are ants and bees: these photos most likely com
                     "transfer looks better here than on a truly new domain")
 
 
-def regime_order(regimes: list[str] | pd.Series) -> list[str]:
-    present = list(dict.fromkeys(regimes))
-    return [r for r in REGIMES if r in present] + sorted(r for r in present if r not in REGIMES)
-
-
 def arch_order(archs: list[str] | pd.Series) -> list[str]:
-    """The study's order (trainables.registry.STUDY_ARCHS), then any others alphabetically."""
-    from trainables.registry import STUDY_ARCHS
+    """The study's order (trainables.archs.STUDY_ARCHS), then any others alphabetically."""
+    from trainables.archs import STUDY_ARCHS
 
     present = set(archs)
     known = [a for a in STUDY_ARCHS if a in present]
@@ -202,7 +191,7 @@ def load_results(root: str = DEFAULT_RESULTS, with_manifest: bool = True) -> Res
                         f" {PRODUCE_HINT}")
     trials = trials_tbl.to_pandas()
     if trials["source"].isna().any():  # rows written before the column existed
-        from trainables.registry import source_of
+        from trainables.archs import source_of
 
         trials["source"] = trials["source"].fillna(trials["arch"].map(source_of))
     ok = trials[trials["status"] == "ok"].reset_index(drop=True)

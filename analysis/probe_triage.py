@@ -28,10 +28,11 @@ from scipy import stats as sps
 from analysis.load import arch_order
 from analysis.stats import CONFIDENCE, mcnemar_exact
 from analysis.tables import Tab
+from trainables.regimes import LINEAR_PROBE
 from trainables.results import read_table
 
 ALPHA = 0.05
-PROBE = "linear_probe"
+PROBE = LINEAR_PROBE
 COLUMNS = ["trial_id", "arch", "regime", "seed", "train_size", "status", "best_val_acc",
            "best_val_loss", "test_acc", "ood_acc", "probe_c", "probe_grid_json", "total_seconds",
            "train_images_per_class"]
@@ -60,7 +61,7 @@ def read_probe_trials(root: str, trial_ids: list[str] | None = None) -> pd.DataF
 def imagenet_top1_of(arch: str) -> float | None:
     """The weights' ImageNet top-1 from torchvision's metadata, for study and derived models alike;
     None when it is not known (timm weights, or a name this machine cannot resolve)."""
-    from trainables.derived import resolve
+    from trainables.archs import resolve
     from trainables.errors import UserError
     from trainables.weights import imagenet_top1
 
@@ -73,7 +74,7 @@ def imagenet_top1_of(arch: str) -> float | None:
 def rank(probes: pd.DataFrame) -> pd.DataFrame:
     """One row per architecture (its lowest seed: the probe's seed changes nothing), best first."""
     cols = ["rank", "arch", "train_size", "val_acc", "val_lo", "val_hi", "val_images", "val_loss",
-            "probe_c", "p_vs_best", "finetune", "test_acc", "ood_acc", "seconds", "imagenet_top1"]
+            "probe_c", "p_vs_best", "shortlisted", "test_acc", "ood_acc", "seconds", "imagenet_top1"]
     if probes.empty:
         return pd.DataFrame(columns=cols)
     one = probes.sort_values(["arch", "seed"]).groupby("arch", sort=False).head(1)
@@ -92,7 +93,7 @@ def rank(probes: pd.DataFrame) -> pd.DataFrame:
         rows.append({"rank": i + 1, "arch": row["arch"], "train_size": row["train_size"],
                      "val_acc": row["best_val_acc"], "val_lo": lo, "val_hi": hi, "val_images": n,
                      "val_loss": row["best_val_loss"], "probe_c": row["probe_c"], "p_vs_best": p,
-                     "finetune": bool(i == 0 or (math.isfinite(p) and p >= ALPHA)),
+                     "shortlisted": bool(i == 0 or (math.isfinite(p) and p >= ALPHA)),
                      "test_acc": row["test_acc"], "ood_acc": row["ood_acc"],
                      "seconds": row["total_seconds"], "imagenet_top1": imagenet_top1_of(row["arch"])})
     return pd.DataFrame(rows, columns=cols)
@@ -115,7 +116,7 @@ def table_rows(ranked: pd.DataFrame, labels: dict[str, str] | None = None) -> li
         out.append([str(r["rank"]), r["arch"] + (f" ({labels[r['arch']]})" if r["arch"] in labels else ""),
                     f"{_pct(r['val_acc'])} [{_pct(r['val_lo'])}, {_pct(r['val_hi'])}]",
                     f"{r['val_loss']:.3f}", f"{r['probe_c']:g}",
-                    "-" if r["rank"] == 1 else _p(r["p_vs_best"]), "yes" if r["finetune"] else "no",
+                    "-" if r["rank"] == 1 else _p(r["p_vs_best"]), "yes" if r["shortlisted"] else "no",
                     _pct(r["test_acc"]), _pct(r["ood_acc"]),
                     "n/a" if top1 is None or not math.isfinite(top1) else f"{top1:.1f}",
                     f"{r['seconds']:.0f}"])
@@ -134,7 +135,7 @@ NOTE = ("Linear probe (frozen ImageNet features + logistic regression, C chosen 
 def recommendation(ranked: pd.DataFrame) -> str:
     if ranked.empty:
         return "no linear-probe results to rank"
-    chosen = ranked[ranked["finetune"]]["arch"].tolist()
+    chosen = ranked[ranked["shortlisted"]]["arch"].tolist()
     n_val = int(ranked["val_images"].iloc[0])
     if len(chosen) == len(ranked) and len(ranked) > 1:
         return (f"fine-tune all {len(chosen)}: on {n_val} validation images none is significantly "

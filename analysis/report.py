@@ -91,8 +91,7 @@ def _gradcam_section(res: Results, out: Path, n: int, report: Report, data: str 
         section["messages"].append(msg)
         return section
     section["images_from"] = roots.origin
-    from trainables.derived import resolve
-    from trainables.registry import arch_slug
+    from trainables.archs import arch_slug, resolve
     from trainables.weights import is_cached
 
     default_layer, per_arch = parse_layers(layers)

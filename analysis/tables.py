@@ -10,7 +10,8 @@ from html import escape
 import pandas as pd
 
 from analysis.bands import BandRule, format_epochs, pct
-from analysis.load import REGIME_LABELS, Results, regime_order
+from analysis.load import Results
+from trainables.regimes import SCRATCH, regime_label, regime_order
 
 
 def fmt_pct(x: float | None, digits: int = 1) -> str:
@@ -145,7 +146,7 @@ def table2(res: Results, regimes: pd.DataFrame, best: pd.DataFrame) -> Table2:
     the OOD accuracy of the best transfer and of the best scratch model (chosen on validation)."""
     ood = res.ood_label
     present = regime_order(regimes["regime"].unique().tolist())
-    header = ["Architecture"] + [f"{REGIME_LABELS.get(r, r)} (val)" for r in present]
+    header = ["Architecture"] + [f"{regime_label(r)} (val)" for r in present]
     has_ood = bool(res.ood_kinds)
     if has_ood:
         header += [f"{ood} with transfer", f"{ood} without transfer"]
@@ -158,7 +159,7 @@ def table2(res: Results, regimes: pd.DataFrame, best: pd.DataFrame) -> Table2:
         if has_ood:
             b = best[best["arch"] == arch]
             b = b.iloc[0] if not b.empty else pd.Series(dtype=object)
-            for tag in ("transfer", "scratch"):
+            for tag in ("transfer", SCRATCH):
                 row.append("—" if pd.isna(b.get(f"{tag}_trial")) else whole_pct(b[f"{tag}_ood"]))
         rows.append(row)
     plateau = sorted({format_epochs(int(a), int(b)) for a, b in
@@ -185,7 +186,7 @@ def intervals_table(regimes: pd.DataFrame, best: pd.DataFrame, ood: str, has_ood
         header.append(ood)
     rows = []
     for _, r in regimes.iterrows():
-        row = [r["arch"], REGIME_LABELS.get(r["regime"], r["regime"]), fmt_params(r["trainable_params"]),
+        row = [r["arch"], regime_label(r["regime"]), fmt_params(r["trainable_params"]),
                str(r["n"]), fmt_interval(r["best_val_acc_mean"], r["best_val_acc_half"],
                                          int(r["best_val_acc_n"])),
                fmt_interval(r["test_acc_mean"], r["test_acc_half"], int(r["test_acc_n"]))]

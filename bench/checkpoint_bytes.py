@@ -87,8 +87,8 @@ def trained_state(arch: str, regime: str):
 
 
 def main(argv: list[str] | None = None) -> int:
-    from trainables.config import STUDY_REGIMES
-    from trainables.registry import ARCHS
+    from trainables.archs import ARCHS
+    from trainables.regimes import STUDY_REGIMES
 
     p = argparse.ArgumentParser(prog="python bench/checkpoint_bytes.py", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--regimes", nargs="+", default=list(STUDY_REGIMES))
     args = p.parse_args(argv)
     from sweep.checkpoints import checkpoint_payload
-    from trainables.registry import get_arch
+    from trainables.archs import resolve
     from trainables.weights import weights_file
     print(f"{'arch':14s} {'regime':16s} {'before MiB':>10s} {'now MiB':>9s} {'(best=now)':>10s} ratio")
     for arch in args.archs:
@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
             model, config, state = trained_state(arch, regime)
             before = {k: v for k, v in state.to_dict().items() if k != "frozen_keys"}
             full = saved_bytes({"trial_id": "0" * 16, "state": before})
-            weights = weights_file(get_arch(arch))
+            weights = weights_file(resolve(arch))
             state.epoch = 2  # a later epoch than the best one: both weights in the checkpoint
             now = saved_bytes(checkpoint_payload(state, "0" * 16, weights))
             state.epoch = state.best_epoch  # the best epoch is this one: its weights once

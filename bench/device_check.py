@@ -57,9 +57,9 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from trainables import device as dev  # noqa: E402
+from trainables.archs import STUDY_ARCHS, resolve  # noqa: E402
 from trainables.config import TrialConfig  # noqa: E402
 from trainables.presets import get_preset  # noqa: E402
-from trainables.registry import STUDY_ARCHS, get_arch  # noqa: E402
 
 CONCURRENT = 8
 TRIAL_EPOCHS = 2
@@ -100,7 +100,7 @@ def trial_config(arch: str, dry: bool, **changes: Any) -> TrialConfig:
     also tiny crops."""
     overrides: dict[str, Any] = {"epochs": TRIAL_EPOCHS}
     if dry:
-        overrides.update(epochs=1, train_crop=max(64, get_arch(arch).min_input_size))
+        overrides.update(epochs=1, train_crop=max(64, resolve(arch).min_input_size))
     overrides.update(changes)
     return get_preset("paper").trial(arch, "scratch", seed=0, **overrides)
 
@@ -144,7 +144,7 @@ def registry_check(result: dict[str, Any], gpu_memory_gb: float | None) -> dict[
     plan would give this architecture on this GPU (and on a 24 GB A10G)."""
     from sweep.resources import trials_per_gpu
 
-    registry_gb = get_arch(result["arch"]).peak_memory_gb
+    registry_gb = resolve(result["arch"]).peak_memory_gb
     measured_gb = (result["peak_reserved_mb"] or result["peak_allocated_mb"]) / 1024
     out = {"registry_peak_memory_gb": registry_gb, "measured_peak_gb": round(measured_gb, 3),
            "registry_covers_measured": measured_gb <= registry_gb}
@@ -403,7 +403,7 @@ def main(argv: list[str] | None = None) -> int:
     t_start = time.perf_counter()
     archs = tuple(args.archs or (DRY_ARCHS if args.dry else STUDY_ARCHS))
     n_concurrent = args.concurrent or (2 if args.dry else CONCURRENT)
-    from trainables.registry import ARCHS
+    from trainables.archs import ARCHS
 
     unknown = [a for a in archs if a not in ARCHS]
     if unknown or n_concurrent < 1:
@@ -496,9 +496,9 @@ def main(argv: list[str] | None = None) -> int:
             save()
         # concurrent -----------------------------------------------------------------
         if "concurrent" not in args.skip:
-            from trainables.registry import get_arch
+            from trainables.archs import resolve
 
-            largest = max(archs, key=lambda a: get_arch(a).peak_memory_gb)
+            largest = max(archs, key=lambda a: resolve(a).peak_memory_gb)
             conc: dict[str, Any] = {}
             report["sections"]["concurrent"] = conc
             if fits(SECTION_ESTIMATE_S["concurrent"]):

@@ -58,10 +58,10 @@ def validate(archs: list[str], size: int) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from trainables.config import STUDY_REGIMES
+    from trainables.archs import ARCHS
     from trainables.footprint import registry_peak_gb, trace
     from trainables.presets import get_preset
-    from trainables.registry import ARCHS
+    from trainables.regimes import STUDY_REGIMES
 
     p = argparse.ArgumentParser(prog="python bench/footprint.py", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -131,12 +131,12 @@ def default_workers(archs: list[str], cpus: int) -> tuple[int, str]:
     import torch
 
     from sweep.resources import trials_per_gpu
-    from trainables.registry import get_arch
+    from trainables.archs import resolve
 
     if not torch.cuda.is_available():
         return max(1, min(cpus // 2, MAX_WORKERS)), f"CPU: {cpus} cores / 2 threads per trial"
     memory = torch.cuda.get_device_properties(0).total_memory / 2**30
-    largest = max(get_arch(a).peak_memory_gb for a in archs)
+    largest = max(resolve(a).peak_memory_gb for a in archs)
     n = min(trials_per_gpu(largest, memory), MAX_WORKERS, max(1, cpus))
     return n, (f"GPU {memory:.0f} GB: {n} trials at once (largest measured peak {largest:g} GB, "
                f"sweep.resources rule; at most {MAX_WORKERS})")
@@ -257,9 +257,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from trainables.archs import resolve
     from trainables.errors import UserError
     from trainables.presets import get_preset
-    from trainables.registry import get_arch
 
     try:
         if args.tiny:
@@ -277,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
         precisions = [False, True] if args.bf16_check else [args.bf16]
 
         def crop(arch: str) -> dict[str, int]:
-            size = args.input_size and max(args.input_size, get_arch(arch).min_input_size)
+            size = args.input_size and max(args.input_size, resolve(arch).min_input_size)
             return {"train_crop": size} if size else {}
 
         configs = [preset.trial(a, r, s, args.train_size, bf16=b, **overrides, **crop(a)).to_dict()

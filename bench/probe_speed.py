@@ -43,10 +43,10 @@ import torch  # noqa: E402
 from bench.baseline import run_baseline_trial  # noqa: E402
 from bench.trial_speed import random_weights_in_run_trial, weights_available  # noqa: E402
 from trainables import train as train_mod  # noqa: E402
+from trainables.archs import ARCHS, resolve  # noqa: E402
 from trainables.datasource import prepare_data  # noqa: E402
 from trainables.errors import UserError  # noqa: E402
 from trainables.presets import PRESETS, get_preset  # noqa: E402
-from trainables.registry import ARCHS, get_arch  # noqa: E402
 
 
 def probe_trial(config, manifest, roots, out_root: Path, random_w: bool) -> dict[str, Any]:
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in args.presets:
             get_preset(name)
         for arch in args.archs:
-            get_arch(arch)
+            resolve(arch)
         if args.threads < 1:
             raise UserError("--threads must be at least 1")
     except UserError as exc:

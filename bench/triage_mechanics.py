@@ -28,10 +28,10 @@ import torch  # noqa: E402
 
 from analysis import probe_triage  # noqa: E402
 from bench.trial_speed import random_weights_in_run_trial, weights_available  # noqa: E402
+from trainables.archs import ARCHS, resolve  # noqa: E402
 from trainables.datasource import prepare_data  # noqa: E402
 from trainables.errors import UserError  # noqa: E402
 from trainables.presets import PRESETS, get_preset  # noqa: E402
-from trainables.registry import ARCHS, get_arch  # noqa: E402
 from trainables.train import run_trial  # noqa: E402
 
 RANDOM = "RANDOM WEIGHTS"
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         preset = get_preset(args.preset)
         for arch in args.archs:
-            get_arch(arch)
+            resolve(arch)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -52,12 +52,12 @@ import torch  # noqa: E402
 
 from bench.baseline import run_baseline_trial  # noqa: E402
 from trainables import train as train_mod  # noqa: E402
-from trainables.config import REGIMES, STUDY_REGIMES  # noqa: E402
+from trainables.archs import ARCHS, resolve  # noqa: E402
 from trainables.datasource import prepare_data  # noqa: E402
 from trainables.errors import UserError  # noqa: E402
 from trainables.models import build_model  # noqa: E402
 from trainables.presets import get_preset  # noqa: E402
-from trainables.registry import ARCHS, get_arch  # noqa: E402
+from trainables.regimes import REGIMES, STUDY_REGIMES  # noqa: E402
 
 LOOPS = ("baseline", "project")
 
@@ -128,7 +128,7 @@ def random_weights_in_run_trial() -> Iterator[None]:
 def weights_available(arch: str) -> bool:
     from trainables.weights import is_cached
 
-    return is_cached(get_arch(arch))
+    return is_cached(resolve(arch))
 
 
 def _rng_state() -> tuple[Any, ...]:
@@ -257,7 +257,7 @@ def variants(regime: str, bn_modes: list[str]) -> list[tuple[str, dict[str, Any]
 def _config(opts: Options, arch: str, regime: str, seed: int, overrides: dict[str, Any]):
     preset = get_preset("demo")
     return preset.trial(arch, regime, seed, opts.train_size, epochs=opts.epochs,
-                        train_crop=max(opts.input_size, get_arch(arch).min_input_size),
+                        train_crop=max(opts.input_size, resolve(arch).min_input_size),
                         **{**opts.extra, **overrides})
 
 
@@ -517,7 +517,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         for a in args.archs:
-            get_arch(a)
+            resolve(a)
         bad = [r for r in args.regimes if r not in REGIMES]
         if bad:
             raise UserError(f"--regimes {bad}: choose from {', '.join(REGIMES)}")

@@ -4,7 +4,7 @@ Architectures: the registry's names, any torchvision classifier, or timm/<model>
 checked (and derived, `trainables.derived`) only when named, so a grid of the study's models
 never imports a model library here.
 
-Regimes in which the seed changes nothing (trainables.config.SEEDLESS_REGIMES: the linear probe)
+Regimes in which the seed changes nothing (`Regime.seedless` in trainables/regimes.py: the linear probe)
 get seed 0 only: more seeds would repeat the same numbers and fake a zero-width interval."""
 
 from __future__ import annotations
@@ -13,16 +13,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from trainables.config import (
-    REGIMES,
-    SEEDLESS_REGIMES,
-    TrialConfig,
-    arch_problem,
-    canonical_train_size,
-    trial_id,
-)
+from trainables.archs import arch_problem
+from trainables.config import TrialConfig, canonical_train_size, trial_id
 from trainables.errors import UserError
 from trainables.presets import Preset
+from trainables.regimes import REGIMES
 
 
 @dataclass(frozen=True)
@@ -87,8 +82,8 @@ class GridSpec:
 
     @property
     def pretrained_archs(self) -> list[str]:
-        """Architectures whose ImageNet weights this grid loads (any regime but scratch)."""
-        if all(r == "scratch" for r in self.resolved_regimes):
+        """Architectures whose ImageNet weights this grid loads (any pretrained regime)."""
+        if not any(REGIMES[r].pretrained for r in self.resolved_regimes if r in REGIMES):
             return []
         return list(self.resolved_archs)
 
@@ -103,7 +98,7 @@ def build_grid(spec: GridSpec) -> list[TrialConfig]:
             for arch in spec.resolved_archs
             for regime in spec.resolved_regimes
             for size in spec.resolved_train_sizes
-            for seed in range(1 if regime in SEEDLESS_REGIMES else spec.resolved_seeds)]
+            for seed in range(1 if REGIMES[regime].seedless else spec.resolved_seeds)]
 
 
 @dataclass(frozen=True)

@@ -50,8 +50,9 @@ def measure(arch: str, preset: str = "paper", overrides: dict[str, Any] | None =
     from trainables.loss import training_loss
     from trainables.models import build_model
     from trainables.presets import get_preset
+    from trainables.regimes import FINETUNE
 
-    config = get_preset(preset).trial(arch, "finetune", 0, "all", **(overrides or {}))
+    config = get_preset(preset).trial(arch, FINETUNE, 0, "all", **(overrides or {}))
     size = config.train_crop
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(0)

@@ -20,7 +20,7 @@ from typing import Any, TextIO
 
 from ray import tune
 
-from trainables.config import REGIMES
+from trainables.regimes import REGIMES
 
 
 def fmt_duration(seconds: float | None) -> str:

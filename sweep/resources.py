@@ -15,9 +15,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from trainables.arch_record import UNMEASURED_PEAK_GB
+from trainables.archs import ARCHS
 from trainables.device import CUDA_CONTEXT_GB
 from trainables.errors import UserError
-from trainables.registry import ARCHS, UNMEASURED_PEAK_GB
 
 HEADROOM = 1.25
 """Multiplier on the measured peak (allocator fragmentation, cuDNN workspaces)."""

@@ -53,10 +53,10 @@ from sweep.resources import (
 from sweep.schedule import grid_lines, run_order
 from sweep.settings import print_settings
 from trainables import overrides
-from trainables.config import REGIMES
+from trainables.archs import ARCHS, arch_slug
 from trainables.errors import UserError
 from trainables.presets import PRESETS, PresetMessage, deviations, get_preset
-from trainables.registry import ARCHS, arch_slug
+from trainables.regimes import REGIMES
 
 KEEP_MODELS = ("none", "best", "all")
 ORDERS = ("longest-first", "grid")

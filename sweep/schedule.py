@@ -13,11 +13,14 @@ choose_trial_to_run; a reused actor is offered to that trial first). With severa
 shapes at once (per-architecture GPU fractions), a freed slot of one shape can only take a
 trial of that shape, so the order holds per shape.
 
-The cost model is arithmetic, not a measurement: images x epochs x FLOPs per image, where a
-training image costs 3 forward passes when the whole network trains (backward ~ 2 forwards) and
-1 in feature extraction (the backward pass stops at the new head), plus one forward pass per
-validation image per epoch and per test and OOD image. Per-trial costs that are the same for
-every trial of a sweep (decoding the data, starting the trial) do not change the order.
+The cost model is arithmetic, not a measurement: images x epochs x FLOPs per image (the
+architecture table's `forward_gflop`), where a training image costs the regime's
+`passes_per_image` forward passes (3 when the whole network trains, backward ~ 2 forwards; 1 in
+feature extraction, whose backward pass stops at the new head), plus one forward pass per
+validation image per epoch and per test and OOD image. A regime that does not train for epochs
+(the linear probe: features once per image) counts one pass over every image. Per-trial costs
+that are the same for every trial of a sweep (decoding the data, starting the trial) do not
+change the order.
 """
 
 from __future__ import annotations
@@ -25,26 +28,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from sweep.grid import GridPoint
+from trainables.archs import ARCHS, resolve
 from trainables.config import TrialConfig, parse_train_size
-from trainables.registry import ARCHS
+from trainables.regimes import REGIMES
 
-FORWARD_GFLOP: dict[str, float] = {
-    "inception_v3": 11.42,
-    "densenet161": 15.45,
-    "resnet152": 23.02,
-    "resnet18": 3.63,
-    "vgg11_bn": 15.21,
-    "squeezenet1_0": 1.47,
-    "mobilenet_v2": 0.60,
-}
-"""GFLOP of one eval forward pass per image at the architecture's own crop (convolutions and
-matrix products, 2 FLOPs per multiply-add), traced by `python bench/footprint.py`
-(trainables/footprint.py, torch.utils.flop_counter); tests/unit/test_schedule.py checks these
-against a fresh trace."""
-TRAIN_PASSES = {"finetune": 3.0, "scratch": 3.0, "feature_extract": 1.0}
-"""Forward-pass equivalents per training image (forward + backward as far as it reaches)."""
-DEFAULT_GFLOP = max(FORWARD_GFLOP.values())
-"""For an architecture missing above: assume it is the most expensive (started early)."""
+DEFAULT_GFLOP = max(a.forward_gflop or 0.0 for a in ARCHS.values())
+"""For an architecture without a number (a derived model the meta device cannot run): assume
+it is the most expensive study architecture (started early)."""
 
 
 def train_images(config: TrialConfig, train_per_class: Mapping[str, int]) -> int:
@@ -60,14 +50,15 @@ def train_images(config: TrialConfig, train_per_class: Mapping[str, int]) -> int
 def expected_gflop(config: TrialConfig, counts: Mapping[str, Mapping[str, int]]) -> float:
     """The trial's expected computation in GFLOP; `counts` is Manifest.counts() (split -> class
     -> images)."""
-    arch = ARCHS.get(config.arch)  # a derived torchvision/timm model: DEFAULT_GFLOP at its crop
-    crop = config.train_crop or (arch.input_size if arch else 224)
-    native = arch.input_size if arch else crop
-    per_image = FORWARD_GFLOP.get(config.arch, DEFAULT_GFLOP) * (crop / native) ** 2
+    arch = resolve(config.arch, config.weights)
+    regime = REGIMES[config.regime]
+    crop = config.train_crop or arch.input_size
+    per_image = (arch.forward_gflop or DEFAULT_GFLOP) * (crop / arch.input_size) ** 2
     n = {split: sum(per_class.values()) for split, per_class in counts.items()}
-    per_epoch = (train_images(config, counts.get("train", {})) * TRAIN_PASSES.get(config.regime, 3.0)
+    per_epoch = (train_images(config, counts.get("train", {})) * regime.passes_per_image
                  + n.get("val", 0))
-    return per_image * (config.epochs * per_epoch + n.get("test", 0) + n.get("ood", 0))
+    epochs = config.epochs if regime.uses_epochs else 1
+    return per_image * (epochs * per_epoch + n.get("test", 0) + n.get("ood", 0))
 
 
 def longest_first(points: Sequence[GridPoint], counts: Mapping[str, Mapping[str, int]]

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from sweep.preflight import Ready
-from trainables.registry import source_of
+from trainables.archs import source_of
 
 
 def _say(text: str = "") -> None:
@@ -33,7 +33,7 @@ def print_settings(ready: Ready, say: Callable[[str], None] = _say) -> None:
             f"weights {c.weights or 'none'}; bn_mode {c.bn_mode}, backend {c.backend}, "
             f"select_on {c.select_on}")
         if source != "study":
-            from trainables.derived import resolve
+            from trainables.archs import resolve
 
             for note in resolve(arch, c.weights).notes:
                 say(f"      derived: {note}")

@@ -24,10 +24,10 @@ from sweep.datastore import ShippedImages, ShippedSource
 from sweep.gpu_spread import spread_trial_gpu, trial_gpu_share
 from sweep.layout import Experiment
 from trainables import storage
+from trainables.archs import resolve
 from trainables.config import TrialConfig, trial_id
 from trainables.device import LOGICAL_GPUS_ENV
 from trainables.manifest import Manifest
-from trainables.models import arch_of
 from trainables.train import run_trial
 from trainables.weights import weights_file as imagenet_weights_file
 
@@ -75,7 +75,7 @@ def run_tune_trial(param: dict[str, Any], *, manifest_json: str, images: Shipped
         raise RuntimeError(f"trial id mismatch: driver {param['point']['trial_id']}, worker {tid} "
                            "(different code versions on driver and worker?)")
     experiment = Experiment(experiment_root)
-    weights_file = imagenet_weights_file(arch_of(config)) if config.pretrained else None
+    weights_file = imagenet_weights_file(resolve(config.arch, config.weights)) if config.pretrained else None
     checkpoint = tune.get_checkpoint() or previous_checkpoint(experiment, tid)
     state = load_state(checkpoint, tid, weights_file) if checkpoint is not None else None
     last_checkpoint = time.monotonic()

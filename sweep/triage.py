@@ -17,8 +17,9 @@ from analysis import probe_triage
 from analysis.load import is_full_size
 from sweep.grid import GridPoint, GridSpec
 from trainables.errors import UserError
+from trainables.regimes import LINEAR_PROBE
 
-REGIME = "linear_probe"
+REGIME = LINEAR_PROBE
 
 
 def triage_spec(spec: GridSpec) -> GridSpec:
@@ -62,7 +63,7 @@ def summary(results_root: str, grid: Sequence[GridPoint], argv: Sequence[str]) -
             continue
         out += ["", f"triage (linear probe), train size {size}:"]
         out += ["  " + line for line in probe_triage.lines(ranked)]
-        chosen = ranked[ranked["finetune"]]["arch"].tolist()
+        chosen = ranked[ranked["shortlisted"]]["arch"].tolist()
     out += ["", f"next: {next_command(argv, chosen)}",
             "(the linear probe is not the study's feature extraction: docs/linear_probe.md)"]
     return out

@@ -26,8 +26,8 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 from torch.utils.data import DataLoader
 from torchvision.models.feature_extraction import create_feature_extractor
 
+from trainables.arch_record import Arch
 from trainables.config import TrialConfig
-from trainables.registry import Arch
 
 Batches = Iterator[tuple[torch.Tensor, torch.Tensor]]
 

@@ -19,22 +19,11 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from trainables.arch_record import INTERPOLATIONS, Arch
+from trainables.archs import ARCHS, arch_problem, resolve
 from trainables.errors import UserError
-from trainables.registry import ARCHS, IMAGENET_MEAN, IMAGENET_STD, INTERPOLATIONS, Arch
+from trainables.regimes import REGIMES
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "TrialConfig", "arch_entry"]
-
-STUDY_REGIMES: tuple[str, ...] = ("finetune", "feature_extract", "scratch")
-"""The study's three: finetune: pretrained, all parameters train. feature_extract: pretrained, only
-the new head(s) train (SGD, the whole model in train mode). scratch: random init (`weights=None`),
-all parameters train."""
-REGIMES: tuple[str, ...] = STUDY_REGIMES + ("linear_probe",)
-"""The study's three plus linear_probe: the pretrained backbone in eval mode, its penultimate
-features computed once per image, then an L2-regularised logistic regression whose strength is
-chosen on the validation split (trainables/linear_probe.py; docs/linear_probe.md)."""
-SEEDLESS_REGIMES: tuple[str, ...] = ("linear_probe",)
-"""Regimes in which the seed changes nothing (no random init, shuffling, augmentation or
-dropout): the sweep runs them with seed 0 only, whatever --seeds says."""
 PROBE_C_GRID: tuple[float, ...] = (1e-4, 3e-4, 1e-3, 3e-3, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0,
                                    30.0, 100.0, 300.0, 1e3, 3e3, 1e4)
 """The linear probe's inverse L2 strengths (scikit-learn's C), log-spaced: two per decade over
@@ -139,7 +128,7 @@ class TrialConfig:
         if problems:
             raise UserError("; ".join(problems))
         object.__setattr__(self, "train_size", canonical_train_size(self.train_size))
-        arch = arch_entry(self.arch, self.weights)
+        arch = resolve(self.arch, self.weights)
         for name, value in {**default_sizes(self, arch), **default_inputs(arch)}.items():
             if not getattr(self, name):
                 object.__setattr__(self, name, value)
@@ -172,12 +161,13 @@ class TrialConfig:
 
     @property
     def pretrained(self) -> bool:
-        return self.regime != "scratch"
+        """The regime starts from ImageNet weights (trainables.regimes)."""
+        return REGIMES[self.regime].pretrained
 
     @property
     def frozen_backbone(self) -> bool:
-        """Feature extraction with an eval-mode backbone: the cached-feature path."""
-        return self.regime == "feature_extract" and self.bn_mode == "frozen"
+        """Only the heads train and the backbone stays in eval mode: the cached-feature path."""
+        return REGIMES[self.regime].trains == "heads" and self.bn_mode == "frozen"
 
     @property
     def select_class(self) -> str | None:
@@ -189,29 +179,6 @@ class TrialConfig:
     def eval_transform(self, split: str) -> tuple[int, int]:
         """(resize, crop) of the deterministic transform for "val", "test" or "ood"."""
         return getattr(self, f"{split}_resize"), getattr(self, f"{split}_crop")
-
-
-def arch_entry(name: str, weights: str = "") -> Arch:
-    """The registry's entry, or (for any other torchvision or timm model) the one derived from
-    the library: imported here, inside the function, so this module stays torch-free for the
-    registry's names."""
-    if name in ARCHS and weights in ("", ARCHS[name].weights):
-        return ARCHS[name]
-    from trainables.derived import resolve
-
-    return resolve(name, weights)
-
-
-def arch_problem(name: str) -> str | None:
-    """Why `name` is not an architecture, or None. Registry names never import a model library."""
-    if name in ARCHS:
-        return None
-    from trainables.derived import is_known, unknown_message
-
-    try:
-        return None if is_known(name) else unknown_message(name)
-    except UserError as exc:  # timm not installed
-        return f"--arch {name}: {exc}"
 
 
 def default_inputs(arch: Arch) -> dict[str, object]:
@@ -226,7 +193,7 @@ def default_sizes(config: TrialConfig, arch: Arch | None = None) -> dict[str, in
     Paper: train RandomResizedCrop(224); val Resize(256)/CenterCrop(224); test and OOD
     Resize(224)/CenterCrop(224) (the authors' test script); Inception v3 299 everywhere. A derived
     model gets the same protocol at its weights' crop and resize (e.g. 224 and 236)."""
-    arch = arch or arch_entry(config.arch, config.weights)
+    arch = arch or resolve(config.arch, config.weights)
     crop = config.train_crop or max(round(arch.input_size * config.crop_scale), arch.min_input_size)
     if arch.max_input_size is not None and not config.train_crop:
         crop = arch.max_input_size

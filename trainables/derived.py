@@ -1,7 +1,8 @@
-"""Registry entries for any torchvision classifier or timm model, derived from the library itself.
+"""Architecture entries for any torchvision classifier or timm model, derived from the library.
 
-`resolve(name)` returns the registry's hand-written entry for the study's architectures and, for
-any other name, an `Arch` of the same shape derived at run time (cached per process):
+`trainables.archs.resolve(name)` returns the table's hand-written entry for the study's
+architectures and, for any other name, the `Arch` that `derive` builds here at first use (cached
+per process):
 
   - torchvision (`convnext_tiny`, any of `torchvision.models.list_models(module=torchvision.models)`):
     input size, resize, mean/std and interpolation from the weights enum's own preset
@@ -13,10 +14,10 @@ any other name, an `Arch` of the same shape derived at run time (cached per proc
     `get_classifier()`, replaced with `reset_classifier(num_classes)`. Needs the optional extra
     `feature-reuse[timm]`.
 
-The Grad-CAM layer (and its reshape for ViT tokens or NHWC maps), the normalisation note and,
-for torchvision, the cached-feature path are read from the model built on the `meta` device
-(`trainables.model_structure`). Every derivation says what it chose in `Arch.notes`, which
-`--dry-run` prints; docs/models.md explains the rules per family.
+The Grad-CAM layer (and its reshape for ViT tokens or NHWC maps), the normalisation note, the
+forward GFLOP of the cost model and, for torchvision, the cached-feature path are read from the
+model built on the `meta` device (`trainables.model_structure`). Every derivation says what it
+chose in `Arch.notes`, which `--dry-run` prints; docs/models.md explains the rules per family.
 """
 
 from __future__ import annotations
@@ -30,18 +31,16 @@ from typing import Any
 from torch import nn
 from torchvision import models as tvm
 
-from trainables.errors import UserError
-from trainables.model_structure import cached_path, on_meta, read_structure
-from trainables.registry import (
-    ARCHS,
+from trainables.arch_record import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     INTERPOLATIONS,
     TIMM_PREFIX,
     UNMEASURED_PEAK_GB,
     Arch,
-    source_of,
 )
+from trainables.errors import UserError
+from trainables.model_structure import cached_path, on_meta, read_structure
 
 TIMM_INSTALL = "pip install 'feature-reuse[timm]' (or: pip install timm)"
 MIN_INPUT = 32
@@ -63,48 +62,38 @@ def torchvision_names() -> list[str]:
     return tvm.list_models(module=tvm)
 
 
-def is_known(name: str) -> bool:
-    """Whether `name` is a registry entry, a torchvision classifier or a timm model (timm
-    installed). Cheap: builds nothing."""
-    if name in ARCHS:
-        return True
-    if name.startswith(TIMM_PREFIX):
-        return import_timm().is_model(name[len(TIMM_PREFIX):].partition(".")[0])
-    return name in torchvision_names()
+def derive(name: str, weights: str | None = None) -> Arch:
+    """The entry of a torchvision classifier or a timm model that the table does not hold
+    (`trainables.archs.resolve`, which checks the name first, is the way in).
 
-
-def unknown_message(name: str) -> str:
-    if name.startswith(TIMM_PREFIX):
-        base = name[len(TIMM_PREFIX):].partition(".")[0]
-        close = import_timm().list_models(f"*{base[:6]}*")[:8] if base else []
-        hint = f" (similar: {', '.join(TIMM_PREFIX + c for c in close)})" if close else ""
-        return f"--arch {name!r}: timm has no model {base!r}{hint}; list them with timm.list_models()"
-    return (f"--arch {name!r} is unknown: not one of the study's entries ({', '.join(ARCHS)}), not "
-            f"a torchvision classifier (torchvision.models.list_models(module=torchvision.models): "
-            f"{', '.join(torchvision_names()[:6])}, ...), and not timm/<model>")
-
-
-def resolve(name: str, weights: str | None = None) -> Arch:
-    """The entry for `name`: the registry's, else derived from torchvision or timm.
-
-    `weights` (a config's `weights` field) picks other pretrained weights of a derived model,
-    whose preprocessing then comes from those weights; the study's entries keep their own."""
-    return _resolve(name, weights or None)
+    `weights` (a config's `weights` field) picks other pretrained weights, whose preprocessing
+    then comes from those weights."""
+    return _derive(name, weights or None)
 
 
 @functools.cache
-def _resolve(name: str, weights: str | None) -> Arch:
-    if name in ARCHS:
-        arch = ARCHS[name]
-        if weights is not None and weights != arch.weights:
-            raise UserError(f"weights {weights!r}: {name} is one of the study's entries and loads "
-                            f"{arch.weights}")
-        return arch
+def _derive(name: str, weights: str | None) -> Arch:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # constructors' FutureWarnings about init defaults
         if name.startswith(TIMM_PREFIX):
             return _derive_timm(name, weights)
         return _derive_torchvision(name, weights)
+
+
+def forward_gflop(model: nn.Module, size: int) -> float | None:
+    """GFLOP of one eval forward pass of a meta-device model per image at `size` px
+    (torch.utils.flop_counter: convolutions and matrix products, 2 FLOPs per multiply-add), or
+    None where the model cannot run on the meta device (the cost model then assumes the most
+    expensive study architecture)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model.eval()(torch.empty(1, 3, size, size, device="meta"))
+    except Exception:  # noqa: BLE001 - a model the meta device cannot run: no number, not a failure
+        return None
+    return round(counter.get_total_flops() / 1e9, 3)
 
 
 # ------------------------------------------------------------------------------ torchvision
@@ -123,8 +112,6 @@ def _torchvision_weights(name: str, weights: str | None):
 
 
 def _derive_torchvision(name: str, weights: str | None) -> Arch:
-    if name not in torchvision_names():
-        raise UserError(unknown_message(name))
     w = _torchvision_weights(name, weights)
     preset = w.transforms()
     categories = len(w.meta.get("categories") or ()) or 1000
@@ -157,7 +144,8 @@ def _derive_torchvision(name: str, weights: str | None) -> Arch:
         mean=_triple(preset.mean), std=_triple(preset.std),
         interpolation=_interpolation(preset.interpolation.value),
         max_input_size=min_size if fixed else None, gradcam_reshape=structure.reshape,
-        prefix_tokens=structure.prefix_tokens, notes=tuple(notes))
+        prefix_tokens=structure.prefix_tokens, forward_gflop=forward_gflop(model, crop),
+        notes=tuple(notes))
 
 
 def torchvision_heads(model: nn.Module, categories: int, name: str) -> tuple[str, ...]:
@@ -195,8 +183,6 @@ def _derive_timm(name: str, weights: str | None) -> Arch:
     timm = import_timm()
     spec = name[len(TIMM_PREFIX):]
     base, _, tag = spec.partition(".")
-    if not base or not timm.is_model(base):
-        raise UserError(unknown_message(name))
     if weights and weights.partition(".")[0] != base:
         raise UserError(f"weights {weights!r} are not weights of timm's {base}; choose from "
                         f"{', '.join(timm.list_pretrained(base + '.*')) or 'none (no pretrained tags)'}")
@@ -233,7 +219,8 @@ def _derive_timm(name: str, weights: str | None) -> Arch:
         interpolation=_interpolation(cfg_dict.get("interpolation") or "bilinear"),
         max_input_size=size if fixed and "img_size" not in init_args else None,
         size_kwarg="img_size" if fixed and "img_size" in init_args else None,
-        gradcam_reshape=structure.reshape, prefix_tokens=structure.prefix_tokens, notes=tuple(notes))
+        gradcam_reshape=structure.reshape, prefix_tokens=structure.prefix_tokens,
+        forward_gflop=forward_gflop(model, size), notes=tuple(notes))
 
 
 def _triple(values: Any) -> tuple[float, float, float]:
@@ -245,11 +232,3 @@ def _triple(values: Any) -> tuple[float, float, float]:
 
 def _interpolation(value: str) -> str:
     return value if value in INTERPOLATIONS else "bilinear"
-
-
-def describe(arch: Arch) -> list[str]:
-    """What --dry-run prints about an entry: where it comes from and how it was derived."""
-    head = f"{arch.name}: {source_of(arch.name)}"
-    if arch.source != "study":
-        head += f" ({arch.library_name}, weights {arch.weights or 'none'})"
-    return [head, *(f"  {n}" for n in arch.notes)]

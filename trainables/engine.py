@@ -31,13 +31,13 @@ import torch
 from torch import nn
 
 from trainables import cached_features
+from trainables.arch_record import Arch
 from trainables.config import TrialConfig
 from trainables.dataset import DecodedSplit, TrialData, eval_loader, train_loader
 from trainables.device import cpu_copy
 from trainables.faults import maybe_inject
 from trainables.loss import training_loss
 from trainables.metrics import EvalResult, Meter, selection_score
-from trainables.registry import Arch
 from trainables.transforms import Normalize
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]

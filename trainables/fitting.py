@@ -16,11 +16,12 @@ from typing import Any
 
 import torch
 
+from trainables.archs import resolve
 from trainables.config import TrialConfig
 from trainables.dataset import DecodedSplit, TrialData
 from trainables.engine import FitState, evaluate_split, fit, seed_everything
 from trainables.metrics import EvalResult
-from trainables.models import arch_of, build_model, count_params
+from trainables.models import build_model, count_params
 
 OnEpoch = Callable[[dict[str, Any], FitState], None]
 
@@ -52,7 +53,8 @@ def fit_sgd(config: TrialConfig, data: TrialData, device: torch.device,
     seed_everything(config.seed)
     model = build_model(config, num_classes=len(data.classes))
     trainable, total = count_params(model)
-    state = fit(model, arch_of(config), config, data, device, state=state, on_epoch=on_epoch)
+    arch = resolve(config.arch, config.weights)
+    state = fit(model, arch, config, data, device, state=state, on_epoch=on_epoch)
 
     def evaluate(split: DecodedSplit, name: str) -> EvalResult:
         return evaluate_split(model, split, name, config, device)

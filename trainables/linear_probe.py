@@ -22,7 +22,8 @@ for fixed features, on this project's splits:
 This is a different experiment from the study's feature extraction (regime feature_extract), which
 trains a new head with SGD for 30 epochs on augmented crops while the whole model stays in train
 mode, so BatchNorm statistics move although no weight trains. The probe has nothing random in it:
-the seed changes nothing (config.SEEDLESS_REGIMES), and one trial gives the same numbers again.
+the seed changes nothing (its regime record is seedless, trainables/regimes.py), and one trial
+gives the same numbers again.
 
 Rows: one `epochs` row (the kept C's train and validation numbers, `lr` null); on the `trials`
 row `probe_c` (the kept C), `probe_grid_json` (the validation curve over the grid, and which
@@ -49,6 +50,8 @@ from sklearn.preprocessing import StandardScaler
 from torch import nn
 from torch.utils.data import DataLoader
 
+from trainables.arch_record import Arch
+from trainables.archs import resolve
 from trainables.cached_features import frozen_extractor
 from trainables.config import TrialConfig
 from trainables.dataset import DecodedSplit, TrialData, eval_loader
@@ -56,8 +59,7 @@ from trainables.engine import DeviceInputs, FitState, seed_everything
 from trainables.errors import DataError
 from trainables.fitting import Fitted, OnEpoch
 from trainables.metrics import EvalResult, selection_score
-from trainables.models import arch_of, build_model, count_params, set_submodule
-from trainables.registry import Arch
+from trainables.models import build_model, count_params, set_submodule
 
 TRAIN_TRANSFORM = "val"
 """The eval transform the training images' features use (no augmentation)."""
@@ -143,7 +145,7 @@ def fit_probe(config: TrialConfig, data: TrialData, device: torch.device,
     """The linear-probe trial up to test/OOD evaluation (`state`, `on_epoch`: unused, nothing
     to resume or report per epoch)."""
     start = time.perf_counter()
-    arch = arch_of(config)
+    arch = resolve(config.arch, config.weights)
     seed_everything(config.seed)
     classes = data.classes
     model = build_model(config, num_classes=len(classes))

@@ -20,10 +20,12 @@ from typing import Any
 from torch import nn
 from torchvision import models as tvm
 
+from trainables.arch_record import Arch
+from trainables.archs import resolve
 from trainables.config import TrialConfig
-from trainables.derived import import_timm, resolve
+from trainables.derived import import_timm
 from trainables.errors import UserError
-from trainables.registry import Arch
+from trainables.regimes import get_regime
 from trainables.weights import ensure_available
 
 
@@ -72,11 +74,6 @@ HEAD_REPLACERS: dict[str, Callable[[nn.Module, Arch, int], None]] = {
     "study": _replace_torchvision, "torchvision": _replace_torchvision, "timm": _replace_timm}
 
 
-def arch_of(config: TrialConfig) -> Arch:
-    """The entry a config trains: its architecture with the config's weights."""
-    return resolve(config.arch, config.weights)
-
-
 def replace_heads(model: nn.Module, arch: Arch, num_classes: int) -> list[nn.Module]:
     """Swap every head for a new one with `num_classes` outputs; returns the new heads."""
     HEAD_REPLACERS[arch.source](model, arch, num_classes)
@@ -111,20 +108,21 @@ def imagenet_categories(arch: Arch) -> list[str]:
 
 
 def build_model(config: TrialConfig, num_classes: int, pretrained: bool | None = None) -> nn.Module:
-    """The trial's model: ImageNet weights unless scratch, new heads, `requires_grad` per regime
-    (feature extraction: only the new heads train; linear probe: nothing in the model)."""
-    arch = arch_of(config)
+    """The trial's model: ImageNet weights if the regime is pretrained, new heads, and
+    `requires_grad` as the regime's `trains` says (all; only the new heads; nothing in the model,
+    as in the linear probe, where a logistic regression on its features is what trains)."""
+    arch = resolve(config.arch, config.weights)
     use_weights = config.pretrained if pretrained is None else pretrained
     if use_weights:
         ensure_available(arch)
     model = BUILDERS[arch.source](arch, use_weights, _kwargs(arch, use_weights, config.train_crop))
     heads = replace_heads(model, arch, num_classes)
-    if config.regime == "feature_extract":
+    trains = get_regime(config.regime).trains
+    if trains != "all":
         model.requires_grad_(False)
+    if trains == "heads":
         for head in heads:
             head.requires_grad_(True)
-    elif config.regime == "linear_probe":  # a logistic regression on its features is what trains
-        model.requires_grad_(False)
     return model
 
 

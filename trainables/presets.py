@@ -11,9 +11,10 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from trainables.config import IDENTITY_FIELDS, REGIMES, STUDY_REGIMES, TrialConfig
+from trainables.archs import ARCHS, STUDY_ARCHS
+from trainables.config import IDENTITY_FIELDS, TrialConfig
 from trainables.errors import UserError
-from trainables.registry import ARCHS, STUDY_ARCHS
+from trainables.regimes import REGIMES, STUDY_REGIMES
 
 STUDY_SEEDS = 1
 """The study trained each architecture x regime once."""

@@ -26,7 +26,8 @@ from typing import Any
 import torch
 
 from trainables import options, overrides, results, storage
-from trainables.config import REGIMES, STUDY_REGIMES, TrialConfig, trial_id
+from trainables.archs import ARCHS, resolve, source_of
+from trainables.config import TrialConfig, trial_id
 from trainables.dataset import ImageSource, load_trial_data
 from trainables.datasource import prepare_data
 from trainables.device import (
@@ -41,21 +42,18 @@ from trainables.device import (
 )
 from trainables.engine import FitState
 from trainables.errors import UserError
-from trainables.fitting import FitFunction, fit_sgd
-from trainables.linear_probe import fit_probe, grid_edge_note
+from trainables.fitting import FitFunction
+from trainables.linear_probe import grid_edge_note
 from trainables.manifest import Manifest, select_train
 from trainables.metrics import EvalResult, confusion_matrix, per_class_recall
-from trainables.models import arch_of
 from trainables.presets import PRESETS, PresetMessage, deviations, get_preset, user_overrides
 from trainables.provenance import code_version, hostname, library_versions, ray_node
-from trainables.registry import ARCHS, source_of
+from trainables.regimes import REGIMES, get_regime
 from trainables.same_split import other_split
 
 MAX_SEED = 2**32 - 1
 """Seeds and split seeds above this overflow NumPy's and torch's seeding."""
 
-FIT: dict[str, FitFunction] = {**dict.fromkeys(STUDY_REGIMES, fit_sgd), "linear_probe": fit_probe}
-"""How each regime fits (trainables/fitting.py): run_trial dispatches on this, nothing else."""
 
 
 def _now() -> str:
@@ -122,7 +120,8 @@ def run_trial(config: TrialConfig, manifest: Manifest, source: ImageSource, out:
         set_memory_fraction(device, gpu_share)
         reset_peak_memory(device)
         data = load_trial_data(manifest, source, config.train_size)
-        fitted = FIT[config.regime](config, data, device, state, on_epoch)
+        fit: FitFunction = get_regime(config.regime).fit_function()
+        fitted = fit(config, data, device, state, on_epoch)
         state = fitted.state
         key = _key(config, tid)
         test = fitted.evaluate(data.test, "test")
@@ -279,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
         if config.pretrained:
             from trainables.weights import ensure_available
 
-            ensure_available(arch_of(config))
+            ensure_available(resolve(config.arch, config.weights))
         manifest.save(storage.join(args.out, "manifest.json"))
         row = run_trial(config, manifest, source, args.out, keep_model=args.keep_model)
     except UserError as exc:

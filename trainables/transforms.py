@@ -24,7 +24,7 @@ from PIL import Image
 from torchvision import transforms as T
 from torchvision.transforms import InterpolationMode, v2
 
-from trainables.config import IMAGENET_MEAN, IMAGENET_STD
+from trainables.arch_record import IMAGENET_MEAN, IMAGENET_STD
 
 
 def _compose(backend: str, ops_v1: list, ops_v2: list) -> Callable[[Image.Image], torch.Tensor]:

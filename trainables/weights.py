@@ -28,9 +28,10 @@ import torch.hub
 from torchvision import models as tvm
 from torchvision.models import WeightsEnum, get_weight
 
-from trainables.derived import import_timm, resolve
+from trainables.arch_record import TIMM_PREFIX, Arch
+from trainables.archs import ARCHS, resolve
+from trainables.derived import import_timm
 from trainables.errors import UserError, WeightsError
-from trainables.registry import ARCHS, TIMM_PREFIX, Arch
 from trainables.storage import copy_file_atomic
 
 _HASH_IN_NAME = re.compile(r"-([a-f0-9]+)\.")

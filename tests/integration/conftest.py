@@ -10,12 +10,13 @@ from pathlib import Path
 import pytest
 
 from trainables import results
+from trainables.archs import resolve
 from trainables.dataset import load_trial_data
 from trainables.device import LOGICAL_GPUS_ENV, select_device
 from trainables.engine import fit, seed_everything
 from trainables.folders import build_manifest
 from trainables.manifest import DataRoots
-from trainables.models import arch_of, build_model
+from trainables.models import build_model
 
 
 @pytest.fixture
@@ -30,7 +31,8 @@ def fit_on_pool(config, manifest, pool, state=None, on_epoch=None):
     data = load_trial_data(manifest, DataRoots(str(pool)), config.train_size)
     seed_everything(config.seed)
     model = build_model(config, len(data.classes))
-    return fit(model, arch_of(config), config, data, select_device(None), state, on_epoch), model
+    arch = resolve(config.arch, config.weights)
+    return fit(model, arch, config, data, select_device(None), state, on_epoch), model
 
 
 def sweep_on_logical_gpus(monkeypatch, pool: Path, storage: Path, name: str, *extra: str

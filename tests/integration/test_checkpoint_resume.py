@@ -10,9 +10,9 @@ import torch
 
 from sweep.checkpoints import checkpoint_payload, state_from_payload
 from tests.integration.conftest import fit_on_pool
+from trainables.archs import ARCHS
 from trainables.engine import FitState
 from trainables.presets import PRESETS
-from trainables.registry import ARCHS
 from trainables.weights import weights_file
 
 SMOKE = PRESETS["smoke"]

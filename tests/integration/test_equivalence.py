@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader
 
 from bench.baseline import ManifestImageFolder, datasets, run_baseline_trial
 from tests.conftest import write_image
+from trainables.archs import ARCHS
 from trainables.cached_features import frozen_extractor
 from trainables.dataset import ImageDataset, eval_crops, load_trial_data, train_loader
 from trainables.engine import DeviceInputs, evaluate, seed_everything
@@ -28,7 +29,6 @@ from trainables.folders import build_manifest
 from trainables.manifest import DataRoots
 from trainables.models import build_model
 from trainables.presets import PRESETS
-from trainables.registry import ARCHS
 from trainables.transforms import ClassificationPresetTrain, normalize
 
 SMOKE = PRESETS["smoke"]

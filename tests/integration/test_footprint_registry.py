@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from sweep.schedule import FORWARD_GFLOP
-from trainables.config import STUDY_REGIMES
+from trainables.archs import ARCHS
 from trainables.footprint import registry_peak_gb, trace
-from trainables.registry import ARCHS
+from trainables.regimes import STUDY_REGIMES
 
 pytestmark = pytest.mark.slow
 
@@ -17,4 +16,4 @@ pytestmark = pytest.mark.slow
 def test_registry_peak_memory_and_flops_are_the_traced_ones(arch):
     rows = [trace(arch, regime) for regime in STUDY_REGIMES]  # the probe trains no network
     assert ARCHS[arch].peak_memory_gb == registry_peak_gb(max(r.trial_peak for r in rows))
-    assert FORWARD_GFLOP[arch] == pytest.approx(rows[0].forward_gflop_per_image, abs=0.01)
+    assert ARCHS[arch].forward_gflop == pytest.approx(rows[0].forward_gflop_per_image, abs=0.01)

@@ -14,11 +14,11 @@ import torch
 
 from analysis import cam, gradcam, table_one
 from tests.conftest import write_image
+from trainables.archs import ARCHS
 from trainables.config import TrialConfig
 from trainables.errors import UserError
 from trainables.models import build_model
 from trainables.presets import PRESETS
-from trainables.registry import ARCHS
 
 INPUT = {"inception_v3": 128}
 """Small inputs keep CPU time down; Inception v3 needs at least 75 px (128 leaves Mixed_7c 2x2)."""

@@ -14,10 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from trainables.config import BN_MODES, REGIMES, TrialConfig
+from trainables.archs import ARCHS
+from trainables.config import BN_MODES, TrialConfig
 from trainables.errors import UserError
 from trainables.presets import PRESETS, get_preset
-from trainables.registry import ARCHS
+from trainables.regimes import REGIMES
 from trainables.storage import URI_SCHEMES
 
 CHOICES = {"arch": list(ARCHS), "regime": list(REGIMES), "preset": list(PRESETS),

@@ -22,12 +22,12 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from tests.conftest import write_image
+from trainables.archs import ARCHS
 from trainables.errors import DataError
 from trainables.folders import build_manifest
 from trainables.images import file_hash
 from trainables.leakage import UNUSED, is_leak
 from trainables.manifest import Manifest
-from trainables.registry import ARCHS
 from trainables.scan import IMAGE_EXTENSIONS, is_stray
 from trainables.splitnames import split_of
 

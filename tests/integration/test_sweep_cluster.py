@@ -16,8 +16,8 @@ import pytest
 
 from sweep.resources import CUDA_CONTEXT_GB, HEADROOM, plan_resources, ray_cluster_info
 from tests.integration.conftest import sweep_on_logical_gpus
+from trainables.archs import ARCHS
 from trainables.device import LOGICAL_GPUS_ENV
-from trainables.registry import ARCHS
 
 pytestmark = pytest.mark.slow
 WORKER_CPUS = 8

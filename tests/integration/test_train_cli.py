@@ -11,9 +11,9 @@ import pytest
 
 from tests.conftest import PROJECT_ROOT
 from trainables import results
-from trainables.config import REGIMES
+from trainables.archs import ARCHS, STUDY_ARCHS
 from trainables.presets import PRESETS, config_deviations
-from trainables.registry import ARCHS, STUDY_ARCHS
+from trainables.regimes import REGIMES
 from trainables.train import main
 
 

@@ -17,12 +17,13 @@ from torch import nn
 from torchvision import models as tvm
 
 from tests.conftest import HYMENOPTERA, PROJECT_ROOT
-from trainables.config import IMAGENET_MEAN, IMAGENET_STD, TrialConfig
-from trainables.derived import resolve, timm_heads, torchvision_heads
+from trainables.arch_record import IMAGENET_MEAN, IMAGENET_STD
+from trainables.archs import ARCHS, resolve, source_of
+from trainables.config import TrialConfig
+from trainables.derived import timm_heads, torchvision_heads
 from trainables.errors import UserError
 from trainables.models import build_model, count_params, gradcam_target, head_modules
 from trainables.presets import get_preset
-from trainables.registry import ARCHS, source_of
 
 TORCHVISION = ["resnet50", "efficientnet_b0", "convnext_tiny", "regnet_y_400mf", "vit_b_16"]
 TIMM = ["timm/resnet18", "timm/convnext_atto", "timm/vit_tiny_patch16_224", "timm/efficientnet_b0"]
@@ -225,7 +226,7 @@ def test_study_names_never_import_a_model_library():
 
 def test_gpu_fraction_of_a_model_without_a_registry_number_is_conservative():
     from sweep.resources import ClusterInfo, fraction_for, plan_resources, trials_per_gpu
-    from trainables.registry import UNMEASURED_PEAK_GB
+    from trainables.arch_record import UNMEASURED_PEAK_GB
 
     cluster = ClusterInfo(cpus=16, gpus=1, gpu_memory_gb=24.0)
     plan = plan_resources(["mobilenet_v2", "timm/convnext_atto"], cluster, None)

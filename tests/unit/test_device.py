@@ -277,8 +277,8 @@ def test_the_default_evaluation_batch_is_within_the_activation_bound(arch):
     crops, batch 6): it is at most the activation-bounded batch of every registry architecture."""
     from torchvision import models as tvm
 
+    from trainables.archs import ARCHS
     from trainables.config import TrialConfig
-    from trainables.registry import ARCHS
 
     config = TrialConfig(arch=arch, regime="finetune")
     model = tvm.get_model(arch, weights=None, **ARCHS[arch].build_kwargs)

@@ -84,7 +84,8 @@ def test_each_module_imports_alone():
     assert proc.returncode == 0 and proc.stdout.strip() == "", proc.stdout + proc.stderr[-2000:]
 
 
-@pytest.mark.parametrize("module", ["trainables.registry", "trainables.config",
+@pytest.mark.parametrize("module", ["trainables.archs", "trainables.arch_record", "trainables.regimes",
+                                    "trainables.config",
                                     "trainables.manifest", "trainables.presets"])
 def test_leaf_modules_do_not_import_torch(module):
     """The registry, config and manifest are data: analysis and the sweep's planner read them

@@ -7,9 +7,10 @@ import pytest
 import torch
 from torch import nn
 
-from trainables.config import REGIMES, TrialConfig
+from trainables.archs import ARCHS
+from trainables.config import TrialConfig
 from trainables.models import build_model, count_params, head_modules
-from trainables.registry import ARCHS
+from trainables.regimes import REGIMES
 
 ALL_ARCHS = list(ARCHS)
 NUM_CLASSES = 3
@@ -71,7 +72,7 @@ def test_exactly_which_parameters_train(arch, regime):
 
 
 def test_registry_covers_the_study():
-    from trainables.registry import STUDY_ARCHS
+    from trainables.archs import STUDY_ARCHS
 
     assert set(STUDY_ARCHS) <= set(ARCHS)
     assert ARCHS["inception_v3"].input_size == 299

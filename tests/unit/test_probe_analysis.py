@@ -63,7 +63,7 @@ def test_ranking_order_intervals_and_shortlist(tmp_path):
     # exact McNemar on the validation images against #1: 2 vs 1 discordant -> p = 1
     assert ranked.iloc[1]["p_vs_best"] == pytest.approx(1.0)
     assert ranked.iloc[3]["p_vs_best"] == pytest.approx(sps.binomtest(20, 26).pvalue)
-    assert ranked["finetune"].tolist() == [True, True, True, False]
+    assert ranked["shortlisted"].tolist() == [True, True, True, False]
     assert probe_triage.recommendation(ranked) == (
         "fine-tune resnet18 and densenet161, vgg11_bn (not significantly worse)")
     text = "\n".join(probe_triage.lines(ranked))

@@ -10,18 +10,17 @@ import torch
 
 from sweep.grid import GridSpec, build_grid
 from sweep.triage import next_command, triage_spec
-from trainables.config import PROBE_C_GRID, REGIMES, SEEDLESS_REGIMES, STUDY_REGIMES, TrialConfig
+from trainables.archs import ARCHS
+from trainables.config import PROBE_C_GRID, TrialConfig
 from trainables.errors import UserError
 from trainables.linear_probe import choose, grid_edge_note, penultimate_extractor
 from trainables.models import build_model
 from trainables.overrides import parse_sets
 from trainables.presets import PRESETS, deviations
-from trainables.registry import ARCHS
+from trainables.regimes import STUDY_REGIMES
 
 
-def test_linear_probe_is_a_regime_beside_the_studys_three():
-    assert REGIMES == STUDY_REGIMES + ("linear_probe",)
-    assert SEEDLESS_REGIMES == ("linear_probe",)
+def test_the_paper_preset_runs_the_studys_regimes_only():
     assert PRESETS["paper"].regimes == STUDY_REGIMES, "the paper preset stays the study's protocol"
     assert "linear_probe" in PRESETS["demo"].regimes
 

@@ -41,7 +41,7 @@ def test_default_gradcam_layers_are_documented():
     import torchvision.models as tvm
 
     from analysis.cam import default_layer, layer_name
-    from trainables.registry import ARCHS
+    from trainables.archs import ARCHS
 
     text = DOC.read_text()
     for name, arch in ARCHS.items():

@@ -19,8 +19,8 @@ from sweep.resources import (
     plan_resources,
     trials_per_gpu,
 )
+from trainables.archs import ARCHS, STUDY_ARCHS
 from trainables.errors import UserError
-from trainables.registry import ARCHS, STUDY_ARCHS
 
 GPU_CLUSTER = ClusterInfo(cpus=16, gpus=1, gpu_memory_gb=80.0)
 CPU_CLUSTER = ClusterInfo(cpus=2, gpus=0)

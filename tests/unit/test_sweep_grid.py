@@ -11,9 +11,10 @@ import pytest
 from sweep.grid import GridSpec, build_grid, split_done, with_ids
 from sweep.layout import Experiment
 from sweep.preflight import check_storage, run_preflight
-from trainables.config import REGIMES, SEEDLESS_REGIMES, trial_id
+from trainables.config import trial_id
 from trainables.errors import UserError
 from trainables.presets import PRESETS
+from trainables.regimes import REGIMES
 from trainables.storage import join
 
 
@@ -26,7 +27,7 @@ def test_demo_grid_is_mobilenet_times_regimes_train_sizes_and_seeds():
     configs = build_grid(GridSpec(PRESETS["demo"]))
     assert [(c.arch, c.regime, c.train_size, c.seed) for c in configs] == [
         ("mobilenet_v2", r, n, s) for r in REGIMES for n in ("10", "all")
-        for s in range(1 if r in SEEDLESS_REGIMES else 3)]
+        for s in range(1 if REGIMES[r].seedless else 3)]
     assert {(c.epochs, c.train_crop, c.val_resize, c.test_resize, c.preset)
             for c in configs} == {(15, 160, 183, 160, "demo")}
     points = with_ids(configs, "manifest-hash")

@@ -10,9 +10,9 @@ import torchvision
 from torchvision.models import MobileNet_V2_Weights
 
 from tests.conftest import HYMENOPTERA
+from trainables.archs import ARCHS
 from trainables.errors import UserError, WeightsError
 from trainables.images import decode_pil
-from trainables.registry import ARCHS
 from trainables.weights import bundled_files, cache_dir, ensure_available, import_file, main
 
 
@@ -80,7 +80,7 @@ def test_missing_timm_weights_name_the_file_and_the_hugging_face_cache(tmp_path,
 
     import huggingface_hub.constants
 
-    from trainables.derived import resolve
+    from trainables.archs import resolve
 
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -99,7 +99,7 @@ def test_missing_timm_weights_name_the_file_and_the_hugging_face_cache(tmp_path,
 
 
 def test_missing_torchvision_weights_of_a_derived_model_name_the_file(torch_home):
-    from trainables.derived import resolve
+    from trainables.archs import resolve
 
     with pytest.raises(WeightsError, match="convnext_tiny-983f1562.pth"):
         ensure_available(resolve("convnext_tiny"), check_download=False)

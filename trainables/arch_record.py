@@ -1,16 +1,10 @@
-"""The architecture table, as data: one entry per architecture, no torch imports.
+"""What an architecture entry holds (`Arch`) and the input defaults it is built from.
 
-Like timm's registry, this is a leaf module: config validation, the sweep's resource planner and
-the weights cache read it without importing a model library. `trainables.models` turns an entry
-into a torchvision model; `trainables.weights` resolves its weights enum by name.
+A leaf (no torch): the table of the study's entries (`trainables.archs`) and the entries derived
+from torchvision or timm at run time (`trainables.derived`) are both `Arch` records.
 
-The table holds the study's hand-written entries (source "study"). Any other torchvision
-classifier (`convnext_tiny`) or timm model (`timm/convnext_atto`) gets an entry of the same shape
-DERIVED at run time from the library itself (`trainables.derived`, which imports torch): the
-names below (`TIMM_PREFIX`, `source_of`) only tell the kinds of name apart.
-
-Every path below is a dotted path inside the torchvision model (`nn.Module.get_submodule`), and
-every node name a torch.fx node (`torchvision.models.feature_extraction.get_graph_node_names`).
+Every path in an entry is a dotted path inside the model (`nn.Module.get_submodule`), and every
+node name a torch.fx node (`torchvision.models.feature_extraction.get_graph_node_names`).
 """
 
 from __future__ import annotations
@@ -18,19 +12,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from trainables.errors import UserError
-
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 INTERPOLATIONS: tuple[str, ...] = ("bilinear", "bicubic", "nearest")
 """Resampling of the resize and random-resized-crop steps (torchvision's InterpolationMode values)."""
 SOURCES: tuple[str, ...] = ("study", "torchvision", "timm")
-"""Where an architecture's entry comes from: this table, or derived from torchvision or timm."""
+"""Where an architecture's entry comes from: the table (`trainables.archs`), or derived from
+torchvision or timm."""
 TIMM_PREFIX = "timm/"
 """`timm/<model>[.<pretrained tag>]` names a timm model (`timm/convnext_atto`)."""
 UNMEASURED_PEAK_GB = 8.0
 """GPU memory assumed for a trial of an architecture without a registry number (a derived one),
-until a probe on the first GPU node measures it: conservative, so that `auto` fractions never
+until a memory check on the first GPU node measures it: conservative, so that `auto` fractions never
 overcommit a GPU (two or three trials per 24 GB GPU)."""
 
 
@@ -66,6 +59,12 @@ class Arch:
     an eval pass traced on fake tensors, trainables/footprint.py; torch 2.14.1): the larger of
     the step's and the eval pass's peak over the three regimes, rounded up to 0.1 GB. A probe on
     the first GPU node replaces it at sweep time (sweep/probe.py)."""
+    forward_gflop: float | None = None
+    """GFLOP of one eval forward pass per image at `input_size` (convolutions and matrix products,
+    2 FLOPs per multiply-add), for the sweep's cost model. The table's entries: traced by
+    `python bench/footprint.py` (torch.utils.flop_counter; tests/integration/
+    test_footprint_registry.py checks them against a fresh trace). Derived entries: counted on
+    the meta device when they are derived (`trainables.derived`)."""
     in_study: bool = True
     source: str = "study"
     """"study" (hand-written here), "torchvision" or "timm" (derived, `trainables.derived`)."""
@@ -91,64 +90,3 @@ class Arch:
     @property
     def library_name(self) -> str:
         return self.model_name or self.name
-
-
-ARCHS: dict[str, Arch] = {}
-
-
-def register(arch: Arch) -> Arch:
-    ARCHS[arch.name] = arch
-    return arch
-
-
-register(Arch(
-    "inception_v3", "Inception_V3_Weights.IMAGENET1K_V1", 299, 299,
-    heads=("fc", "AuxLogits.fc"), gradcam_layer="Mixed_7c", min_input_size=299,
-    # transform_input re-normalises ImageNet-normalised input to the [-1, 1] scaling these
-    # weights were trained with; torchvision turns it on only when pretrained. Explicit here, so
-    # every regime sees the same input normalisation.
-    build_kwargs={"transform_input": True, "aux_logits": True},
-    scratch_kwargs={"init_weights": True}, peak_memory_gb=0.9))
-register(Arch(
-    "densenet161", "DenseNet161_Weights.IMAGENET1K_V1", 224, 256,
-    heads=("classifier",), gradcam_layer="features", feature_node="flatten", tail="classifier",
-    peak_memory_gb=1.7))
-register(Arch(
-    "resnet152", "ResNet152_Weights.IMAGENET1K_V1", 224, 256,
-    heads=("fc",), gradcam_layer="layer4", feature_node="flatten", tail="fc", peak_memory_gb=1.6))
-register(Arch(
-    "resnet18", "ResNet18_Weights.IMAGENET1K_V1", 224, 256,
-    heads=("fc",), gradcam_layer="layer4", feature_node="flatten", tail="fc", peak_memory_gb=0.3))
-register(Arch(
-    "vgg11_bn", "VGG11_BN_Weights.IMAGENET1K_V1", 224, 256,
-    heads=("classifier.6",), gradcam_layer="features", feature_node="flatten", tail="classifier",
-    peak_memory_gb=2.0))
-register(Arch(
-    "squeezenet1_0", "SqueezeNet1_0_Weights.IMAGENET1K_V1", 224, 256,
-    heads=("classifier.1",), gradcam_layer="features", feature_node="features.12.cat",
-    tail="classifier", peak_memory_gb=0.3))
-register(Arch(
-    "mobilenet_v2", "MobileNet_V2_Weights.IMAGENET1K_V1", 224, 256,
-    heads=("classifier.1",), gradcam_layer="features.18", feature_node="flatten",
-    tail="classifier", peak_memory_gb=0.5, in_study=False))
-
-STUDY_ARCHS: tuple[str, ...] = tuple(a.name for a in ARCHS.values() if a.in_study)
-
-
-def source_of(name: str) -> str:
-    """"study" for this table's entries, "timm" for `timm/...` names, else "torchvision"."""
-    if name in ARCHS:
-        return "study"
-    return "timm" if name.startswith(TIMM_PREFIX) else "torchvision"
-
-
-def arch_slug(name: str) -> str:
-    """The name as one path component (`timm/convnext_atto` -> `timm-convnext_atto`)."""
-    return name.replace("/", "-")
-
-
-def get_arch(name: str) -> Arch:
-    try:
-        return ARCHS[name]
-    except KeyError:
-        raise UserError(f"--arch {name!r} is unknown; choose from {', '.join(ARCHS)}") from None
