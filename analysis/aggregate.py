@@ -16,7 +16,7 @@ from analysis.load import Results, arch_order
 from analysis.stats import mcnemar_exact, mean_ci, paired_bootstrap, t_halfwidths
 from trainables.archs import source_of
 from trainables.regimes import SCRATCH, TRANSFER_REGIMES, regime_order
-from trainables.results import BEST_TRIAL_ORDER
+from trainables.results.tables import BEST_TRIAL_ORDER
 
 METRICS = ("best_val_acc", "test_acc", "ood_acc")
 BEST_SORT = ([c for c, _ in BEST_TRIAL_ORDER], [asc for _, asc in BEST_TRIAL_ORDER])

@@ -52,7 +52,7 @@ def load_kept_model(results_root: str, model_path: str) -> tuple[nn.Module, Any,
     results root, or a URI). The regime's requires_grad flags are as in training."""
     from trainables.config import TrialConfig
     from trainables.models import build_model
-    from trainables.storage import resolve
+    from trainables.results.storage import resolve
 
     if "://" in model_path:
         import pyarrow.fs as pafs

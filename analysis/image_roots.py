@@ -45,7 +45,7 @@ class ImageRoots:
 def find_recorded(res: Results) -> tuple[str | None, dict[str, Any] | None]:
     """(path, content) of the data_roots.json beside the results (``<results>/`` or its parent,
     like the manifest), or (None, None)."""
-    from trainables.storage import resolve
+    from trainables.results.storage import resolve
 
     fs, base = resolve(res.root)
     for candidate in (posixpath.join(base, DATA_ROOTS_FILE),
@@ -77,7 +77,7 @@ def find_roots(res: Results, data: str | None = None, ood: str | None = None) ->
             return ImageRoots(recorded["data"], usable_ood, f"recorded by the sweep in {path}")
     layout = res.manifest_layout
     if layout == "embedded-demo":
-        from trainables.embedded import locate
+        from trainables.data.demo import locate
 
         return ImageRoots(str(locate()), None, "the embedded demo set")
     if recorded is not None and recorded.get("data"):
@@ -105,7 +105,7 @@ def choose_images(res: Results, trial_id: str, classes: list[str], target_class:
     """`n` seeded-random test images of the trial: ceil(n/2) of `target_class`, the rest spread
     over the other classes (the study's Table I shows both). Each is checked against the
     manifest's content hash."""
-    from trainables.images import file_hash
+    from trainables.data.images import file_hash
 
     preds = res.predictions([trial_id])
     test = preds[preds["split"] == "test"]
@@ -145,8 +145,8 @@ def prepare(path: Path, resize: int, crop: int, config: Any = None) -> tuple[np.
     """(RGB float image (H, W, 3) in [0, 1], normalised input (1, 3, H, W)): the trial's test
     transform, Resize(resize) + CenterCrop(crop) (TrialConfig.eval_transform("test")), with the
     config's interpolation and mean/std when given (a derived model's may differ from the study's)."""
-    from trainables.images import decode_pil
-    from trainables.transforms import ClassificationPresetEval, Normalize
+    from trainables.data.dataset import ClassificationPresetEval, Normalize
+    from trainables.data.images import decode_pil
 
     interpolation = config.interpolation if config is not None else "bilinear"
     crop_u8 = ClassificationPresetEval(resize_size=resize, crop_size=crop,

@@ -41,7 +41,7 @@ from analysis.probe_triage import imagenet_top1_of, wilson
 from analysis.stats import CONFIDENCE, mean_ci
 from analysis.tables import Tab
 from trainables.regimes import REGIMES, regime_label, regime_order, regime_record
-from trainables.results import read_table
+from trainables.results.tables import read_table
 
 MIN_ARCHS = 3
 ALPHA = 0.05

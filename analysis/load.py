@@ -1,4 +1,4 @@
-"""Read a results root (the Parquet tables of trainables/results.py) into pandas for analysis.
+"""Read a results root (the Parquet tables of trainables/results/tables.py) into pandas for analysis.
 
 Only what the sweep wrote is used: the three tables, the kept models they point to, and the
 split manifest beside the results (``<results>/manifest.json`` from ``trainables.train`` or
@@ -20,13 +20,12 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 
-from analysis.checked import check_results_root, manifest_notes, read_checked, read_manifest_json
+from analysis.report_inputs import check_results_root, manifest_notes, read_manifest_json
 from trainables.config import parse_train_size
 from trainables.errors import UserError
-from trainables.results import PREDICTIONS_SCHEMA, read_table
-from trainables.results_check import check_table
-from trainables.storage import join, resolve
-from trainables.table_files import read_folder
+from trainables.results.compaction import read_folder
+from trainables.results.storage import join, resolve
+from trainables.results.tables import PREDICTIONS_SCHEMA, check_table, read_checked, read_table
 
 DEFAULT_RESULTS = "runs/demo/results"
 PRODUCE_HINT = ("run the sweep first: `python -m sweep.run` (writes runs/demo/results), or pass "
@@ -80,12 +79,12 @@ class Results:
 
     @cached_property
     def manifest(self) -> Any:
-        """The split manifest (trainables.manifest.Manifest) the trials used, or None. Loaded on
+        """The split manifest (trainables.data.manifest.Manifest) the trials used, or None. Loaded on
         first use (Grad-CAM and image paths need it); a manifest of another split is noted and
         ignored."""
         if self.manifest_path is None:
             return None
-        from trainables.manifest import Manifest
+        from trainables.data.manifest import Manifest
 
         manifest = Manifest.from_json(_read_text(self.root, self.manifest_path))
         hashes = self.trials["split_manifest_hash"].dropna().unique().tolist()
@@ -139,7 +138,7 @@ class Results:
     @property
     def caveat(self) -> str | None:
         if self.manifest_layout == "embedded-demo":
-            from trainables.embedded import CAVEAT
+            from trainables.data.demo import CAVEAT
 
             return CAVEAT
         if sorted(c.lower() for c in self.classes) == ["ants", "bees"]:
@@ -266,7 +265,7 @@ def read_prediction_table(root: str, trial_ids: list[str], columns: list[str] | 
     """Predictions of some trials as an Arrow table (only `columns`, default all). Reads their
     own files (<root>/predictions/<id>.parquet, the layout trainables.results writes) when
     present, else filters the whole table (compacted parts and fresh files together, each
-    trial's rows from its newest file: trainables/table_files.py). With `dictionary`, the
+    trial's rows from its newest file: trainables/results/compaction.py). With `dictionary`, the
     PREDICTION_KEYS columns come back dictionary-encoded as Parquet stores them (half the CPU
     on millions of rows)."""
     fs, base = resolve(root)

@@ -29,7 +29,7 @@ from analysis.load import arch_order
 from analysis.stats import CONFIDENCE, mcnemar_exact
 from analysis.tables import Tab
 from trainables.regimes import LINEAR_PROBE
-from trainables.results import read_table
+from trainables.results.tables import read_table
 
 ALPHA = 0.05
 PROBE = LINEAR_PROBE

@@ -95,9 +95,8 @@ def _data_words(res: Results) -> str:
 
 def collect(res: Results) -> Provenance:
     """Read the provenance columns of every trial (failed ones included)."""
-    from analysis.checked import read_checked
     from trainables.presets import PRESETS, deviations
-    from trainables.results import TABLES
+    from trainables.results.tables import TABLES, read_checked
 
     names = TABLES["trials"].names
     table = read_checked(res.root, "trials", columns=[c for c in PROVENANCE_COLUMNS if c in names])

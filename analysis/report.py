@@ -36,8 +36,8 @@ from analysis import answer as answer_mod
 from analysis import claims as claims_mod
 from analysis import options as options_mod
 from analysis import provenance as provenance_mod
-from analysis.checked import prepare_out_dir
 from analysis.load import DEFAULT_RESULTS, Results, default_out_dir, load_results
+from analysis.report_inputs import prepare_out_dir
 from trainables.errors import UserError
 
 

@@ -27,11 +27,11 @@ from torchvision.datasets import VisionDataset
 from torchvision.datasets.folder import default_loader
 
 from trainables.config import TrialConfig
+from trainables.data.dataset import study_eval_transform, study_train_transform
+from trainables.data.demo import shift_for_manifest
+from trainables.data.manifest import DataRoots, Entry, Manifest, select_train
 from trainables.engine import seed_everything
-from trainables.manifest import DataRoots, Entry, Manifest, select_train
 from trainables.models import build_model
-from trainables.shift import shift_for_manifest
-from trainables.transforms import study_eval_transform, study_train_transform
 
 
 class ManifestImageFolder(VisionDataset):

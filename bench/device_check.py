@@ -86,7 +86,7 @@ def make_folder(root: Path, counts: dict[str, int], size: tuple[int, int], seed:
 
 
 def prepare(scratch: Path, dry: bool):
-    from trainables.datasource import prepare_data
+    from trainables.data.demo import prepare_data
 
     size = (96, 80) if dry else (500, 375)  # hymenoptera photos are about 500 x 375
     pool = make_folder(scratch / "pool", DRY_POOL if dry else POOL, size, seed=0)
@@ -241,7 +241,7 @@ def measure_syncs(manifest, roots, out: str, device, dry: bool) -> dict[str, Any
 # ------------------------------------------------------------------------------ concurrent
 def worker_main(spec_path: str) -> int:
     """One trial in its own process (the --worker mode of this script), capped to its share."""
-    from trainables.manifest import DataRoots, Manifest
+    from trainables.data.manifest import DataRoots, Manifest
 
     spec = json.loads(Path(spec_path).read_text())
     torch.set_num_threads(1)

@@ -51,8 +51,8 @@ def standin_data(root: Path) -> tuple[Any, Any]:
     import numpy as np
     from PIL import Image
 
-    from trainables.folders import build_manifest
-    from trainables.manifest import DataRoots
+    from trainables.data.folders import build_manifest
+    from trainables.data.manifest import DataRoots
 
     rng = np.random.default_rng(0)
     for folder, counts in (("pool", {"ants": 100, "bees": 130}), ("ood", {"ants": 94, "bees": 74})):
@@ -71,7 +71,7 @@ def standin_data(root: Path) -> tuple[Any, Any]:
 
 
 def load_data(scratch: Path, standin: bool = False) -> tuple[Any, Any, str]:
-    from trainables.embedded import locate
+    from trainables.data.demo import locate
     from trainables.errors import DataError
 
     try:
@@ -82,7 +82,7 @@ def load_data(scratch: Path, standin: bool = False) -> tuple[Any, Any, str]:
         roots, manifest = standin_data(scratch / "standin")
         return roots, manifest, ("GENERATED STAND-IN (embedded demo data not found here; "
                                  "same counts and sizes)")
-    from trainables.datasource import prepare_data
+    from trainables.data.demo import prepare_data
 
     roots, manifest = prepare_data()
     return roots, manifest, "embedded demo (ants/bees)"
@@ -93,10 +93,11 @@ def _worker(rank: int, tasks: Any, results: Any, manifest_json: str, roots: tupl
             out: str, threads: int, random_weights: bool) -> None:
     import torch
 
-    from trainables import fitting, linear_probe
+    from trainables import engine as fitting
+    from trainables import linear_probe
     from trainables import train as train_mod
     from trainables.config import TrialConfig
-    from trainables.manifest import DataRoots, Manifest
+    from trainables.data.manifest import DataRoots, Manifest
     from trainables.models import build_model
 
     torch.set_num_threads(threads)

@@ -44,7 +44,7 @@ from bench.baseline import run_baseline_trial  # noqa: E402
 from bench.trial_speed import random_weights_in_run_trial, weights_available  # noqa: E402
 from trainables import train as train_mod  # noqa: E402
 from trainables.archs import ARCHS, resolve  # noqa: E402
-from trainables.datasource import prepare_data  # noqa: E402
+from trainables.data.demo import prepare_data  # noqa: E402
 from trainables.errors import UserError  # noqa: E402
 from trainables.presets import PRESETS, get_preset  # noqa: E402
 

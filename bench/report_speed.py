@@ -3,7 +3,7 @@
     python bench/report_speed.py                      # 100k trials x 30 epochs (the goal: <= 10 s)
     python bench/report_speed.py --trials 20000 --epochs 15 --keep /tmp/big
 
-Generates synthetic results in the real schema (trainables/results.py) and in the sweep's own
+Generates synthetic results in the real schema (trainables/results/tables.py) and in the sweep's own
 layout, one file per trial per table: 7 architectures x 3 regimes x 5 train sizes x N seeds,
 30 epochs each with the study's StepLR(7, 0.1) rates, test and OOD predictions for every trial
 (46 test + 168 OOD images, the demo set's sizes), and ~0.5% failed trials. Then, each in a fresh
@@ -38,7 +38,7 @@ import pyarrow.parquet as pq
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from trainables.results import EPOCHS_SCHEMA, PREDICTIONS_SCHEMA, TRIALS_SCHEMA  # noqa: E402
+from trainables.results.tables import EPOCHS_SCHEMA, PREDICTIONS_SCHEMA, TRIALS_SCHEMA  # noqa: E402
 
 ARCHS = {  # name: trainable params (finetune/scratch, feature extraction) for 2 classes
     "inception_v3": (25_116_362, 8_196), "densenet161": (26_476_418, 4_418),
@@ -154,7 +154,7 @@ def generate(root: Path, n_trials: int, n_epochs: int, seed: int = 0, prediction
 def per_trial_read_cost(n: int, n_epochs: int) -> float:
     """Seconds per trial to read the trials and epochs tables when each trial has its own files
     (the sweep's layout before compaction), measured on n trials."""
-    from trainables.results import read_table
+    from trainables.results.tables import read_table
 
     with tempfile.TemporaryDirectory() as tmp:
         generate(Path(tmp), n, n_epochs, predictions=False)

@@ -29,7 +29,7 @@ import torch  # noqa: E402
 from analysis import probe_triage  # noqa: E402
 from bench.trial_speed import random_weights_in_run_trial, weights_available  # noqa: E402
 from trainables.archs import ARCHS, resolve  # noqa: E402
-from trainables.datasource import prepare_data  # noqa: E402
+from trainables.data.demo import prepare_data  # noqa: E402
 from trainables.errors import UserError  # noqa: E402
 from trainables.presets import PRESETS, get_preset  # noqa: E402
 from trainables.train import run_trial  # noqa: E402

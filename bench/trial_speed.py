@@ -53,7 +53,7 @@ import torch  # noqa: E402
 from bench.baseline import run_baseline_trial  # noqa: E402
 from trainables import train as train_mod  # noqa: E402
 from trainables.archs import ARCHS, resolve  # noqa: E402
-from trainables.datasource import prepare_data  # noqa: E402
+from trainables.data.demo import prepare_data  # noqa: E402
 from trainables.errors import UserError  # noqa: E402
 from trainables.models import build_model  # noqa: E402
 from trainables.presets import get_preset  # noqa: E402
@@ -111,8 +111,9 @@ class PeakMemory:
 def random_weights_in_run_trial() -> Iterator[None]:
     """run_trial building its model with random weights (for architectures whose ImageNet
     weights are not installed): timing only, every such row is labelled RANDOM WEIGHTS. The
-    regimes' fit functions (trainables/fitting.py, trainables/linear_probe.py) build the model."""
-    from trainables import fitting, linear_probe
+    regimes' fit functions (trainables/engine.py, trainables/linear_probe.py) build the model."""
+    from trainables import engine as fitting
+    from trainables import linear_probe
 
     builders = (fitting, linear_probe)
     originals = [m.build_model for m in builders]
@@ -309,7 +310,7 @@ def _isolated(opts: Options, manifest_json: str, roots: tuple[str, str | None], 
     """run_one in a fresh process; also returns that process's peak resident memory (MB)."""
     import resource
 
-    from trainables.manifest import DataRoots, Manifest
+    from trainables.data.manifest import DataRoots, Manifest
 
     torch.set_num_threads(opts.threads)
     run = run_one(opts, Manifest.from_json(manifest_json), DataRoots(*roots), arch, regime, seed,
@@ -463,7 +464,7 @@ def ray_overhead(opts: Options, seeds: int, preset: str = "smoke") -> dict[str, 
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         return {"command": " ".join(cmd[1:]), "error": (proc.stdout + proc.stderr)[-2000:]}
-    from trainables.results import read_table
+    from trainables.results.tables import read_table
 
     trials = read_table(os.path.join(storage, "overhead", "results"), "trials").to_pylist()
     trial_sum = sum(t["total_seconds"] for t in trials)
@@ -526,7 +527,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         out = Path(tempfile.mkdtemp(prefix="trial-speed-"))
-        from trainables.overrides import parse_sets
+        from trainables.cli_options import parse_sets
 
         extra = {**({"channels_last": True} if args.channels_last else {}),
                  **parse_sets(args.set_values)}

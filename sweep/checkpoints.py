@@ -33,7 +33,7 @@ from ray import tune
 
 from sweep.layout import Experiment
 from trainables.engine import FitState
-from trainables.storage import delete_file, join, read_text, write_text_atomic
+from trainables.results.storage import delete_file, join, read_text, write_text_atomic
 
 STATE_FILE = "fit_state.pt"
 log = logging.getLogger("sweep")

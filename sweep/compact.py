@@ -7,7 +7,7 @@ reading them costs more than analysing them. The sweep compacts its results itse
 last trial; run this on results written by other means (``python -m trainables.train --out``,
 an interrupted sweep) or with ``--full`` to merge every part into one. Nothing is lost or
 duplicated: a trial's rows come from its newest file, so a trial written again after a
-compaction replaces its compacted rows (rules and crash safety: trainables/compaction.py). Run
+compaction replaces its compacted rows (rules and crash safety: trainables/results/compaction.py). Run
 it when no sweep is writing into these results. Exit status: 0 done, 2 bad options.
 """
 
@@ -17,8 +17,9 @@ import argparse
 import sys
 import time
 
-from trainables import compaction, results, storage
 from trainables.errors import UserError
+from trainables.results import compaction, storage
+from trainables.results import tables as results
 
 DEFAULT_RESULTS = "runs/demo/results"
 

@@ -19,8 +19,8 @@ import tempfile
 from dataclasses import dataclass
 from typing import Any
 
+from trainables.data.manifest import matches, read_entry
 from trainables.errors import DataError, UserError
-from trainables.manifest import matches, read_entry
 
 WARN_BYTES = 2 * 2**30
 """Above this, shipping through the object store still works but deserves a warning: every

@@ -19,9 +19,9 @@ import pyarrow.fs as pafs
 
 from sweep.grid import GridPoint, GridSpec
 from sweep.layout import Experiment
-from trainables import options
+from trainables import cli_options as options
 from trainables.errors import UserError
-from trainables.storage import DISK_FULL_FIX, is_disk_full, storage_problem
+from trainables.results.storage import DISK_FULL_FIX, is_disk_full, storage_problem
 
 MAX_SEED = 2**32 - 1
 MAX_SEEDS = 1000
@@ -175,7 +175,7 @@ class RunFaults:
     def record_failed_rows(self, points: Sequence[GridPoint], manifest: Any) -> int:
         """A failed row for each errored trial without one (best effort: the disk may still
         be full). A rerun retries them like any failed trial."""
-        from trainables import results
+        from trainables.results import tables as results
         from trainables.train import failed_trial_row
 
         fs, root = self.experiment.fs()
@@ -226,7 +226,7 @@ def summarize_checked(results_root: str, grid: Sequence[GridPoint]) -> tuple[Any
     try:
         return outcome.summarize(results_root, grid)
     except (OSError, ValueError) as exc:  # pyarrow's errors derive from these
-        from trainables.results_check import check_table
+        from trainables.results.tables import check_table
 
         check_table(results_root, "trials")  # names the unreadable file, with the fix
         raise UserError(f"cannot read {results_root}/trials ({exc})") from None

@@ -4,7 +4,7 @@
     <storage>/<name>/data_roots.json    the data and OOD folders the manifest's paths are
                                         relative to (absolute, as the driver saw them), so that
                                         the report finds the images by itself
-    <storage>/<name>/results/           Parquet tables (trainables/results.py) and models/
+    <storage>/<name>/results/           Parquet tables (trainables/results/tables.py) and models/
     <storage>/<name>/ray/               Ray Tune's experiment: trial dirs, checkpoints, logs
     <storage>/<name>/resume/<id>.json   latest checkpoint of each unfinished trial (see
                                         sweep/checkpoints.py), so a rerun continues it
@@ -26,9 +26,10 @@ from typing import Any
 
 import pyarrow.fs as pafs
 
-from trainables import results, storage
 from trainables.errors import UserError
-from trainables.storage import join
+from trainables.results import storage
+from trainables.results import tables as results
+from trainables.results.storage import join
 
 DATA_ROOTS_FILE = "data_roots.json"
 """{"data": DIR, "ood": DIR or null, "embedded": bool, "manifest_hash": HASH}: written by the

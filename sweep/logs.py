@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterator
 
 from sweep.layout import Experiment
-from trainables.storage import join
+from trainables.results.storage import join
 
 CONSOLE_SKIPS = (
     "Trial task failed for trial", "Trials did not complete",  # the live view reports these

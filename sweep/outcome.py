@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 
 from sweep.grid import GridPoint
 from sweep.progress import Span, SweepState, fmt_duration, trial_label
-from trainables import results
-from trainables.storage import delete_file, join
+from trainables.results import tables as results
+from trainables.results.storage import delete_file, join
 
 
 @dataclass
@@ -149,7 +149,7 @@ def timings(state: SweepState, started: float, ended: float, ran: Sequence[GridP
 
 def prune_models(results_root: str, grid: Sequence[GridPoint], rows: dict[str, dict]) -> int:
     """--keep-models best: in each (arch, regime, train size) group whose trials are all ok,
-    keep only the model of the best trial (`trainables.results.BEST_TRIAL_ORDER`, the report's
+    keep only the model of the best trial (`trainables.results.tables.BEST_TRIAL_ORDER`, the report's
     rule); delete the others' files and clear their model_path. Returns how many models were
     deleted."""
     groups: dict[tuple[str, str, str], list[GridPoint]] = {}

@@ -15,12 +15,11 @@ from dataclasses import dataclass, field
 from sweep.grid import GridPoint, GridSpec, build_grid, split_done, with_ids
 from sweep.layout import Experiment, ExperimentLock
 from sweep.resources import ClusterInfo
-from trainables import results
-from trainables.datasource import prepare_data
+from trainables.data.demo import prepare_data
+from trainables.data.manifest import DataRoots, Manifest, other_split, select_train
 from trainables.errors import UserError
-from trainables.manifest import DataRoots, Manifest, select_train
-from trainables.same_split import other_split
-from trainables.storage import STORAGE_FIX, storage_problem, write_text_atomic
+from trainables.results import tables as results
+from trainables.results.storage import STORAGE_FIX, storage_problem, write_text_atomic
 
 STORAGE_TIMEOUT_S = 20.0
 MANIFEST_FIX = ("delete it and run the same command again: it is rebuilt from --data and checked "
@@ -168,7 +167,7 @@ def run_preflight(spec: GridSpec, experiment: Experiment, storage_arg: str, data
 
 def finished_trials(results_root: str) -> set[str]:
     """Ids of finished trials; one UserError naming an unreadable or foreign file."""
-    from trainables.results_check import check_table
+    from trainables.results.tables import check_table
 
     try:
         finished = results.finished_trial_ids(results_root)

@@ -46,8 +46,8 @@ def measure(arch: str, preset: str = "paper", overrides: dict[str, Any] | None =
 
     import torch
 
+    from trainables.engine import training_loss
     from trainables.footprint import measured_cpu_peak
-    from trainables.loss import training_loss
     from trainables.models import build_model
     from trainables.presets import get_preset
     from trainables.regimes import FINETUNE

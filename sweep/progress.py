@@ -272,7 +272,7 @@ def recorded_error(results_root: str | None, tid: str) -> str | None:
         return None
     import pyarrow.parquet as pq
 
-    from trainables import storage
+    from trainables.results import storage
 
     try:
         fs, base = storage.resolve(results_root)

@@ -52,7 +52,7 @@ from sweep.resources import (
 )
 from sweep.schedule import grid_lines, run_order
 from sweep.settings import print_settings
-from trainables import overrides
+from trainables import cli_options as overrides
 from trainables.archs import ARCHS, arch_slug
 from trainables.errors import UserError
 from trainables.presets import PRESETS, PresetMessage, deviations, get_preset

@@ -11,7 +11,7 @@ logs would land on the worker's own disk. So the driver serves the folder instea
   object store), or does it directly when the caller runs on the driver's node.
 
 Ray Tune gets it as `RunConfig(storage_filesystem=...)` (checkpoints, trial folders, experiment
-state), and trials mount it over the experiment root (`trainables.storage.mount`) so the
+state), and trials mount it over the experiment root (`trainables.results.storage.mount`) so the
 results writers are unchanged: each file is written whole (under a hidden temporary name,
 renamed once complete) and `move` is a rename on the driver's disk, so the tables keep their
 atomic writes and their one-file-per-trial replace semantics.

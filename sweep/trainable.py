@@ -23,11 +23,11 @@ from sweep.checkpoints import checkpoint_due, load_state, previous_checkpoint, r
 from sweep.datastore import ShippedImages, ShippedSource
 from sweep.gpu_spread import spread_trial_gpu, trial_gpu_share
 from sweep.layout import Experiment
-from trainables import storage
 from trainables.archs import resolve
 from trainables.config import TrialConfig, trial_id
+from trainables.data.manifest import Manifest
 from trainables.device import LOGICAL_GPUS_ENV
-from trainables.manifest import Manifest
+from trainables.results import storage
 from trainables.train import run_trial
 from trainables.weights import weights_file as imagenet_weights_file
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from trainables import results
+from trainables.results import tables as results
 
 STEP_LR_15 = [1e-3] * 7 + [1e-4] * 7 + [1e-5]  # demo: StepLR(7) over 15 epochs
 

@@ -5,9 +5,6 @@ written to each result row (`config_json`) and hashed into the trial id. Nothing
 environment variable, no module global) decides how a trial computes. Presets (`trainables.presets`)
 are named starting points; any field can be overridden from both CLIs (`--set KEY=VALUE`, or a
 YAML file with `--config`).
-
-Long because it is that one source: every field with its docstring, the per-architecture size
-defaults, and the validation that names each bad field (one list of problems, not the first).
 """
 
 from __future__ import annotations

@@ -1,9 +1,17 @@
-"""The training loop: `train_one_epoch`, `evaluate`, `fit` (the best epoch on validation kept).
+"""The training loop and everything a fit function shares: `train_one_epoch`, `evaluate`, `fit`
+(the best epoch on validation kept), the loss, the metrics, and `fit_sgd`, the SGD regimes' fit.
 
 Shaped like torchvision's references/classification/train.py: a DataLoader over the decoded
 training images with the train preset (fresh augmentation per epoch), a DataLoader over the eval
-crops, SGD with momentum and StepLR, cross-entropy (Inception: plus 0.4 x the auxiliary loss).
-Every setting comes from the `TrialConfig`; nothing else changes how a trial computes.
+crops, SGD with momentum and StepLR, cross-entropy (Inception: plus 0.4 x the auxiliary loss,
+`training_loss`, also what every measurement of a training step's memory runs). Every setting
+comes from the `TrialConfig`; nothing else changes how a trial computes.
+
+Every regime fits behind one signature, `fit(config, data, device, state, on_epoch) -> Fitted`,
+named by its record in trainables/regimes.py (`fit_sgd` here for finetune, feature_extract and
+scratch; `trainables.linear_probe.fit_probe` for the probe). `trainables.train.run_trial` does
+what all regimes share: the device, the data, evaluating test and OOD with `Fitted.evaluate`, and
+the three tables.
 
 Reproducibility: every epoch reseeds torch from (trial seed, epoch), so the shuffle order, the
 augmentation draws and dropout depend only on the seed and the epoch number. A trial resumed from
@@ -32,15 +40,16 @@ from torch import nn
 
 from trainables import cached_features
 from trainables.arch_record import Arch
+from trainables.archs import resolve
 from trainables.config import TrialConfig
-from trainables.dataset import DecodedSplit, TrialData, eval_loader, train_loader
+from trainables.data.dataset import DecodedSplit, Normalize, TrialData, eval_loader, train_loader
 from trainables.device import cpu_copy
+from trainables.errors import UserError
 from trainables.faults import maybe_inject
-from trainables.loss import training_loss
-from trainables.metrics import EvalResult, Meter, selection_score
-from trainables.transforms import Normalize
+from trainables.models import build_model, count_params
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
+Criterion = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def seed_everything(seed: int) -> None:
@@ -73,6 +82,84 @@ def to_device(device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
     return lambda x: x.to(device, non_blocking=True)
 
 
+# ----------------------------------------------------------------- loss and metrics
+def training_loss(outputs: Any, labels: torch.Tensor, aux_weight: float,
+                  criterion: Criterion = nn.functional.cross_entropy
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(loss, main logits). Inception in training returns (logits, aux_logits); the loss is
+    criterion(logits) + aux_weight * criterion(aux_logits), as in the PyTorch fine-tuning tutorial
+    the study's scripts follow (TrialConfig.aux_loss_weight, 0.4)."""
+    if isinstance(outputs, tuple) or hasattr(outputs, "aux_logits"):
+        logits, aux = outputs[0], outputs[1]
+        loss = criterion(logits, labels)
+        if aux is not None:
+            loss = loss + aux_weight * criterion(aux, labels)
+        return loss, logits
+    return criterion(outputs, labels), outputs
+
+
+@dataclass
+class EvalResult:
+    loss: float
+    acc: float
+    probs: torch.Tensor  # (N, C) softmax, on the CPU
+    labels: torch.Tensor
+
+    @property
+    def preds(self) -> torch.Tensor:
+        return self.probs.argmax(dim=1)
+
+    def recall(self, class_index: int) -> float:
+        """Sensitivity of one class (NaN when the split has none of it)."""
+        mask = self.labels == class_index
+        if not bool(mask.any()):
+            return float("nan")
+        return float((self.preds[mask] == class_index).float().mean())
+
+
+class Meter:
+    """An epoch's loss sum and correct count, kept on the device (one host sync per epoch)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.loss = torch.zeros((), dtype=torch.float64, device=device)
+        self.correct = torch.zeros((), dtype=torch.long, device=device)
+        self.seen = 0
+
+    def add(self, loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        self.loss += loss.detach().double() * len(labels)
+        self.correct += (logits.detach().argmax(1) == labels).sum()
+        self.seen += len(labels)
+
+    def result(self) -> tuple[float, float]:
+        seen = max(self.seen, 1)
+        return float(self.loss) / seen, int(self.correct) / seen
+
+
+def selection_score(result: EvalResult, config: TrialConfig, classes: list[str]) -> float:
+    """What picks the kept epoch: val accuracy, or the val recall of `select_on`'s class."""
+    target = config.select_class
+    if target is None:
+        return result.acc
+    if target not in classes:
+        raise UserError(f"select_on recall:{target}: no class {target!r}; classes are {classes}")
+    score = result.recall(classes.index(target))
+    return -1.0 if score != score else score  # NaN (no such images in val) never wins
+
+
+def confusion_matrix(labels: torch.Tensor, preds: torch.Tensor, num_classes: int) -> list[list[int]]:
+    """Rows = true label, columns = predicted label."""
+    cm = torch.zeros(num_classes, num_classes, dtype=torch.long)
+    for t, p in zip(labels.tolist(), preds.tolist(), strict=True):
+        cm[t, p] += 1
+    return cm.tolist()
+
+
+def per_class_recall(cm: list[list[int]], classes: list[str]) -> dict[str, float | None]:
+    return {c: (row[i] / sum(row) if sum(row) else None)
+            for i, (c, row) in enumerate(zip(classes, cm, strict=True))}
+
+
+# ----------------------------------------------------------------- the loop
 @dataclass
 class FitState:
     """Everything needed to continue a trial after its last finished epoch."""
@@ -251,3 +338,43 @@ def evaluate_split(model: nn.Module, split: DecodedSplit, name: str, config: Tri
     """The kept model on a whole split ("test" or "ood"), with that split's eval transform."""
     return evaluate(model, nn.CrossEntropyLoss(), eval_loader(split, name, config, device),
                     DeviceInputs(device, config), device, config)
+
+
+# ----------------------------------------------------------------- the SGD regimes' fit
+OnEpoch = Callable[[dict[str, Any], FitState], None]
+
+
+@dataclass
+class Fitted:
+    """A fitted trial: its kept model as an evaluation function, and what goes on its rows."""
+
+    state: FitState
+    """The `epochs` rows and the kept model's validation numbers (best_epoch, best_acc, ...)."""
+    evaluate: Callable[[DecodedSplit, str], EvalResult]
+    """The kept model on a whole split ("test" or "ood"), with that split's eval transform."""
+    trainable_params: int
+    total_params: int
+    row: dict[str, Any] = field(default_factory=dict)
+    """Regime-specific `trials` columns (they win over the shared ones)."""
+    weights: dict[str, torch.Tensor] | None = None
+    """What --keep-model saves (a state dict of the trial's torch model); None: nothing to save."""
+
+
+FitFunction = Callable[[TrialConfig, TrialData, torch.device, FitState | None, OnEpoch | None],
+                       Fitted]
+
+
+def fit_sgd(config: TrialConfig, data: TrialData, device: torch.device,
+            state: FitState | None = None, on_epoch: OnEpoch | None = None) -> Fitted:
+    """finetune, feature_extract and scratch: SGD for config.epochs, the best epoch on
+    validation kept (`trainables.engine.fit`); `state` resumes a trial after its last epoch."""
+    seed_everything(config.seed)
+    model = build_model(config, num_classes=len(data.classes))
+    trainable, total = count_params(model)
+    arch = resolve(config.arch, config.weights)
+    state = fit(model, arch, config, data, device, state=state, on_epoch=on_epoch)
+
+    def evaluate(split: DecodedSplit, name: str) -> EvalResult:
+        return evaluate_split(model, split, name, config, device)
+
+    return Fitted(state, evaluate, trainable, total, weights=state.best_state)

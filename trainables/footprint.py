@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from trainables.loss import training_loss
+from trainables.engine import training_loss
 
 GB = 1e9
 

@@ -54,11 +54,17 @@ from trainables.arch_record import Arch
 from trainables.archs import resolve
 from trainables.cached_features import frozen_extractor
 from trainables.config import TrialConfig
-from trainables.dataset import DecodedSplit, TrialData, eval_loader
-from trainables.engine import DeviceInputs, FitState, seed_everything
+from trainables.data.dataset import DecodedSplit, TrialData, eval_loader
+from trainables.engine import (
+    DeviceInputs,
+    EvalResult,
+    FitState,
+    Fitted,
+    OnEpoch,
+    seed_everything,
+    selection_score,
+)
 from trainables.errors import DataError
-from trainables.fitting import Fitted, OnEpoch
-from trainables.metrics import EvalResult, selection_score
 from trainables.models import build_model, count_params, set_submodule
 
 TRAIN_TRANSFORM = "val"

@@ -1,6 +1,6 @@
 """Models from architecture entries: build, replace the head(s), set what trains per regime.
 
-`build_model` is the one factory. The entry (`trainables.derived.resolve`: the registry's, or one
+`build_model` is the one factory. The entry (`trainables.archs.resolve`: the table's, or one
 derived from torchvision or timm) says which library builds the model, which layers are heads and
 which constructor arguments every regime gets; one builder and one head replacer per library, no
 per-architecture branches:

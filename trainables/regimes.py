@@ -87,17 +87,17 @@ def register(regime: Regime) -> Regime:
 
 FINETUNE = register(Regime(
     "finetune", "Fine-tune", "FT", "s", "#1f5fa8", pretrained=True, trains="all",
-    fit="trainables.fitting:fit_sgd", reads=INPUT_FIELDS + EVAL_SIZES + SGD_FIELDS, transfer=True,
+    fit="trainables.engine:fit_sgd", reads=INPUT_FIELDS + EVAL_SIZES + SGD_FIELDS, transfer=True,
     description="pretrained, every parameter trains")).name
 FEATURE_EXTRACT = register(Regime(
     "feature_extract", "Feature extraction", "FE", "x", "#d9781a", pretrained=True, trains="heads",
-    fit="trainables.fitting:fit_sgd", reads=INPUT_FIELDS + EVAL_SIZES + SGD_FIELDS + ("bn_mode",),
+    fit="trainables.engine:fit_sgd", reads=INPUT_FIELDS + EVAL_SIZES + SGD_FIELDS + ("bn_mode",),
     passes_per_image=1.0, transfer=True,
     description="pretrained, only the new head(s) train (SGD, the whole model in train mode "
                 "unless bn_mode is frozen)")).name
 SCRATCH = register(Regime(
     "scratch", "From scratch", "SC", "o", "#3a8f3a", pretrained=False, trains="all",
-    fit="trainables.fitting:fit_sgd", reads=INPUT_FIELDS + EVAL_SIZES + SGD_FIELDS,
+    fit="trainables.engine:fit_sgd", reads=INPUT_FIELDS + EVAL_SIZES + SGD_FIELDS,
     description="random init (weights=None), every parameter trains")).name
 LINEAR_PROBE = register(Regime(
     "linear_probe", "Linear probe", "LP", "^", "#7b3fa0", pretrained=True, trains="none",

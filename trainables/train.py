@@ -5,7 +5,7 @@
     python -m trainables.train --arch mobilenet_v2 --regime linear_probe --out runs/probe
 
 Writes the trial's rows to OUT/{epochs,trials,predictions}/<trial_id>.parquet (the schema of
-trainables/results.py, the same the sweep writes), the split manifest to OUT/manifest.json,
+trainables/results/tables.py, the same the sweep writes), the split manifest to OUT/manifest.json,
 and prints a one-line summary. One OUT holds one experiment: a run on a different split is
 refused. Exit status: 0 ok, 2 bad options or data (nothing trained), 130 interrupted.
 """
@@ -25,11 +25,12 @@ from typing import Any
 
 import torch
 
-from trainables import options, overrides, results, storage
+from trainables import cli_options
 from trainables.archs import ARCHS, resolve, source_of
 from trainables.config import TrialConfig, trial_id
-from trainables.dataset import ImageSource, load_trial_data
-from trainables.datasource import prepare_data
+from trainables.data.dataset import ImageSource, load_trial_data
+from trainables.data.demo import prepare_data
+from trainables.data.manifest import Manifest, other_split, select_train
 from trainables.device import (
     apply_determinism,
     check_precision,
@@ -40,16 +41,13 @@ from trainables.device import (
     select_device,
     set_memory_fraction,
 )
-from trainables.engine import FitState
+from trainables.engine import EvalResult, FitFunction, FitState, confusion_matrix, per_class_recall
 from trainables.errors import UserError
-from trainables.fitting import FitFunction
 from trainables.linear_probe import grid_edge_note
-from trainables.manifest import Manifest, select_train
-from trainables.metrics import EvalResult, confusion_matrix, per_class_recall
 from trainables.presets import PRESETS, PresetMessage, deviations, get_preset, user_overrides
 from trainables.provenance import code_version, hostname, library_versions, ray_node
 from trainables.regimes import REGIMES, get_regime
-from trainables.same_split import other_split
+from trainables.results import storage, tables
 
 MAX_SEED = 2**32 - 1
 """Seeds and split seeds above this overflow NumPy's and torch's seeding."""
@@ -73,7 +71,7 @@ def base_trial_row(config: TrialConfig, manifest: Manifest, tid: str) -> dict[st
             "epochs": config.epochs, "classes_json": json.dumps(manifest.classes),
             "ood_kind": manifest.ood_kind, "split_manifest_hash": manifest.hash,
             "code_version": code_version(), "library_versions_json": library_versions(),
-            "hostname": hostname(), "node": ray_node(), "schema_version": results.SCHEMA_VERSION}
+            "hostname": hostname(), "node": ray_node(), "schema_version": tables.SCHEMA_VERSION}
 
 
 def failed_trial_row(config: TrialConfig, manifest: Manifest, tid: str, error: BaseException,
@@ -156,12 +154,12 @@ def run_trial(config: TrialConfig, manifest: Manifest, source: ImageSource, out:
             **fitted.row,
         }
         epochs = [{**key, **row} for row in state.rows]
-        results.write_trial(out, tid, epochs, trial, predictions)
+        tables.write_trial(out, tid, epochs, trial, predictions)
         return trial
     except BaseException as exc:
         if not isinstance(exc, KeyboardInterrupt):
             row = failed_trial_row(config, manifest, tid, exc, started_at, device_label)
-            results.write_table_atomic(out, "trials", tid, [row])
+            tables.write_table_atomic(out, "trials", tid, [row])
         raise
     finally:
         if device is not None:
@@ -209,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="trial seed (default 0)")
     p.add_argument("--preset", default="paper", help=f"one of: {', '.join(PRESETS)} "
                    "(default paper: the study's protocol)")
-    overrides.add_arguments(p)
+    cli_options.add_arguments(p)
     p.add_argument("--data", default=None, help="pool folder (DATA/<class>/...) or pre-split "
                    "folder (DATA/{train,val,test}/<class>/...); default: the embedded demo set")
     p.add_argument("--ood", default=None, help="OOD folder with the same class subfolders")
@@ -235,17 +233,17 @@ def prepare(args: argparse.Namespace) -> tuple[TrialConfig, Any, Manifest, Prese
     """Options and data checked, nothing written: (config, image source, manifest, message)."""
     if args.seed < 0:
         raise UserError(f"--seed must be a non-negative integer, got {args.seed}")
-    options.whole("--seed", args.seed, 0, MAX_SEED)
-    options.whole("--split-seed", args.split_seed, 0, MAX_SEED)
+    cli_options.whole("--seed", args.seed, 0, MAX_SEED)
+    cli_options.whole("--split-seed", args.split_seed, 0, MAX_SEED)
     if args.threads is not None and args.threads < 1:
         raise UserError(f"--threads must be at least 1, got {args.threads}")
     if args.threads is not None:
-        options.whole("--threads", args.threads, 1, 4 * options.cpu_count())
+        cli_options.whole("--threads", args.threads, 1, 4 * cli_options.cpu_count())
     for flag, value in (("--data", args.data), ("--ood", args.ood), ("--out", args.out)):
-        options.path_option(flag, value)
+        cli_options.path_option(flag, value)
     preset = get_preset(args.preset)
     config = preset.trial(args.arch, args.regime, args.seed, args.train_size,
-                          **overrides.collect(args.config_file, args.set_values))
+                          **cli_options.collect(args.config_file, args.set_values))
     roots, manifest = prepare_data(args.data, args.ood, args.split_seed, parse_caps(args.cap),
                                    args.skip_bad_images, args.allow_duplicates)
     select_train(manifest.split_entries("train"), manifest.classes, config.train_size,

@@ -32,7 +32,7 @@ from trainables.arch_record import TIMM_PREFIX, Arch
 from trainables.archs import ARCHS, resolve
 from trainables.derived import import_timm
 from trainables.errors import UserError, WeightsError
-from trainables.storage import copy_file_atomic
+from trainables.results.storage import copy_file_atomic
 
 _HASH_IN_NAME = re.compile(r"-([a-f0-9]+)\.")
 

@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from trainables import results
 from trainables.archs import resolve
-from trainables.dataset import load_trial_data
+from trainables.data.dataset import load_trial_data
+from trainables.data.folders import build_manifest
+from trainables.data.manifest import DataRoots
 from trainables.device import LOGICAL_GPUS_ENV, select_device
 from trainables.engine import fit, seed_everything
-from trainables.folders import build_manifest
-from trainables.manifest import DataRoots
 from trainables.models import build_model
+from trainables.results import tables as results
 
 
 @pytest.fixture

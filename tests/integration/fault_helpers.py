@@ -18,7 +18,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from tests.conftest import PROJECT_ROOT
-from trainables import results
+from trainables.results import tables as results
 
 
 def session_pids(sid: int) -> list[int]:

@@ -23,14 +23,14 @@ import pytest
 from PIL import Image
 
 from tests.conftest import PROJECT_ROOT, write_image
-from trainables import results
-from trainables.dataset import load_trial_data
-from trainables.datasource import prepare_data
+from trainables.data.dataset import load_trial_data
+from trainables.data.demo import prepare_data
+from trainables.data.folders import build_manifest
+from trainables.data.images import MAX_SHORT_SIDE, decode_pil
+from trainables.data.manifest import DataRoots, select_train
 from trainables.errors import DataError
-from trainables.folders import build_manifest
-from trainables.images import MAX_SHORT_SIDE, decode_pil
-from trainables.manifest import DataRoots, select_train
 from trainables.presets import PRESETS
+from trainables.results import tables as results
 
 RED, BLUE = (200, 40, 40), (40, 40, 200)
 
@@ -471,8 +471,8 @@ def test_too_few_images_for_a_60_20_20_split(per_class, tmp_path):
 
 @pytest.mark.parametrize("per_class", range(5, 41))
 def test_every_split_gets_every_class_from_five_images_up(per_class, tmp_path):
-    from trainables.folders import stratified_split
-    from trainables.manifest import SPLITS
+    from trainables.data.folders import stratified_split
+    from trainables.data.manifest import SPLITS
 
     files = [tmp_path / f"{i}.jpg" for i in range(per_class)]
     parts = stratified_split(files, random.Random(0))

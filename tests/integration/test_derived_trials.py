@@ -8,7 +8,7 @@ import signal
 
 import pytest
 
-from trainables import results
+from trainables.results import tables as results
 from trainables.train import main
 
 SAMPLE = ["efficientnet_b0", "regnet_y_400mf", "timm/resnet18", "timm/convnext_atto",

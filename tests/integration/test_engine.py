@@ -7,11 +7,11 @@ import json
 import pytest
 
 from tests.integration.conftest import fit_on_pool
-from trainables import results
+from trainables.data.folders import build_manifest
+from trainables.data.manifest import DataRoots
 from trainables.engine import FitState
-from trainables.folders import build_manifest
-from trainables.manifest import DataRoots
 from trainables.presets import PRESETS
+from trainables.results import tables as results
 from trainables.train import run_trial
 
 SMOKE = PRESETS["smoke"]

@@ -23,13 +23,19 @@ from bench.baseline import ManifestImageFolder, datasets, run_baseline_trial
 from tests.conftest import write_image
 from trainables.archs import ARCHS
 from trainables.cached_features import frozen_extractor
-from trainables.dataset import ImageDataset, eval_crops, load_trial_data, train_loader
+from trainables.data.dataset import (
+    ClassificationPresetTrain,
+    ImageDataset,
+    eval_crops,
+    load_trial_data,
+    normalize,
+    train_loader,
+)
+from trainables.data.folders import build_manifest
+from trainables.data.manifest import DataRoots
 from trainables.engine import DeviceInputs, evaluate, seed_everything
-from trainables.folders import build_manifest
-from trainables.manifest import DataRoots
 from trainables.models import build_model
 from trainables.presets import PRESETS
-from trainables.transforms import ClassificationPresetTrain, normalize
 
 SMOKE = PRESETS["smoke"]
 CPU = torch.device("cpu")

@@ -28,9 +28,9 @@ from tests.integration.fault_helpers import (
     wait_until,
 )
 from trainables.config import trial_id
-from trainables.folders import build_manifest
+from trainables.data.folders import build_manifest
 from trainables.presets import PRESETS
-from trainables.results import read_table
+from trainables.results.tables import read_table
 
 pytestmark = pytest.mark.slow
 
@@ -443,7 +443,7 @@ def _damage_foreign(root: Path) -> Path:
 
 
 def _damage_ok_row_without_metrics(root: Path) -> Path:
-    from trainables import results as res
+    from trainables.results import tables as res
 
     path = root / "trials" / "hand-edited.parquet"
     res.write_table_atomic(str(root), "trials", "hand-edited", [{

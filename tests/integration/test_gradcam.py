@@ -128,7 +128,7 @@ def kept_trial(tmp_path_factory, torch_home):
     """Real smoke trials (mobilenet_v2, ImageNet weights) with their models kept, in the sweep's
     layout without data_roots.json (<exp>/manifest.json, <exp>/results/): feature extraction seed
     0 (returned), fine-tune seeds 0 and 1, scratch seed 0."""
-    from trainables.datasource import prepare_data
+    from trainables.data.demo import prepare_data
     from trainables.train import run_trial
 
     base = tmp_path_factory.mktemp("kept")

@@ -12,11 +12,11 @@ import pytest
 import torch
 
 from tests.conftest import PROJECT_ROOT
-from trainables import results
-from trainables.dataset import DecodedSplit, load_trial_data
-from trainables.datasource import prepare_data
+from trainables.data.dataset import DecodedSplit, load_trial_data
+from trainables.data.demo import prepare_data
 from trainables.linear_probe import fit_probe
 from trainables.presets import PRESETS
+from trainables.results import tables as results
 from trainables.train import main
 
 CPU = torch.device("cpu")

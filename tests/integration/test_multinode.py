@@ -31,8 +31,8 @@ import pytest
 
 from tests.conftest import PROJECT_ROOT, write_image
 from tests.integration.multinode import TwoNodeCluster, unavailable
-from trainables import results
 from trainables.presets import PRESETS
+from trainables.results import tables as results
 
 REASON = unavailable()
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(REASON is not None, reason=str(REASON))]

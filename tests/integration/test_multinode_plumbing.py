@@ -22,9 +22,10 @@ import pytest
 from sweep.datastore import ShippedImages, ShippedSource, content_hash, mirror, read_all, ship
 from sweep.served_storage import ServedFolderHandler, serve_folder
 from tests.conftest import write_image
-from trainables import results, storage
+from trainables.data.manifest import DataRoots, Entry
 from trainables.errors import DataError, UserError
-from trainables.manifest import DataRoots, Entry
+from trainables.results import storage
+from trainables.results import tables as results
 
 pytestmark = pytest.mark.slow
 
@@ -136,7 +137,7 @@ def test_tune_persists_and_restores_checkpoints_through_the_served_folder(local_
 
 # ------------------------------------------------------------------------- shipped images
 def short_hash(data: bytes) -> str:
-    """What a manifest entry records (trainables.images.file_hash): a sha256 prefix."""
+    """What a manifest entry records (trainables.data.images.file_hash): a sha256 prefix."""
     return content_hash(data)[:16]
 
 

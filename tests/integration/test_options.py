@@ -19,7 +19,7 @@ from trainables.config import BN_MODES, TrialConfig
 from trainables.errors import UserError
 from trainables.presets import PRESETS, get_preset
 from trainables.regimes import REGIMES
-from trainables.storage import URI_SCHEMES
+from trainables.results.storage import URI_SCHEMES
 
 CHOICES = {"arch": list(ARCHS), "regime": list(REGIMES), "preset": list(PRESETS),
            "bn_mode": list(BN_MODES), "storage": list(URI_SCHEMES)}
@@ -356,7 +356,7 @@ def test_train_sizes_spelled_differently_are_one_trial_each():
 
 def test_a_second_single_trial_run_into_an_out_of_another_split_is_refused(pool, tmp_path,
                                                                            capsys):
-    from trainables.folders import build_manifest
+    from trainables.data.folders import build_manifest
     from trainables.train import main
 
     out = tmp_path / "out"
@@ -373,7 +373,7 @@ def test_a_second_single_trial_run_into_an_out_of_another_split_is_refused(pool,
 def test_a_single_trial_run_into_an_out_whose_manifest_was_deleted_is_still_refused(
         pool, tmp_path, capsys):
     """The rows carry the split hash: without manifest.json, another split is still refused
-    (the same rule as the sweep's, trainables/same_split.py)."""
+    (the same rule as the sweep's, trainables/data/manifest.py)."""
     from tests.synthetic import write_synthetic_trial
     from trainables.train import main
 

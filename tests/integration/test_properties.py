@@ -23,13 +23,11 @@ from PIL import Image
 
 from tests.conftest import write_image
 from trainables.archs import ARCHS
+from trainables.data.folders import build_manifest
+from trainables.data.images import file_hash
+from trainables.data.manifest import UNUSED, Manifest, is_leak
+from trainables.data.scan import IMAGE_EXTENSIONS, is_stray, split_of
 from trainables.errors import DataError
-from trainables.folders import build_manifest
-from trainables.images import file_hash
-from trainables.leakage import UNUSED, is_leak
-from trainables.manifest import Manifest
-from trainables.scan import IMAGE_EXTENSIONS, is_stray
-from trainables.splitnames import split_of
 
 PROPERTY = settings(max_examples=40, deadline=None, database=None,
                     suppress_health_check=[HealthCheck.too_slow,

@@ -20,7 +20,7 @@ from analysis.report import main
 from tests.conftest import PROJECT_ROOT, write_image
 from tests.synthetic import write_synthetic_trial
 from trainables.presets import PRESETS
-from trainables.results import read_table
+from trainables.results.tables import read_table
 
 COLORS = {"a": (200, 40, 40), "b": (40, 40, 200)}
 IMG = 'src="data:image/png;base64,'

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 
 from tests.integration.fault_helpers import Sweep, hidden_files, wait_until
-from trainables import results
 from trainables.config import trial_id
-from trainables.folders import build_manifest
+from trainables.data.folders import build_manifest
 from trainables.presets import PRESETS
+from trainables.results import tables as results
 
 pytestmark = pytest.mark.slow
 EPOCHS = PRESETS["smoke"].overrides["epochs"]

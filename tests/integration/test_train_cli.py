@@ -10,10 +10,10 @@ import sys
 import pytest
 
 from tests.conftest import PROJECT_ROOT
-from trainables import results
 from trainables.archs import ARCHS, STUDY_ARCHS
 from trainables.presets import PRESETS, config_deviations
 from trainables.regimes import REGIMES
+from trainables.results import tables as results
 from trainables.train import main
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from trainables import results
+from trainables.results import tables as results
 
 pytestmark = pytest.mark.slow
 

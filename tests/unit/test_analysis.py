@@ -16,8 +16,8 @@ from analysis import aggregate, tables
 from analysis import claims as claims_mod
 from analysis.load import ANTS_BEES_CAVEAT, load_results, read_predictions
 from tests.synthetic import STEP_LR_15, write_synthetic_trial
-from trainables import results
-from trainables.shift import SHIFT_LABEL
+from trainables.data.demo import SHIFT_LABEL
+from trainables.results import tables as results
 
 
 # ------------------------------------------------------------------------------- Table II
@@ -196,8 +196,8 @@ def test_all_failed_is_an_error_naming_the_errors(tmp_path, capsys):
 
 
 def test_caveat_from_manifest_layout_or_ants_bees_classes(tmp_path):
-    from trainables.embedded import CAVEAT
-    from trainables.manifest import Entry, Manifest
+    from trainables.data.demo import CAVEAT
+    from trainables.data.manifest import Entry, Manifest
 
     a = tmp_path / "a" / "results"
     write_synthetic_trial(a, "resnet18", "finetune", 0, classes=("ants", "bees"))

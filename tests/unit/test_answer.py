@@ -12,8 +12,8 @@ import pytest
 from analysis import aggregate, answer, provenance
 from analysis.load import load_results
 from tests.synthetic import write_synthetic_trial
-from trainables import results as results_mod
 from trainables.presets import PRESETS
+from trainables.results import tables as results_mod
 
 
 def _correct(n: int, k: int) -> list[bool]:

@@ -241,7 +241,7 @@ def test_claims_read_compacted_predictions_the_same(tmp_path):
     import pandas as pd
 
     from analysis.load import read_predictions
-    from trainables import results
+    from trainables.results import tables as results
 
     _grid(tmp_path, {"resnet18": {"finetune": hits(44, 46), "feature_extract": hits(40, 46, 3),
                                   "scratch": hits(20, 46, 7)}})

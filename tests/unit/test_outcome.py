@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from sweep.grid import GridPoint
 from sweep.outcome import prune_models
-from trainables import results
 from trainables.presets import PRESETS
+from trainables.results import tables as results
 
 
 def test_keep_models_best_breaks_ties_like_the_report_never_by_seed(tmp_path):

@@ -16,7 +16,7 @@ from scipy import stats as sps
 from analysis import claims, imagenet_transfer, probe_triage
 from analysis.load import load_results
 from tests.synthetic import write_synthetic_trial
-from trainables import results
+from trainables.results import tables as results
 
 TOP1 = {"squeezenet1_0": 58.092, "resnet18": 69.758, "vgg11_bn": 70.37, "mobilenet_v2": 71.878,
         "densenet161": 77.138, "inception_v3": 77.294, "resnet152": 78.312}

@@ -7,7 +7,7 @@ import re
 import pytest
 
 from tests.conftest import PROJECT_ROOT
-from trainables.results import TABLES
+from trainables.results.tables import TABLES
 
 DOCS = PROJECT_ROOT / "docs"
 

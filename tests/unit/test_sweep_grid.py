@@ -15,7 +15,7 @@ from trainables.config import trial_id
 from trainables.errors import UserError
 from trainables.presets import PRESETS
 from trainables.regimes import REGIMES
-from trainables.storage import join
+from trainables.results.storage import join
 
 
 @pytest.fixture

@@ -6,14 +6,19 @@ import pytest
 import torch
 
 from tests.conftest import HYMENOPTERA, OOD_TEL, write_image
-from trainables.dataset import load_trial_data
-from trainables.datasource import prepare_data
-from trainables.embedded import POOL_CAPS, demo_manifest
+from trainables.data.dataset import load_trial_data
+from trainables.data.demo import (
+    CORRUPTIONS,
+    POOL_CAPS,
+    apply_shift,
+    corruption_of,
+    demo_manifest,
+    prepare_data,
+)
+from trainables.data.folders import build_manifest
+from trainables.data.images import decode_pil
+from trainables.data.manifest import DataRoots, Manifest, select_train
 from trainables.errors import DataError
-from trainables.folders import build_manifest
-from trainables.images import decode_pil
-from trainables.manifest import DataRoots, Manifest, select_train
-from trainables.shift import CORRUPTIONS, apply_shift, corruption_of
 
 
 def test_same_seed_gives_byte_identical_manifest(make_pool, tmp_path):

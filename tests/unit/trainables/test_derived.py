@@ -84,7 +84,7 @@ def test_validation_transform_is_the_weights_own_preprocessing(arch):
     """At crop_scale 1 the config's validation transform (resize, crop, interpolation, mean/std)
     gives the same tensor as the library's own preset for the weights, and every regime (scratch
     too) uses it."""
-    from trainables.transforms import ClassificationPresetEval, Normalize
+    from trainables.data.dataset import ClassificationPresetEval, Normalize
 
     configs = [TrialConfig(arch=arch, regime=r) for r in ("finetune", "feature_extract", "scratch")]
     c = configs[0]

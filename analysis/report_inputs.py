@@ -1,6 +1,7 @@
-"""What the report checks before it trusts a results folder: the --results and --out paths, each
-Parquet file it reads (trainables/results_check.py names a damaged or foreign one), and the split
-manifest (corrupt: named with the fix; duplicates it records become a note in the report).
+"""What the report checks before it trusts its inputs: that --results is a results folder (and, if
+not, which folder the user meant), the split manifest beside it (corrupt: named with the fix;
+duplicates it records become a note in the report), and that --out can be written. Reading the
+tables themselves, with each damaged or foreign file named: `trainables.results.tables.read_checked`.
 """
 
 from __future__ import annotations
@@ -11,15 +12,12 @@ import pathlib
 import posixpath
 import tempfile
 
-import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.fs as pafs
 
+from trainables.cli_options import text_option
+from trainables.data.manifest import is_leak
 from trainables.errors import UserError
-from trainables.options import text_option
-from trainables.results import read_table
-from trainables.results_check import OK_REQUIRED, check_table
-from trainables.storage import resolve
+from trainables.results.storage import resolve
 
 TABLE_NAMES = ("trials", "epochs", "predictions")
 
@@ -61,39 +59,6 @@ def check_results_root(root: str, hint: str) -> None:
                         f"of their results folders: {listing}")
 
 
-def read_checked(root: str, table: str, columns: list[str] | None = None) -> pa.Table:
-    """read_table, with one UserError naming any unreadable or foreign file instead of a pyarrow
-    traceback or rows of nulls."""
-    try:
-        out = read_table(root, table, columns=columns)
-    except (OSError, ValueError, pa.ArrowException) as exc:
-        check_table(root, table)
-        raise UserError(f"cannot read {root}/{table} ({str(exc).splitlines()[0][:300]}). Fix: "
-                        "move unreadable files out of the results folder") from None
-    if out.num_rows and _has_holes(out, table):
-        check_table(root, table)
-        raise UserError(f"{root}/{table} holds rows without their trial keys or metrics, and no "
-                        "single file explains it. Fix: move files that another tool wrote out of "
-                        "the results folder")
-    return out
-
-
-def _has_holes(tbl: pa.Table, table: str) -> bool:
-    names = set(tbl.column_names)
-    if "trial_id" in names and tbl["trial_id"].null_count:
-        return True
-    if table == "trials" and "status" in names:
-        if tbl["status"].null_count:
-            return True
-        ok = pc.equal(tbl["status"], "ok")
-        for column in OK_REQUIRED:
-            if column in names:
-                holes = pc.and_(ok, pc.is_null(tbl[column]))
-                if pc.any(holes).as_py():
-                    return True
-    return False
-
-
 MANIFEST_FIX = ("restore it from where the sweep wrote it, or delete it: the report then does "
                 "without it (Grad-CAM needs --data to find images)")
 
@@ -115,8 +80,6 @@ def read_manifest_json(root: str, path: str) -> dict:
 
 def manifest_notes(body: dict, path: str) -> list[str]:
     """Report notes from a manifest: duplicates it recorded (kept with --allow-duplicates)."""
-    from trainables.leakage import is_leak
-
     groups = body.get("duplicates") or []
     if not groups:
         return []

@@ -2,7 +2,7 @@
 
 Pool: 100 ants (target) + 130 bees (other), drawn with a fixed seed from all 398 photos, the
 study's pool shape; split 60/20/20 stratified. The 168 photos left over become the OOD set after
-the seeded synthetic covariate shift of trainables/shift.py.
+the seeded synthetic covariate shift below (`apply_shift`).
 
 These photos come from ImageNet, so ImageNet-pretrained models have seen photos like them: results
 on this set overstate what transfer gives on a truly new domain. Every report says so.
@@ -11,6 +11,21 @@ Where the data is looked for, in order: $FEATURE_REUSE_DATA/hymenoptera_data,
 ../shared/data/hymenoptera_data beside the project root, ~/.cache/feature-reuse/hymenoptera_data;
 if absent everywhere, it is downloaded from the tutorial's public URL and its 398 images are
 checked against a content checksum before use.
+
+The shift is ImageNet-C style (Hendrycks & Dietterich, 2019), severity 3: each image gets one
+corruption, chosen together with its parameters by a generator seeded from (shift seed, image
+path), so the shifted set is identical on every machine and in every trial:
+
+  gaussian_noise  additive N(0, 0.18) on [0, 1] pixels (the study also tested noisy inputs)
+  gaussian_blur   Gaussian blur, radius 3 px at 300 px (scaled with image size)
+  jpeg            re-encoded at JPEG quality 15
+  contrast        contrast reduced to 0.3 of the original around the image mean
+
+This is a *synthetic* shift on photos from the same source, not a new domain; results on it are
+labelled "synthetic shift" everywhere. The study's real OOD set (other photos of other vehicles)
+loads through --ood instead.
+
+`prepare_data` is the CLIs' choice of images: the user's folders, or this set when none are given.
 """
 
 from __future__ import annotations
@@ -22,12 +37,18 @@ import shutil
 import tempfile
 import urllib.request
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import numpy as np
+from PIL import Image, ImageFilter
+
+from trainables.data.folders import build_manifest, resolve_ood_root, stratified_split, validate_images
+from trainables.data.images import encode_jpeg
+from trainables.data.manifest import DataRoots, Entry, Manifest
+from trainables.data.scan import scan_classes
 from trainables.errors import DataError
-from trainables.folders import scan_classes, stratified_split, validate_images
-from trainables.manifest import Entry, Manifest
-from trainables.shift import SHIFT_LABEL
 
 URL = "https://download.pytorch.org/tutorial/hymenoptera_data.zip"
 CONTENT_SHA256 = "09b04960d40ea4c276af6130f0ef37f96d7cec47cd98d180fff2c6b5de53852f"
@@ -40,7 +61,7 @@ SHIFT_SEED = 0
 CAVEAT = ("demo data: ants vs bees photos drawn from ImageNet itself, so ImageNet-pretrained "
           "models have seen photos like these; OOD here is a synthetic shift, not a new domain")
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 def candidates() -> list[Path]:
@@ -124,3 +145,63 @@ def demo_manifest(root: Path | None = None, skip_bad: bool = False) -> tuple[Pat
                         split_seed=SPLIT_SEED, ood_kind=SHIFT_LABEL, shift_seed=SHIFT_SEED,
                         caps=dict(POOL_CAPS), skipped=skipped)
     return root, manifest
+
+
+# ----------------------------------------------------------------- the OOD shift
+CORRUPTIONS = ("gaussian_noise", "gaussian_blur", "jpeg", "contrast")
+SHIFT_LABEL = "synthetic shift (ImageNet-C style: noise, blur, JPEG, contrast; severity 3)"
+
+
+def _rng(seed: int, key: str) -> np.random.Generator:
+    digest = hashlib.sha256(f"{seed}:{key}".encode()).digest()
+    return np.random.default_rng(int.from_bytes(digest[:8], "little"))
+
+
+def apply_shift(img: Image.Image, seed: int, key: str) -> Image.Image:
+    """Corrupt one RGB image deterministically from (seed, key)."""
+    rng = _rng(seed, key)
+    kind = CORRUPTIONS[int(rng.integers(len(CORRUPTIONS)))]
+    if kind == "gaussian_noise":
+        x = np.asarray(img, dtype=np.float32) / 255.0
+        x = np.clip(x + rng.normal(0.0, 0.18, size=x.shape), 0.0, 1.0)
+        return Image.fromarray((x * 255.0 + 0.5).astype(np.uint8), "RGB")
+    if kind == "gaussian_blur":
+        radius = 3.0 * min(img.size) / 300.0
+        return img.filter(ImageFilter.GaussianBlur(radius=max(radius, 1.0)))
+    if kind == "jpeg":
+        return encode_jpeg(img, quality=15)
+    x = np.asarray(img, dtype=np.float32)
+    mean = x.mean(axis=(0, 1), keepdims=True)
+    return Image.fromarray(np.clip((x - mean) * 0.3 + mean + 0.5, 0, 255).astype(np.uint8), "RGB")
+
+
+def corruption_of(seed: int, key: str) -> str:
+    return CORRUPTIONS[int(_rng(seed, key).integers(len(CORRUPTIONS)))]
+
+
+def shift_for_manifest(manifest: Any) -> Callable[[Image.Image, str], Image.Image] | None:
+    """The manifest's OOD shift as a function of (image, relative path), or None for real OOD."""
+    if manifest.shift_seed is None or not str(manifest.ood_kind).startswith("synthetic"):
+        return None
+    seed = int(manifest.shift_seed)
+    return lambda img, key: apply_shift(img, seed, key)
+
+
+# ----------------------------------------------------------------- which images a run uses
+def prepare_data(data: str | Path | None = None, ood: str | Path | None = None,
+                 split_seed: int = 0, caps: dict[str, int] | None = None,
+                 skip_bad: bool = False, allow_duplicates: bool = False
+                 ) -> tuple[DataRoots, Manifest]:
+    """The CLIs' entry point: no --data means the embedded demo set (with its shifted OOD).
+    The manifest's `warnings` list what the scan left out or found suspicious."""
+    if data is None:
+        if ood is not None or caps:
+            raise DataError("--ood and class caps need --data; the embedded default brings its "
+                            "own pool and synthetic-shift OOD set")
+        root, manifest = demo_manifest(skip_bad=skip_bad)
+        return DataRoots(str(root)), manifest
+    manifest = build_manifest(data, ood, split_seed=split_seed, caps=caps, skip_bad=skip_bad,
+                              allow_duplicates=allow_duplicates)
+    ood_root = resolve_ood_root(ood, manifest.classes) if ood is not None else None
+    return DataRoots(str(Path(data).resolve()),
+                     str(ood_root.resolve()) if ood_root else None), manifest

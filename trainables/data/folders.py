@@ -3,13 +3,13 @@
 Input layouts
   pool:      ROOT/<class>/**/<image>                  split here, 60/20/20 stratified
   pre-split: ROOT/{train,val,test}/<class>/**/<image> used as given (also valid/, Train/,
-             validation/, testing/ ...: trainables/splitnames.py)
+             validation/, testing/ ...: trainables/data/scan.py)
   OOD:       OOD/<class>/**/<image> (or OOD/test/<class>/...), the same class names
 
 Every file is decoded once here to validate it (one error lists every bad file) and hashed; the
 manifest records the split by content hash. What the scan leaves out is named in the manifest's
-warnings (trainables/scan.py); byte-identical files are recorded and, where they leak from train
-into an evaluation split, refused (trainables/leakage.py).
+warnings (trainables/data/scan.py); byte-identical files are recorded and, where they leak from
+train into an evaluation split, refused (trainables/data/manifest.py).
 """
 
 from __future__ import annotations
@@ -18,12 +18,17 @@ import os
 import random
 from pathlib import Path
 
-from trainables import leakage
-from trainables.errors import DataError
-from trainables.images import check_image
-from trainables.manifest import SPLITS, Entry, Manifest
-from trainables.scan import (
-    IMAGE_EXTENSIONS,  # noqa: F401  (re-exported: the extensions used as images)
+from trainables.data.images import check_image
+from trainables.data.manifest import (
+    SPLITS,
+    UNUSED,
+    Entry,
+    Manifest,
+    duplicate_warnings,
+    find_duplicates,
+    leak_refusal,
+)
+from trainables.data.scan import (
     Findings,
     class_dirs,
     class_links,
@@ -32,6 +37,7 @@ from trainables.scan import (
     scan_classes,
     shown,
 )
+from trainables.errors import DataError
 
 SPLIT_FRACTIONS = (0.6, 0.2, 0.2)
 
@@ -199,7 +205,7 @@ def build_manifest(data: str | Path, ood: str | Path | None = None, split_seed: 
             files = good(by_class[c])
             if not allow_duplicates:
                 files, extra = _dedupe_class(files, hashes)
-                add(unused, "data", data, leakage.UNUSED, c, extra)
+                add(unused, "data", data, UNUSED, c, extra)
             if c in caps and len(files) > caps[c]:
                 files = sorted(rng.sample(files, caps[c]))
             kept_by_class[c] = files
@@ -215,16 +221,16 @@ def build_manifest(data: str | Path, ood: str | Path | None = None, split_seed: 
             add(entries, "ood", ood_path, "ood", c, good(ood_by_class[c]))
         _require_every_class(entries, classes, ("ood",), f"--ood {shown(ood_path)}")
 
-    groups = leakage.find_duplicates(entries + unused)
+    groups = find_duplicates(entries + unused)
     context = overlap + "".join(f"; {m}" for m in links)
-    refusal = leakage.refusal(groups, "--data" + (" and --ood" if ood_path else ""), context)
+    refusal = leak_refusal(groups, "--data" + (" and --ood" if ood_path else ""), context)
     if refusal and not allow_duplicates:
         raise DataError(refusal)
     warnings = [f"--data {shown(data)}: {m}" for m in findings.messages()]
     if ood_path is not None:
         warnings += [f"--ood {shown(ood_path)}: {m}" for m in ood_findings.messages()]
     warnings += [f"--data: {m}" for m in links] + ([overlap.lstrip("; ")] if overlap else [])
-    warnings += leakage.warnings(groups, "duplicates")
+    warnings += duplicate_warnings(groups, "duplicates")
     return Manifest(classes=classes, entries=entries, layout=layout.kind, split_seed=split_seed,
                     ood_kind="real" if ood_path is not None else "none", caps=caps,
                     skipped=skipped, duplicates=groups, warnings=warnings)

@@ -1,5 +1,5 @@
-"""Compaction (trainables/compaction.py, python -m sweep.compact): few files, same rows, newest
-rows win, and every state a killed compaction can leave reads the same."""
+"""Compaction (trainables/results/compaction.py, python -m sweep.compact): few files, same rows,
+newest rows win, and every state a killed compaction can leave reads the same."""
 
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ from analysis.load import load_results, read_predictions
 from sweep import compact as compact_cli
 from sweep.layout import remove_stale_temporaries
 from tests.synthetic import write_synthetic_trial
-from trainables import compaction, results, table_files
+from trainables.results import compaction, tables
 
-TABLES = tuple(results.TABLES)
+TABLES = tuple(tables.TABLES)
 
 
 def _grid(root: Path, seeds: int = 3) -> list[str]:
@@ -31,7 +31,7 @@ def _grid(root: Path, seeds: int = 3) -> list[str]:
 
 def _rows(root: Path, table: str) -> list[tuple]:
     """The table's rows as sorted tuples (order is not part of the contract)."""
-    t = results.read_table(str(root), table)
+    t = tables.read_table(str(root), table)
     return sorted(tuple(r.values()) for r in t.to_pylist())
 
 
@@ -43,24 +43,23 @@ def _files(root: Path, table: str) -> list[str]:
     return sorted(p.name for p in (root / table).iterdir())
 
 
-@pytest.mark.parametrize("files_per_scan", [table_files.FILES_PER_SCAN, 5])
+@pytest.mark.parametrize("files_per_scan", [compaction.FILES_PER_SCAN, 5])
 def test_compaction_leaves_one_file_per_table_and_the_same_rows(tmp_path, monkeypatch, files_per_scan):
-    monkeypatch.setattr(table_files, "FILES_PER_SCAN", files_per_scan)  # 12 files: several scans
-    monkeypatch.setattr(compaction, "FILES_PER_SCAN", files_per_scan)
+    monkeypatch.setattr(compaction, "FILES_PER_SCAN", files_per_scan)  # 12 files: several scans
     ids = _grid(tmp_path)
     before = _snapshot(tmp_path)
     loaded_before = load_results(str(tmp_path))
     done = compact_cli.compact_results(str(tmp_path))
     for table in TABLES:
         names = _files(tmp_path, table)
-        assert len(names) == 1 and names[0].startswith(table_files.PART_PREFIX), names
+        assert len(names) == 1 and names[0].startswith(compaction.PART_PREFIX), names
     assert [r.merged_files for r in done] == [len(ids), len(ids), len(ids)]
     assert _snapshot(tmp_path) == before
     loaded = load_results(str(tmp_path))
     assert loaded.trials.sort_values("trial_id").reset_index(drop=True).equals(
         loaded_before.trials.sort_values("trial_id").reset_index(drop=True))
     assert len(loaded.epochs) == len(loaded_before.epochs) == 3 * len(ids)
-    assert results.finished_trial_ids(str(tmp_path)) == set(ids)
+    assert tables.finished_trial_ids(str(tmp_path)) == set(ids)
     preds = read_predictions(str(tmp_path), [ids[1]])
     assert len(preds) == 5 and set(preds["trial_id"]) == {ids[1]}
     # nothing new: a second compaction does nothing
@@ -71,16 +70,16 @@ def test_a_trial_written_again_after_compaction_replaces_its_compacted_rows(tmp_
     failed = write_synthetic_trial(tmp_path, "resnet18", "finetune", 0, status="failed", error="OOM")
     other = write_synthetic_trial(tmp_path, "resnet18", "scratch", 0)
     compact_cli.compact_results(str(tmp_path))
-    assert results.finished_trial_ids(str(tmp_path)) == {other}
+    assert tables.finished_trial_ids(str(tmp_path)) == {other}
     # the retry succeeds: fresh per-trial files next to the compacted part
     again = write_synthetic_trial(tmp_path, "resnet18", "finetune", 0, val=[0.9, 0.95],
                                   test=[True, True], ood=[False])
     assert again == failed
-    trials = results.read_table(str(tmp_path), "trials").to_pylist()
+    trials = tables.read_table(str(tmp_path), "trials").to_pylist()
     assert sorted(r["trial_id"] for r in trials) == sorted([failed, other])  # no duplicate
     assert {r["trial_id"]: r["status"] for r in trials}[failed] == "ok"
-    assert results.finished_trial_ids(str(tmp_path)) == {failed, other}
-    epochs = results.read_table(str(tmp_path), "epochs", columns=["trial_id", "val_acc"]).to_pylist()
+    assert tables.finished_trial_ids(str(tmp_path)) == {failed, other}
+    epochs = tables.read_table(str(tmp_path), "epochs", columns=["trial_id", "val_acc"]).to_pylist()
     assert [e["val_acc"] for e in epochs if e["trial_id"] == failed] == [0.9, 0.95]
     assert len(read_predictions(str(tmp_path), [failed])) == 3
     assert len(read_predictions(str(tmp_path), [failed, other])) == 3  # `other` has no image rows
@@ -99,7 +98,7 @@ def test_filters_apply_after_the_replace_rule(tmp_path):
     tid = write_synthetic_trial(tmp_path, "resnet18", "finetune", 0, test=[True, True])
     compact_cli.compact_results(str(tmp_path))
     write_synthetic_trial(tmp_path, "resnet18", "finetune", 0, test=[False])
-    got = results.read_table(str(tmp_path), "predictions",
+    got = tables.read_table(str(tmp_path), "predictions",
                              filter=pc.field("correct") == True)  # noqa: E712
     assert got.num_rows == 0  # the compacted rows (both correct) were replaced
     assert len(read_predictions(str(tmp_path), [tid])) == 1
@@ -159,23 +158,23 @@ def test_a_file_rewritten_during_compaction_is_kept_and_wins(tmp_path):
     plan = compaction.plan_compaction(str(tmp_path / "epochs"))
     # a trial rewrites its file between the compaction's listing and its deletes
     write_synthetic_trial(tmp_path, "resnet18", "finetune", 0, val=[0.7, 0.8, 0.9])
-    done = compaction.apply_compaction(plan, results.EPOCHS_SCHEMA)
+    done = compaction.apply_compaction(plan, tables.EPOCHS_SCHEMA)
     assert done.kept_changed == [f"{tmp_path}/epochs/{tid}.parquet"]
     assert len(_files(tmp_path, "epochs")) == 2
-    assert [r["val_acc"] for r in results.read_table(str(tmp_path), "epochs").to_pylist()] == [0.7, 0.8, 0.9]
+    assert [r["val_acc"] for r in tables.read_table(str(tmp_path), "epochs").to_pylist()] == [0.7, 0.8, 0.9]
 
 
 def test_hidden_and_foreign_files_are_not_read_as_parts(tmp_path):
     write_synthetic_trial(tmp_path, "resnet18", "finetune", 0)
     (tmp_path / "trials" / "_SUCCESS").write_text("")
     (tmp_path / "trials" / "notes.txt").write_text("x")
-    listing = table_files.list_folder(pafs.LocalFileSystem(), str(tmp_path / "trials"))
+    listing = compaction.list_folder(pafs.LocalFileSystem(), str(tmp_path / "trials"))
     assert len(listing.fresh) == 1 and not listing.parts
     compact_cli.compact_results(str(tmp_path))
     names = _files(tmp_path, "trials")
     assert names[0] == "_SUCCESS" and names[2:] == ["notes.txt"]
     assert names[1].startswith("compacted-0000000001-")
-    assert len(results.read_table(str(tmp_path), "trials")) == 1
+    assert len(tables.read_table(str(tmp_path), "trials")) == 1
 
 
 def test_cli_compacts_and_names_a_missing_folder(tmp_path, capsys):

@@ -11,8 +11,8 @@ from torchvision.models import MobileNet_V2_Weights
 
 from tests.conftest import HYMENOPTERA
 from trainables.archs import ARCHS
+from trainables.data.images import decode_pil
 from trainables.errors import UserError, WeightsError
-from trainables.images import decode_pil
 from trainables.weights import bundled_files, cache_dir, ensure_available, import_file, main
 
 

@@ -5,19 +5,52 @@ dropping (hidden files, Thumbs.db, __MACOSX/ ...), a file that is plainly not an
 labels.csv), or it is counted in a `Findings` warning that names an example: images loose
 beside the class folders, formats Pillow reads that are not used (.ico, .psd ...) or cannot read
 (.heic ...), image files without an image extension, archives and files named like a class,
-folders beside train/val/test. Layouts: trainables/folders.py.
+folders beside train/val/test.
+
+Split folders go by many names (`SPLIT_ALIASES`): `train/ val/ test/` is this project's own
+spelling; Roboflow exports `train/ valid/ test/`, others `Train/ Val/ Test/`, `training/
+validation/ testing/`, `train_set/`, `dev/` ... All name the same three splits. A pool (one folder
+per class) whose class folders carry such names is almost always a pre-split folder read the wrong
+way, and is refused (`detect_layout`). Building the manifest: trainables/data/folders.py.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import unicodedata
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from trainables.errors import DataError
-from trainables.splitnames import spellings, split_of
+
+SPLIT_ALIASES: dict[str, tuple[str, ...]] = {
+    "train": ("train", "training", "trn", "trainset", "trainingset"),
+    "val": ("val", "valid", "validation", "validate", "dev", "valset", "validset",
+            "validationset"),
+    "test": ("test", "testing", "tst", "testset", "testingset"),
+}
+FILLER_WORDS = frozenset({"set", "data", "dataset", "images", "image", "imgs", "img", "split",
+                          "seg", "photos", "files", "folder"})
+"""Words around a split name that do not change it: train_set, seg_train, Test Images."""
+_ALIAS_TO_SPLIT = {alias: split for split, aliases in SPLIT_ALIASES.items() for alias in aliases}
+
+
+def split_of(name: str) -> str | None:
+    """"train", "val" or "test" when a folder name spells a split, else None."""
+    words = [w for w in re.split(r"[\s_\-.]+", name.strip().lower()) if w]
+    core = [w for w in words if w not in FILLER_WORDS]
+    if len(core) != 1:
+        return None
+    return _ALIAS_TO_SPLIT.get(core[0])
+
+
+def spellings() -> str:
+    """The accepted spellings, for error messages."""
+    return "; ".join(f"{split}: {', '.join(aliases)}" for split, aliases in SPLIT_ALIASES.items()) + \
+        " (any case; words such as _set or _images around them are ignored)"
+
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".jpe", ".jfif", ".jif", ".png", ".apng", ".bmp", ".gif",
                     ".tif", ".tiff", ".webp", ".ppm", ".pgm"}

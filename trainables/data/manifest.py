@@ -4,6 +4,20 @@ Every image of a run is an `Entry` (which folder it is under, its relative path,
 content hash). The manifest is written as canonical JSON and hashed; the same files and split seed
 give a byte-identical manifest, and its hash is on every result row. `analysis` reads manifests
 too, without importing torch.
+
+The same hashes find byte-identical images (`find_duplicates`). What they do:
+- the same image in train and in an evaluation split (val, test, OOD): the model is scored on an
+  image it trained on; the run measures memorisation. Refused unless the user opts in
+  (`--allow-duplicates`, `leak_refusal`);
+- the same image under two classes: contradictory labels (a warning);
+- copies within one class of a pool: one copy is used, the others are set aside (split "unused"
+  in the record), so that no copy can straddle the 60/20/20 split;
+- anything else (e.g. copies inside one split): a warning.
+Every group is recorded in the manifest's `duplicates` (absent when there are none, so a clean
+folder's manifest and hash do not change).
+
+One results folder holds one split (`other_split`): trials of different data pooled into one
+folder would make every band and verdict a mixture.
 """
 
 from __future__ import annotations
@@ -12,13 +26,16 @@ import functools
 import hashlib
 import json
 import random
+from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from trainables.config import parse_train_size
 from trainables.errors import DataError
-from trainables.storage import write_text_atomic
+from trainables.results.storage import read_bytes, write_text_atomic
+from trainables.results.tables import read_table
 
 SPLITS = ("train", "val", "test")
 EVAL_SPLITS = ("val", "test", "ood")
@@ -44,12 +61,12 @@ class Manifest:
     layout: str
     split_seed: int
     ood_kind: str = "none"
-    """"none", "real" (a separate folder) or "synthetic shift: ..." (see trainables/shift.py)."""
+    """"none", "real" (a separate folder) or "synthetic shift: ..." (see trainables/data/demo.py)."""
     shift_seed: int | None = None
     caps: dict[str, int] = field(default_factory=dict)
     skipped: list[dict[str, str]] = field(default_factory=list)
     duplicates: list[dict] = field(default_factory=list)
-    """Groups of byte-identical files (trainables/leakage.py); written only when there are any,
+    """Groups of byte-identical files (`find_duplicates`); written only when there are any,
     so a folder without duplicates keeps the manifest (and hash) it always had."""
     warnings: list[str] = field(default_factory=list, compare=False, repr=False)
     """What the scan ignored or found suspicious, for the CLIs to print; not part of the JSON."""
@@ -189,3 +206,104 @@ def select_train(entries: list[Entry], classes: list[str], train_size: str, seed
                             f"training images. Fix: use at most {len(items)} or a fraction")
         chosen.extend(items[:k])
     return chosen
+
+
+# ----------------------------------------------------------------- duplicates (leakage)
+UNUSED = "unused"
+"""Split recorded for a pool's extra copies of an image its class already has."""
+DUPLICATES_SHOWN = 5
+"""Examples shown per kind of problem; the manifest records every one."""
+
+
+def _member(entry: Entry) -> dict[str, str]:
+    return {"root": entry.root, "path": entry.path, "label": entry.label, "split": entry.split}
+
+
+def find_duplicates(entries: Iterable[Entry]) -> list[dict]:
+    """Groups of two or more files with the same content: [{"sha256", "files": [...]}, ...]."""
+    by_hash: dict[str, list[Entry]] = defaultdict(list)
+    for entry in entries:
+        by_hash[entry.sha256].append(entry)
+    groups = []
+    for digest, members in sorted(by_hash.items()):
+        if len(members) > 1:
+            files = sorted((_member(e) for e in members),
+                           key=lambda m: (m["split"], m["root"], m["path"]))
+            groups.append({"sha256": digest, "files": files})
+    return groups
+
+
+def _splits(group: dict) -> set[str]:
+    return {f["split"] for f in group["files"]} - {UNUSED}
+
+
+def is_leak(group: dict) -> bool:
+    splits = _splits(group)
+    return "train" in splits and bool(splits & set(EVAL_SPLITS))
+
+
+def _show(group: dict) -> str:
+    return " = ".join(f"{f['path']} ({f['split']}, {f['label']!r})" for f in group["files"][:3])
+
+
+def _examples(groups: list[dict]) -> str:
+    shown = "; ".join(_show(g) for g in groups[:DUPLICATES_SHOWN])
+    more = f"; ... and {len(groups) - DUPLICATES_SHOWN} more" if len(groups) > DUPLICATES_SHOWN else ""
+    return shown + more
+
+
+def duplicate_warnings(groups: list[dict], where: str) -> list[str]:
+    """One line per kind of duplicate (leaks are the caller's refusal, or a warning if allowed)."""
+    out = []
+    leaks = [g for g in groups if is_leak(g)]
+    if leaks:
+        out.append(f"{where}: {len(leaks)} image(s) are both in train and in an evaluation split "
+                   f"(byte-identical files): {_examples(leaks)}")
+    two_classes = [g for g in groups if len({f["label"] for f in g["files"]}) > 1]
+    if two_classes:
+        out.append(f"{where}: {len(two_classes)} image(s) are in two or more classes "
+                   f"(contradictory labels): {_examples(two_classes)}")
+    unused = [g for g in groups if any(f["split"] == UNUSED for f in g["files"])]
+    if unused:
+        n = sum(1 for g in unused for f in g["files"] if f["split"] == UNUSED)
+        out.append(f"{where}: {n} extra copy(ies) of images already in their class were set "
+                   f"aside (one copy of each is used, so no copy straddles the split): "
+                   f"{_examples(unused)}")
+    rest = [g for g in groups if g not in leaks and g not in two_classes and g not in unused]
+    if rest:
+        out.append(f"{where}: {len(rest)} image(s) have byte-identical copies: {_examples(rest)}")
+    return out
+
+
+def leak_refusal(groups: list[dict], where: str, context: str = "") -> str | None:
+    """The error for leaking duplicates (None when there are none)."""
+    leaks = [g for g in groups if is_leak(g)]
+    if not leaks:
+        return None
+    return (f"{where}: {len(leaks)} image(s) are both in train and in val, test or OOD "
+            f"(byte-identical files){context}: the model would be scored on images it trained "
+            f"on. {_examples(leaks)}. Fix: remove the copies from one side, or pass "
+            "--allow-duplicates to run anyway (they are recorded in the split manifest and "
+            "shown in the report)")
+
+
+# ----------------------------------------------------------------- one folder, one split
+def other_split(manifest_file: str, results_root: str, now: str, fix: str) -> str | None:
+    """The hash of the split a folder already holds when it is not `now`; None when it is `now`
+    or nothing was recorded. `manifest_file` says which split the folder holds; where it is gone
+    (deleted by hand, never copied with the results), the split hash every trial row carries
+    says it instead, so deleting the manifest never lets another split in. The sweep and
+    `python -m trainables.train` both ask here and word the refusal for their own options.
+
+    A corrupt manifest raises UserError naming it with `fix`; storage errors from reading it
+    propagate (the callers report storage problems their own way)."""
+    data = read_bytes(manifest_file)
+    if data is not None:
+        old = Manifest.parse(data, manifest_file, fix).hash
+        return None if old == now else old
+    try:
+        table = read_table(results_root, "trials", columns=["split_manifest_hash"])
+    except Exception:  # unreadable results are named by the callers' own results checks
+        return None
+    hashes = sorted({h for h in table["split_manifest_hash"].to_pylist() if h})
+    return hashes[0] if hashes and now not in hashes else None
