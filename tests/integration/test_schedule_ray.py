@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from sweep.outcome import wall_time
 from sweep.progress import SweepProgress, SweepState, TrialView
+from sweep.wall_time import wall_time
 
 pytestmark = pytest.mark.slow
 
