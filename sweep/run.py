@@ -146,7 +146,7 @@ def run_grid(plan: SweepPlan, ready: Ready) -> int:
     (sweep/finish.py); returns the exit status."""
     from sweep.finish import finish
     from sweep.progress import SweepState
-    from sweep.tuner import start_tuner
+    from sweep.tuner import start_tuners
     from sweep.wall_time import timings
 
     exp = plan.experiment
@@ -157,11 +157,12 @@ def run_grid(plan: SweepPlan, ready: Ready) -> int:
     t_run = time.time()
     if ready.todo:
         with contextlib.ExitStack() as stack:
-            tuner = start_tuner(plan, ready, state, failures, stack)
-            try:
-                failures.collect(tuner.fit())
-            except Exception as exc:  # Ray or the storage failed under the Tuner: summarize
-                failures.stopped = exc
+            for tuner in start_tuners(plan, ready, state, failures, stack):
+                try:
+                    failures.collect(tuner.fit())
+                except Exception as exc:  # Ray or the storage failed under the Tuner: summarize
+                    failures.stopped = exc
+                    break
             failures.after_tuner(ready.todo, ready.manifest)
     timing = timings(state, t_run, time.time(), ready.todo) if ready.todo else []
     return finish(plan, ready, failures, timing)

@@ -32,6 +32,15 @@ def test_grid_runs_the_probe_once_per_train_size_whatever_the_seeds():
     assert len(configs) == 3 * 2 * 3 + 2
 
 
+def test_trial_ids_stay_what_they_were():
+    """The id hashes the whole config and the split: the same trial keeps its id across
+    versions, so a rerun skips it (ids of the smoke preset's scratch trials on the embedded
+    demo split, as the sweep before issue 21 wrote them)."""
+    ids = [trial_id(PRESETS["smoke"].trial("mobilenet_v2", "scratch", seed, "2"), "056fcb4752075fa6")
+           for seed in (0, 1)]
+    assert ids == ["f18ad3c915169122", "ae82676a78f14b68"]
+
+
 def test_grid_crosses_archs_regimes_train_sizes_and_seeds():
     spec = GridSpec(PRESETS["smoke"], archs=("resnet18", "mobilenet_v2"), regimes=("scratch",),
                     seeds=2, train_sizes=("4", "all"))
