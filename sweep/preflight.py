@@ -32,6 +32,7 @@ from trainables.storage import STORAGE_FIX, storage_problem, write_text_atomic
 log = logging.getLogger(__name__)
 
 STORAGE_TIMEOUT_S = 20.0
+FINISHED_COLUMNS = ("trial_id", "arch", "regime", "best_val_acc")
 MANIFEST_FIX = ("delete it and run the same command again: it is rebuilt from --data and checked "
                 "against the split hash every finished trial's row carries")
 
@@ -47,6 +48,8 @@ class Ready:
     done: list[GridPoint]
     todo: list[GridPoint]
     embedded: bool
+    finished: dict[str, dict] = field(default_factory=dict)
+    """What the trials table holds of every trial with an ok row (`finished_trials`)."""
     lock: ExperimentLock | None = None
     """Held from preflight until the sweep ends (None for --dry-run); `release` frees it."""
     notes: list[str] = field(default_factory=list)
@@ -126,14 +129,16 @@ def run_preflight(spec: GridSpec, experiment: Experiment, storage_arg: str, data
     lock = ExperimentLock(experiment) if write else None
     note = lock.acquire() if lock is not None else None
     try:
-        done, todo = split_done(grid, finished_trials(experiment.results))
+        finished = finished_trials(experiment.results)
+        done, todo = split_done(grid, finished.keys())
         if write:
             save_split(experiment, manifest, roots, data)
     except BaseException:
         if lock is not None:
             lock.release()
         raise
-    return Ready(experiment, manifest, roots, grid, done, todo, embedded=data.embedded, lock=lock,
+    return Ready(experiment, manifest, roots, grid, done, todo, embedded=data.embedded,
+                 finished=finished, lock=lock,
                  notes=[note] if note else [], warnings=() if write else tuple(missing_weights))
 
 
@@ -187,21 +192,22 @@ def save_split(experiment: Experiment, manifest: Manifest, roots: DataRoots,
     write_text_atomic(experiment.data_roots, data_roots_json(recorded, manifest, data.embedded))
 
 
-def finished_trials(results_root: str) -> set[str]:
-    """Ids of finished trials (an ok row); one UserError naming an unreadable or foreign file.
-    The table is read once: at 100k trials it is the preflight's slowest step."""
+def finished_trials(results_root: str) -> dict[str, dict]:
+    """The trials with an ok row: id -> (arch, regime, best_val_acc), what the progress view
+    shows of them. One UserError naming an unreadable or foreign file. The table is read once
+    per sweep here: at 100k trials it is the preflight's slowest step."""
     from trainables.results_check import check_table
 
     try:
-        keys = results.read_table(results_root, "trials", columns=["trial_id", "status"])
+        keys = results.read_table(results_root, "trials", columns=[*FINISHED_COLUMNS, "status"])
     except (OSError, ValueError) as exc:  # pyarrow's errors derive from these
         check_table(results_root, "trials")  # names the file, with the fix
         raise UserError(f"cannot read the finished trials in {results_root}/trials ({exc}). "
                         "Fix: remove the unreadable file it names (its trial runs again)") from None
     if keys["trial_id"].null_count or keys["status"].null_count:
         check_table(results_root, "trials")  # a file of another schema reads as nulls
-    ok = keys.filter(pc.equal(keys["status"], "ok"))
-    return set(ok["trial_id"].to_pylist())
+    ok = keys.filter(pc.equal(keys["status"], "ok")).select(list(FINISHED_COLUMNS))
+    return {row["trial_id"]: row for row in ok.to_pylist()}
 
 
 def report(plan: SweepPlan, ready: Ready) -> None:

@@ -29,7 +29,6 @@ from sweep.failures import RunFailures
 from sweep.plan import SweepPlan, make_plan
 from sweep.preflight import Ready, report, run_preflight
 from sweep.ray_session import sigterm_as_interrupt
-from sweep.summary import summarize
 from trainables import overrides
 from trainables.archs import ARCHS
 from trainables.errors import UserError
@@ -150,7 +149,7 @@ def run_grid(plan: SweepPlan, ready: Ready) -> int:
     from sweep.wall_time import timings
 
     exp = plan.experiment
-    state = SweepState.for_run(ready.todo, summarize(exp.results, ready.done)[1].values(),
+    state = SweepState.for_run(ready.todo, [ready.finished[p.trial_id] for p in ready.done],
                                skipped=len(ready.done))
     tidy_before_run(exp, [p.trial_id for p in ready.done])
     failures = RunFailures(exp, plan.storage)
