@@ -5,7 +5,7 @@ from, in this order:
 
 1. ``--data`` / ``--ood`` given to the report or to ``python -m analysis.gradcam``;
 2. the folders the sweep recorded in its experiment folder (``<experiment>/data_roots.json``,
-   written by ``python -m sweep.run``; see sweep/layout.py), when they exist here;
+   written by ``python -m sweep.run``; see trainables/data/manifest.py), when they exist here;
 3. the embedded demo set, when the manifest says the trials used it.
 
 Every image is checked against the manifest's content hash before it is drawn.
@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow.fs as pafs
 
 from analysis.load import Results
-from sweep.layout import DATA_ROOTS_FILE
+from trainables.data.manifest import DATA_ROOTS_FILE
 from trainables.errors import DataError, UserError
 
 

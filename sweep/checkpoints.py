@@ -22,6 +22,7 @@ kept separately with --keep-models).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import tempfile
@@ -31,12 +32,13 @@ from typing import Any
 import pyarrow.fs as pafs
 from ray import tune
 
-from sweep.layout import Experiment
+from sweep.layout import Experiment, remove_stale_temporaries
 from trainables.engine import FitState
+from trainables.results import storage
 from trainables.results.storage import delete_file, join, read_text, write_text_atomic
 
 STATE_FILE = "fit_state.pt"
-log = logging.getLogger("sweep")
+log = logging.getLogger(__name__)
 
 
 CHECKPOINT_FORMAT = 2
@@ -177,13 +179,22 @@ class ResumePointers(tune.Callback):
             _delete_dir(fs, path)
 
 
+def pointer_ids(experiment: Experiment) -> set[str]:
+    """Ids of the trials with a resume pointer: one listing of resume/, not a read per trial
+    (a 100k-trial rerun would otherwise try 100k files, on an object store 100k requests)."""
+    fs, folder = storage.resolve(experiment.resume_dir)
+    selector = pafs.FileSelector(folder, allow_not_found=True)
+    return {info.base_name.removesuffix(".json") for info in fs.get_file_info(selector)
+            if info.type == pafs.FileType.File and info.base_name.endswith(".json")}
+
+
 def forget_finished(experiment: Experiment, trial_ids: list[str]) -> int:
     """Delete the resume pointer, and the checkpoint it names, of each trial that has a result
     row: an interrupt between a trial's last row and Ray's completion callback leaves both
     behind, and nothing resumes a finished trial. Returns how many pointers were found."""
     fs, _ = experiment.fs()
     found = 0
-    for tid in trial_ids:
+    for tid in pointer_ids(experiment).intersection(trial_ids):
         path = read_pointer(experiment, tid)
         if path is None:
             continue
@@ -196,8 +207,41 @@ def forget_finished(experiment: Experiment, trial_ids: list[str]) -> int:
     return found
 
 
+def free_orphan_checkpoints(experiment: Experiment) -> int:
+    """Delete checkpoint folders under ray/ that no resume pointer names: nothing resumes from
+    them (a rerun only follows pointers), and a half-uploaded one may be what fills the disk.
+    Returns how many were deleted."""
+    fs, root = experiment.fs()
+    pointed = (read_pointer(experiment, tid) for tid in pointer_ids(experiment))
+    keep = {path.rstrip("/") for path in pointed if path}
+    ray_dir = f"{root}/{experiment.ray_name}"
+    if fs.get_file_info(ray_dir).type != pafs.FileType.Directory:
+        return 0
+    deleted = 0
+    for trial_dir in fs.get_file_info(pafs.FileSelector(ray_dir)):
+        if trial_dir.type != pafs.FileType.Directory:
+            continue
+        for sub in fs.get_file_info(pafs.FileSelector(trial_dir.path)):
+            if (sub.type == pafs.FileType.Directory and sub.base_name.startswith("checkpoint_")
+                    and sub.path.rstrip("/") not in keep):
+                fs.delete_dir(sub.path)
+                deleted += 1
+    return deleted
+
+
 def _delete_dir(fs: pafs.FileSystem, path: str) -> None:
     try:
         fs.delete_dir(path)
     except OSError:  # already gone (FileNotFoundError is an OSError too)
         pass
+
+
+def tidy_before_run(experiment: Experiment, finished: list[str]) -> None:
+    """What an interrupted run left behind: partial result files, the resume pointers and
+    checkpoints of trials that finished, checkpoints no pointer names."""
+    removed = remove_stale_temporaries(experiment.results)
+    if removed:
+        log.info("removed %d partial file(s) left by an interrupted run", removed)
+    forget_finished(experiment, finished)
+    with contextlib.suppress(Exception):  # best effort: only disk space is at stake
+        free_orphan_checkpoints(experiment)

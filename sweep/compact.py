@@ -14,6 +14,8 @@ it when no sweep is writing into these results. Exit status: 0 done, 2 bad optio
 from __future__ import annotations
 
 import argparse
+import logging
+import shlex
 import sys
 import time
 
@@ -22,6 +24,7 @@ from trainables.results import compaction, storage
 from trainables.results import tables as results
 
 DEFAULT_RESULTS = "runs/demo/results"
+log = logging.getLogger(__name__)
 
 
 def compact_results(root: str, full: bool = False) -> list[compaction.CompactionResult]:
@@ -34,6 +37,23 @@ def compact_results(root: str, full: bool = False) -> list[compaction.Compaction
                         "(<storage>/<name>/results)")
     return [compaction.compact_folder(storage.join(root, table), schema, full=full)
             for table, schema in results.TABLES.items()]
+
+
+def compact_after_sweep(results_root: str) -> None:
+    """The sweep's last step. A failure is a warning, never fatal: the per-trial files stay
+    valid and `python -m sweep.compact` retries."""
+    t0 = time.perf_counter()
+    try:
+        done = compact_results(results_root)
+    except Exception as exc:  # results stay readable as they are
+        log.warning("compacting the results failed (%s: %s); they stay readable as they are. "
+                    "Retry with: python -m sweep.compact --results %s", type(exc).__name__, exc,
+                    shlex.quote(results_root))
+        return
+    files = sum(r.merged_files for r in done)
+    if files or any(r.merged_parts for r in done):
+        log.info("compacted %d result file(s) into %d in %.1f s", files,
+                 sum(r.part is not None for r in done), time.perf_counter() - t0)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import atexit
 import hashlib
 import io
+import logging
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -21,6 +22,8 @@ from typing import Any
 
 from trainables.data.manifest import matches, read_entry
 from trainables.errors import DataError, UserError
+
+log = logging.getLogger(__name__)
 
 WARN_BYTES = 2 * 2**30
 """Above this, shipping through the object store still works but deserves a warning: every
@@ -103,16 +106,16 @@ def ship(entries: list[Any], source: Any) -> ShippedImages:
     return ShippedImages(ray.put(blobs), len(blobs), nbytes)
 
 
-def ship_images(entries: list[Any], source: Any, say: Any) -> ShippedImages:
-    """`ship`, saying what went into the object store and how long reading it took."""
+def ship_images(entries: list[Any], source: Any) -> ShippedImages:
+    """`ship`, logging what went into the object store and how long reading it took."""
     import time
 
     start = time.time()
     images = ship(entries, source)
-    say(f"data: {images.describe()} ({time.time() - start:.1f} s)")
+    log.info("data: %s (%.1f s)", images.describe(), time.time() - start)
     if images.nbytes > WARN_BYTES:
-        say(f"warning: every trial process holds the {images.nbytes / 2**30:.1f} GB of images in "
-            "memory; this tool is built for small datasets")
+        log.warning("every trial process holds the %.1f GB of images in memory; this tool is "
+                    "built for small datasets", images.nbytes / 2**30)
     return images
 
 

@@ -9,7 +9,7 @@ get seed 0 only: more seeds would repeat the same numbers and fake a zero-width 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -111,8 +111,8 @@ def with_ids(configs: Sequence[TrialConfig], manifest_hash: str) -> list[GridPoi
     return [GridPoint(c, trial_id(c, manifest_hash)) for c in configs]
 
 
-def split_done(points: Sequence[GridPoint], finished: set[str]) -> tuple[list[GridPoint],
-                                                                         list[GridPoint]]:
+def split_done(points: Sequence[GridPoint], finished: Collection[str]
+               ) -> tuple[list[GridPoint], list[GridPoint]]:
     """(already finished with an ok row, still to run)."""
     done = [p for p in points if p.trial_id in finished]
     todo = [p for p in points if p.trial_id not in finished]

@@ -19,6 +19,8 @@ from collections.abc import Iterator
 from sweep.layout import Experiment
 from trainables.results.storage import join
 
+log = logging.getLogger(__name__)
+
 CONSOLE_SKIPS = (
     "Trial task failed for trial", "Trials did not complete",  # the live view reports these
     "Token authentication is enabled",  # a local Ray's default, nothing for the user to do
@@ -121,7 +123,7 @@ def ray_driver_log(experiment: Experiment) -> Iterator[str]:
         logger.setLevel(level)
         to_file.close()
         if to_file.failed:
-            print(f"note: the driver log {final} is incomplete: {to_file.failed}", file=sys.stderr)
+            log.warning("the driver log %s is incomplete: %s", final, to_file.failed)
         if experiment.is_remote:
             with contextlib.suppress(Exception):
                 import pyarrow.fs as pafs

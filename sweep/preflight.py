@@ -9,19 +9,29 @@ looks at what one tiny task per GPU node found (CUDA usable, the same code as th
 from __future__ import annotations
 
 import json
+import logging
 import os
+import time
 from dataclasses import dataclass, field
 
+import pyarrow.compute as pc
+
+from sweep.experiment_lock import ExperimentLock
 from sweep.grid import GridPoint, GridSpec, build_grid, split_done, with_ids
-from sweep.layout import Experiment, ExperimentLock
+from sweep.layout import Experiment
+from sweep.plan import DataChoice, SweepPlan
 from sweep.resources import ClusterInfo
 from trainables.data.demo import prepare_data
 from trainables.data.manifest import DataRoots, Manifest, other_split, select_train
 from trainables.errors import UserError
+from trainables.presets import PresetMessage, deviations
 from trainables.results import tables as results
 from trainables.results.storage import STORAGE_FIX, storage_problem, write_text_atomic
 
+log = logging.getLogger(__name__)
+
 STORAGE_TIMEOUT_S = 20.0
+FINISHED_COLUMNS = ("trial_id", "arch", "regime", "best_val_acc")
 MANIFEST_FIX = ("delete it and run the same command again: it is rebuilt from --data and checked "
                 "against the split hash every finished trial's row carries")
 
@@ -37,11 +47,17 @@ class Ready:
     done: list[GridPoint]
     todo: list[GridPoint]
     embedded: bool
+    finished: dict[str, dict] = field(default_factory=dict)
+    """What the trials table holds of every trial with an ok row (`finished_trials`)."""
     lock: ExperimentLock | None = None
-    """Held from preflight until the sweep ends (None for --dry-run); the caller releases it."""
+    """Held from preflight until the sweep ends (None for --dry-run); `release` frees it."""
     notes: list[str] = field(default_factory=list)
     warnings: tuple[str, ...] = ()
     """Problems a dry run reports without stopping (missing pretrained weights)."""
+
+    def release(self) -> None:
+        if self.lock is not None:
+            self.lock.release()
 
 
 def job_working_dir() -> str | None:
@@ -95,18 +111,40 @@ def check_existing_manifest(experiment: Experiment, manifest: Manifest) -> str |
 
 
 def data_roots_json(roots: DataRoots, manifest: Manifest, embedded: bool) -> str:
-    """What sweep.layout.DATA_ROOTS_FILE holds: where the manifest's relative paths live."""
+    """What <experiment>/data_roots.json (trainables.data.manifest.DATA_ROOTS_FILE) holds: where the
+    manifest's relative paths live."""
     return json.dumps({"data": roots.data, "ood": roots.ood, "embedded": embedded,
                        "manifest_hash": manifest.hash}, indent=2) + "\n"
 
 
-def run_preflight(spec: GridSpec, experiment: Experiment, storage_arg: str, data: str | None,
-                  ood: str | None, split_seed: int = 0, skip_bad: bool = False,
-                  write: bool = True, allow_duplicates: bool = False) -> Ready:
+def run_preflight(spec: GridSpec, experiment: Experiment, storage_arg: str, data: DataChoice,
+                  write: bool = True) -> Ready:
     """All checks; raises one UserError listing every problem. With `write` (not --dry-run),
     takes the experiment's lock (refused while another sweep holds it) and saves the manifest
     to the experiment; without it, missing weights are only warnings (`Ready.warnings`), so that
     a dry run still shows the grid and the derived settings."""
+    roots, manifest, missing_weights = checked_inputs(spec, experiment, storage_arg, data, write)
+    grid = with_ids(build_grid(spec), manifest.hash)
+    lock = ExperimentLock(experiment) if write else None
+    note = lock.acquire() if lock is not None else None
+    try:
+        finished = finished_trials(experiment.results)
+        done, todo = split_done(grid, finished.keys())
+        if write:
+            save_split(experiment, manifest, roots, data)
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
+    return Ready(experiment, manifest, roots, grid, done, todo, embedded=data.embedded,
+                 finished=finished, lock=lock,
+                 notes=[note] if note else [], warnings=() if write else tuple(missing_weights))
+
+
+def checked_inputs(spec: GridSpec, experiment: Experiment, storage_arg: str, data: DataChoice,
+                   write: bool) -> tuple[DataRoots, Manifest, list[str]]:
+    """(where the images are, the split manifest, missing weights) once the options, the data,
+    the weights and the storage all pass; else one UserError listing every problem."""
     from sweep.datastore import is_uri, mirror
     from trainables.weights import preflight as weights_preflight
 
@@ -114,10 +152,10 @@ def run_preflight(spec: GridSpec, experiment: Experiment, storage_arg: str, data
     manifest = roots = None
     try:
         # A URI (s3://bucket/pool) is copied here once; trials get the bytes from the driver.
-        local_data = mirror(data, "--data") if is_uri(data) else data
-        local_ood = mirror(ood, "--ood") if is_uri(ood) else ood
-        roots, manifest = prepare_data(local_data, local_ood, split_seed, None, skip_bad,
-                                       allow_duplicates)
+        local_data = mirror(data.data, "--data") if is_uri(data.data) else data.data
+        local_ood = mirror(data.ood, "--ood") if is_uri(data.ood) else data.ood
+        roots, manifest = prepare_data(local_data, local_ood, data.split_seed, None,
+                                       data.skip_bad_images, data.allow_duplicates)
     except UserError as exc:
         problems.append(str(exc))
     if manifest is not None:
@@ -132,54 +170,67 @@ def run_preflight(spec: GridSpec, experiment: Experiment, storage_arg: str, data
     if storage_problem:
         problems.append(storage_problem)
     elif manifest is not None:
-        mismatch = check_existing_manifest(experiment, manifest)
-        if mismatch:
-            problems.append(mismatch)
+        problems += filter(None, [check_existing_manifest(experiment, manifest)])
     if problems:
-        if len(problems) == 1:
-            raise UserError(problems[0])
-        raise UserError(f"preflight found {len(problems)} problems:\n" +
+        raise UserError(problems[0] if len(problems) == 1 else
+                        f"preflight found {len(problems)} problems:\n" +
                         "\n".join(f"  - {p}" for p in problems))
     assert manifest is not None and roots is not None
-    grid = with_ids(build_grid(spec), manifest.hash)
-    lock = ExperimentLock(experiment) if write else None
-    notes = []
-    if lock is not None:
-        note = lock.acquire()
-        if note:
-            notes.append(note)
-    try:
-        finished = finished_trials(experiment.results)
-        done, todo = split_done(grid, finished)
-        if write:
-            write_text_atomic(experiment.manifest, manifest.to_json())
-            # a URI as the user gave it: `roots` holds its temporary local mirror
-            recorded = DataRoots(data if is_uri(data) else roots.data,
-                                 ood if is_uri(ood) else roots.ood)
-            write_text_atomic(experiment.data_roots, data_roots_json(recorded, manifest, data is None))
-    except BaseException:
-        if lock is not None:
-            lock.release()
-        raise
-    return Ready(experiment, manifest, roots, grid, done, todo, embedded=data is None, lock=lock,
-                 notes=notes, warnings=() if write else tuple(missing_weights))
+    return roots, manifest, missing_weights
 
 
-def finished_trials(results_root: str) -> set[str]:
-    """Ids of finished trials; one UserError naming an unreadable or foreign file."""
+def save_split(experiment: Experiment, manifest: Manifest, roots: DataRoots,
+               data: DataChoice) -> None:
+    """The manifest, and where its images are (a URI as the user gave it: `roots` holds its
+    temporary local mirror), into the experiment folder."""
+    from sweep.datastore import is_uri
+
+    write_text_atomic(experiment.manifest, manifest.to_json())
+    recorded = DataRoots(data.data if is_uri(data.data) else roots.data,
+                         data.ood if is_uri(data.ood) else roots.ood)
+    write_text_atomic(experiment.data_roots, data_roots_json(recorded, manifest, data.embedded))
+
+
+def finished_trials(results_root: str) -> dict[str, dict]:
+    """The trials with an ok row: id -> (arch, regime, best_val_acc), what the progress view
+    shows of them. One UserError naming an unreadable or foreign file. The table is read once
+    per sweep here: at 100k trials it is the preflight's slowest step."""
     from trainables.results.tables import check_table
 
     try:
-        finished = results.finished_trial_ids(results_root)
-        keys = results.read_table(results_root, "trials", columns=["trial_id", "status"])
+        keys = results.read_table(results_root, "trials", columns=[*FINISHED_COLUMNS, "status"])
     except (OSError, ValueError) as exc:  # pyarrow's errors derive from these
         check_table(results_root, "trials")  # names the file, with the fix
         raise UserError(f"cannot read the finished trials in {results_root}/trials ({exc}). "
                         "Fix: remove the unreadable file it names (its trial runs again)") from None
     if keys["trial_id"].null_count or keys["status"].null_count:
         check_table(results_root, "trials")  # a file of another schema reads as nulls
-    return finished
+    ok = keys.filter(pc.equal(keys["status"], "ok")).select(list(FINISHED_COLUMNS))
+    return {row["trial_id"]: row for row in ok.to_pylist()}
 
+
+def report(plan: SweepPlan, ready: Ready) -> None:
+    """What preflight found: notes, the data's warnings, the split, how the run differs from the
+    study, and how many trials are left."""
+    for note in ready.notes:
+        log.info("note: %s", note)
+    for warning in ready.manifest.warnings:
+        log.warning("%s", warning)
+    counts = ready.manifest.counts()
+    images = ", ".join(f"{s} {sum(counts.get(s, {}).values())}"
+                       for s in ("train", "val", "test", "ood"))
+    log.info("preflight ok in %.1f s: split %s %s images; OOD: %s", time.time() - plan.started,
+             ready.manifest.hash, images, ready.manifest.ood_kind)
+    # one config per architecture x regime says every difference (seeds and sizes apart)
+    configs = list({(p.config.arch, p.config.regime): p.config for p in reversed(ready.grid)}
+                   .values())[::-1]
+    message = PresetMessage(plan.preset, plan.spec.overrides, deviations(
+        configs, data=plan.data.describe(), ood_kind=ready.manifest.ood_kind,
+        seeds=plan.spec.resolved_seeds, train_sizes=plan.spec.resolved_train_sizes))
+    for line in message.lines():
+        log.info("%s", line)
+    log.info("grid: %d trials (%d finished earlier, %d to run) -> %s", len(ready.grid),
+             len(ready.done), len(ready.todo), plan.experiment.root)
 
 
 def check_gpu_nodes(cluster: ClusterInfo, driver_code_version: str,
@@ -215,14 +266,14 @@ def check_gpu_nodes(cluster: ClusterInfo, driver_code_version: str,
     return problems, notes
 
 
-def require_gpu_nodes(cluster: ClusterInfo, say=print) -> None:
-    """check_gpu_nodes, printing its notes and raising one UserError for its problems."""
+def require_gpu_nodes(cluster: ClusterInfo) -> None:
+    """check_gpu_nodes, logging its notes and raising one UserError for its problems."""
     from trainables.device import logical_gpus_allowed
     from trainables.provenance import code_version
 
     problems, notes = check_gpu_nodes(cluster, code_version(), logical_gpus_allowed())
     for note in notes:
-        say(f"note: {note}")
+        log.info("note: %s", note)
     if problems:
         raise UserError(problems[0] if len(problems) == 1 else
                         f"GPU preflight found {len(problems)} problems:\n" +

@@ -8,18 +8,21 @@ On a terminal the block is redrawn in place; in a log file it is printed when so
 (at most every `interval` seconds for epoch updates). Trial completions, failures and retries are
 printed as lines of their own. It also records when each trial attempt computed, on the
 driver's clock (see Span), from which the sweep's summary derives its wall-time floor and Ray's
-per-trial latency (sweep/outcome.py).
+per-trial latency (sweep/wall_time.py).
 """
 
 from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from ray import tune
 
+from sweep.failures import trial_error
+from sweep.grid import GridPoint
 from trainables.regimes import REGIMES
 
 
@@ -89,6 +92,20 @@ class SweepState:
     """Most trials seen running at once (the sweep's effective concurrency)."""
     spans: list[Span] = field(default_factory=list)
     """Every finished or failed attempt's computing time, in completion order."""
+
+    @classmethod
+    def for_run(cls, todo: Iterable[GridPoint], finished_rows: Iterable[dict[str, Any]],
+                skipped: int) -> SweepState:
+        """The trials this run starts, and the best val acc of those finished earlier."""
+        state = cls(skipped=skipped)
+        for row in finished_rows:
+            key = (row["arch"], row["regime"])
+            state.previous_best[key] = max(state.previous_best.get(key, -1.0),
+                                           row["best_val_acc"] or 0)
+        for p in todo:
+            c = p.config
+            state.trials[p.trial_id] = TrialView(c.arch, c.regime, c.seed, c.train_size, c.epochs)
+        return state
 
     def close_span(self, tid: str, now: float, outcome: str) -> None:
         view = self.trials.get(tid)
@@ -253,8 +270,9 @@ class SweepProgress(tune.Callback):
             return
         view.status, view.finished = "failed", time.time()
         self.state.close_span(self._tid(trial), view.finished, "failed")
-        error = recorded_error(self.results_root, trial.config["point"]["trial_id"])
-        self.event(f"  FAILED  {view.label}: {error or first_error_line(trial)}")
+        error = (recorded_error(self.results_root, trial.config["point"]["trial_id"])
+                 or trial_error(trial) or "see the trial's error.txt")
+        self.event(f"  FAILED  {view.label}: {error}")
 
     def on_step_end(self, iteration, trials, **info) -> None:
         self.draw()
@@ -282,14 +300,3 @@ def recorded_error(results_root: str | None, tid: str) -> str | None:
         return None
     errors = [r["error"] for r in rows if r["status"] != "ok" and r["error"]]
     return errors[0].strip().splitlines()[-1][:300] if errors else None
-
-
-def first_error_line(trial) -> str:
-    """The exception line of a Tune trial's error (its error file holds the full traceback)."""
-    try:
-        text = str(trial.get_error() or "")
-    except Exception:  # the error file is gone or storage is unreachable: not worth a crash
-        text = ""
-    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
-    errors = [ln for ln in lines if ("Error" in ln or "Exception" in ln) and ":" in ln]
-    return (errors[-1] if errors else (lines[-1] if lines else "see the trial's error.txt"))[:300]

@@ -11,8 +11,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from sweep.layout import Experiment
+from trainables.errors import UserError
 
-log = logging.getLogger("sweep")
+log = logging.getLogger(__name__)
 
 
 @contextlib.contextmanager
@@ -90,8 +91,21 @@ def alive_nodes() -> int:
     return sum(1 for n in ray.nodes() if n.get("Alive"))
 
 
-def joins_cluster(args) -> bool:
+def joins_cluster(address: str | None) -> bool:
     """Whether the sweep runs on an existing Ray cluster: --address or $RAY_ADDRESS ("local" is
     Ray's word for a new one)."""
-    address = args.address or os.environ.get("RAY_ADDRESS")
+    address = address or os.environ.get("RAY_ADDRESS")
     return bool(address) and address != "local"
+
+
+@contextlib.contextmanager
+def joining(address: str | None) -> Iterator[None]:
+    """Errors from starting or joining Ray, as one UserError naming --address."""
+    try:
+        yield
+    except (ConnectionError, TimeoutError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        where = f"--address {address}" if address else "a local Ray"
+        raise UserError(f"cannot start or join {where} ({first}). Fix: check the address "
+                        "(`ray status` on the head node shows it), or leave --address out to "
+                        "start a local Ray") from None

@@ -6,8 +6,8 @@ trial running alone while the other slots idle. Starting the longest first (the 
 the slots busy to the end: its wall time is at most 4/3 of the optimum, and in practice within a
 few percent of the floor max(sum of trial times / slots, longest trial).
 
-Ray Tune keeps this order: the grid_search list becomes the trials in list order
-(BasicVariantGenerator), and with the default FIFOScheduler a freed slot goes to the first
+Ray Tune keeps this order: the points become trials in list order (sweep/tuner.py,
+GridPoints), and with the default FIFOScheduler a freed slot goes to the first
 pending trial in that order (ray/tune/schedulers/trial_scheduler.py, FIFOScheduler.
 choose_trial_to_run; a reused actor is offered to that trial first). With several resource
 shapes at once (per-architecture GPU fractions), a freed slot of one shape can only take a

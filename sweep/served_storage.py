@@ -23,6 +23,7 @@ mounts) is written directly by every node and never goes through here.
 from __future__ import annotations
 
 import io
+import logging
 import os
 import uuid
 from typing import Any
@@ -30,6 +31,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.fs as pafs
 import ray
+
+log = logging.getLogger(__name__)
 
 SERVER_CONCURRENCY = 16
 """Threads of the serving actor: trials on other nodes write and read at the same time."""
@@ -249,7 +252,7 @@ def serve_folder(root: str) -> pafs.FileSystem:
     return pafs.PyFileSystem(ServedFolderHandler(server, node_id, root))
 
 
-def storage_for_trials(experiment: Any, say: Any) -> pafs.FileSystem | None:
+def storage_for_trials(experiment: Any) -> pafs.FileSystem | None:
     """On a Ray cluster (or one that may grow), the filesystem trials write the experiment
     through: the driver's folder served by `serve_folder`, or None for shared storage (a URI,
     `file:///mnt/nfs/...` included), which every node writes directly."""
@@ -260,6 +263,6 @@ def storage_for_trials(experiment: Any, say: Any) -> pafs.FileSystem | None:
     if experiment.is_remote:
         return None
     fs = serve_folder(experiment.root)
-    say(f"storage: {experiment.root} on this machine ({socket.gethostname()}), served to the "
-        f"other nodes through Ray ({alive_nodes()} node(s) now)")
+    log.info("storage: %s on this machine (%s), served to the other nodes through Ray (%d "
+             "node(s) now)", experiment.root, socket.gethostname(), alive_nodes())
     return fs

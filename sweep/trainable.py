@@ -1,8 +1,8 @@
 """The Ray Tune function trainable: one trial = trainables.train.run_trial, reported every epoch
 and checkpointed by time (sweep/checkpoints.py).
 
-A trial's Tune config is {"point": {"trial_id": ..., "trial": TrialConfig as a dict}}: one
-grid_search over the points still to run. Everything shared by all trials (the split manifest,
+A trial's Tune config is {"point": {"trial_id": ..., "trial": TrialConfig as a dict}}, one of
+the points still to run (sweep/tuner.py, GridPoints). Everything shared by all trials (the split manifest,
 the images, where results go) is passed once through tune.with_parameters, so every trial
 reads the manifest the driver built and the images the driver read (sweep/datastore.py), and
 writes into the experiment folder from any node (sweep/served_storage.py when it is a local

@@ -501,7 +501,8 @@ def test_the_report_notes_duplicates_a_manifest_records(report_results, tmp_path
 # --------------------------------------------------------------------- the lock, directly
 HOLDER = """
 import sys, time
-from sweep.layout import Experiment, ExperimentLock
+from sweep.experiment_lock import ExperimentLock
+from sweep.layout import Experiment
 lock = ExperimentLock(Experiment(sys.argv[1]))
 lock.acquire()
 print("held", flush=True)
@@ -513,7 +514,8 @@ def test_a_lock_whose_holder_was_killed_is_stale_at_once(tmp_path):
     import signal
     import sys
 
-    from sweep.layout import Experiment, ExperimentLock
+    from sweep.experiment_lock import ExperimentLock
+    from sweep.layout import Experiment
     from tests.conftest import PROJECT_ROOT
     from trainables.errors import UserError
 
@@ -540,7 +542,8 @@ def test_a_lock_whose_holder_was_killed_is_stale_at_once(tmp_path):
 def test_a_lock_from_another_host_is_stale_once_its_heartbeat_is_old(age, held, tmp_path):
     import time
 
-    from sweep.layout import Experiment, ExperimentLock
+    from sweep.experiment_lock import ExperimentLock
+    from sweep.layout import Experiment
     from trainables.errors import UserError
 
     exp = Experiment(str(tmp_path / "exp"))

@@ -173,12 +173,8 @@ def test_sweep_job_uses_both_nodes_and_survives_losing_the_worker(cluster, head_
 
 def test_report_on_the_head_draws_gradcam_without_the_data_path(cluster, head_paths, torch_home,
                                                                 tmp_path):
-    """The sweep records where its images were (sweep.layout.DATA_ROOTS_FILE, issue 12); the
-    report on the head finds them there and checks them against the manifest."""
-    import sweep.layout
-
-    if not hasattr(sweep.layout, "DATA_ROOTS_FILE"):
-        pytest.skip("the sweep does not record its data folders yet (issue 12's data_roots.json)")
+    """The sweep records where its images were (trainables.data.manifest.DATA_ROOTS_FILE, issue 12);
+    the report on the head finds them there and checks them against the manifest."""
     results_root = head_paths["storage"] / NAME / "results"
     if not (results_root / "trials").is_dir():
         pytest.skip("needs the sweep of the test above")

@@ -208,14 +208,16 @@ def test_preflight_takes_data_as_a_uri_and_splits_it_as_the_folder(make_pool, tm
                                                                    torch_home):
     from sweep.grid import GridSpec
     from sweep.layout import Experiment
+    from sweep.plan import DataChoice
     from sweep.preflight import run_preflight
     from trainables.presets import PRESETS
 
     pool = make_pool({"a": 6, "b": 6})
     spec = GridSpec(PRESETS["smoke"], regimes=("scratch",))
     storage = str(tmp_path / "runs")
-    by_path = run_preflight(spec, Experiment.at(storage, "p"), storage, str(pool), None, write=False)
-    by_uri = run_preflight(spec, Experiment.at(storage, "u"), storage, pool.as_uri(), None,
+    by_path = run_preflight(spec, Experiment.at(storage, "p"), storage, DataChoice(str(pool)),
+                            write=False)
+    by_uri = run_preflight(spec, Experiment.at(storage, "u"), storage, DataChoice(pool.as_uri()),
                            write=False)
     assert by_uri.manifest.to_json() == by_path.manifest.to_json()
     assert [short_hash(by_uri.roots.open(e).read()) for e in by_uri.manifest.entries] == [

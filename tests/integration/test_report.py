@@ -40,6 +40,7 @@ def smoke_results(tmp_path_factory, torch_home):
     prepared by the sweep's preflight (manifest.json, data_roots.json); plus one failed trial."""
     from sweep.grid import GridSpec
     from sweep.layout import Experiment
+    from sweep.plan import DataChoice
     from sweep.preflight import run_preflight
     from trainables.train import run_trial
 
@@ -48,7 +49,8 @@ def smoke_results(tmp_path_factory, torch_home):
     ood = _folder(base / "ood", 4, 1000)
     spec = GridSpec(PRESETS["smoke"], archs=("mobilenet_v2",), seeds=2, train_sizes=("3", "all"))
     experiment = Experiment.at(str(base), "exp")
-    ready = run_preflight(spec, experiment, str(base), str(pool), str(ood))
+    ready = run_preflight(spec, experiment, str(base), DataChoice(str(pool), str(ood)))
+    ready.release()
     results = experiment.results
     for point in ready.todo:
         c = point.config

@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from sweep.outcome import wall_time
 from sweep.progress import SweepProgress, SweepState, TrialView
+from sweep.wall_time import wall_time
 
 pytestmark = pytest.mark.slow
 
@@ -39,19 +39,23 @@ def test_tune_starts_points_in_list_order_and_spans_match_the_trials(ray_one_slo
 
     from ray import tune
 
+    from sweep.resources import ClusterInfo
+    from sweep.tuner import GridPoints, pending_trials
+
     ids = [f"t{i}" for i in (5, 2, 9, 0, 7, 3)]  # not sorted: the list order is what counts
     state = SweepState()
     for tid in ids:
         state.trials[tid] = TrialView("resnet18", "finetune", 0, "all", 2)
     progress = SweepProgress(state, out=io.StringIO(), live=False)
     state.start = time.time()
-    tuner = tune.Tuner(
+    tuner = tune.Tuner(  # as sweep.tuner builds it: the points one per trial, queued together
         tune.with_resources(short_trial, {"cpu": 1}),
-        param_space={"point": tune.grid_search([{"trial_id": t} for t in ids])},
-        tune_config=tune.TuneConfig(num_samples=1, reuse_actors=True),
+        tune_config=tune.TuneConfig(search_alg=GridPoints([{"trial_id": t} for t in ids]),
+                                    num_samples=len(ids), reuse_actors=True),
         run_config=tune.RunConfig(storage_path=str(tmp_path), name="order", verbose=0,
                                   callbacks=[progress]))
-    grid = tuner.fit()
+    with pending_trials(ClusterInfo(cpus=1, gpus=0)):
+        grid = tuner.fit()
     ended = time.time()
     began = {r.config["point"]["trial_id"]: r.metrics["began"] for r in grid}
     assert sorted(ids, key=began.get) == ids

@@ -60,7 +60,10 @@ def table(root: Path, name: str) -> list[dict]:
 
 
 def test_rows_match_the_grid_and_reruns_skip_finished_trials(local_ray, sweep_main, data,
-                                                             tmp_path, capsys):
+                                                             tmp_path, capsys, monkeypatch):
+    """Also: a grid larger than one Tuner takes (sweep.tuner.TRIALS_PER_TUNER, 3 here) runs on
+    several, one after another, with one progress view and one summary."""
+    monkeypatch.setattr("sweep.tuner.TRIALS_PER_TUNER", 3)
     storage = tmp_path / "runs"
     exp = storage / "t"
     root = exp / "results"

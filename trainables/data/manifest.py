@@ -158,6 +158,12 @@ def matches(data: bytes, entry: Entry) -> bool:
     return hashlib.sha256(data).hexdigest().startswith(entry.sha256)
 
 
+DATA_ROOTS_FILE = "data_roots.json"
+"""An experiment's record of its `DataRoots`, beside its manifest.json: {"data": DIR or URI,
+"ood": DIR, URI or null, "embedded": bool, "manifest_hash": HASH}. The sweep's preflight writes
+it, the report reads it (analysis.image_roots) to find the images by itself."""
+
+
 @dataclass(frozen=True)
 class DataRoots:
     """Where a manifest's relative paths live on this machine."""

@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from sweep.grid import GridSpec, build_grid
-from sweep.triage import next_command, triage_spec
 from trainables.archs import ARCHS
 from trainables.cli_options import parse_sets
 from trainables.config import PROBE_C_GRID, TrialConfig
@@ -77,28 +76,6 @@ def test_kept_c_is_best_score_then_lower_loss_then_smaller_c():
     assert choose(grid) == 2
     assert grid_edge_note(1e4, PROBE_C_GRID) and grid_edge_note(1e-4, PROBE_C_GRID)
     assert grid_edge_note(1.0, PROBE_C_GRID) is None
-
-
-def test_grid_runs_the_probe_once_per_train_size_whatever_the_seeds():
-    configs = build_grid(GridSpec(PRESETS["demo"]))
-    probes = [(c.train_size, c.seed) for c in configs if c.regime == "linear_probe"]
-    assert probes == [("10", 0), ("all", 0)]
-    assert len(configs) == 3 * 2 * 3 + 2
-
-
-def test_triage_grid_is_the_probe_of_every_requested_architecture():
-    spec = triage_spec(GridSpec(PRESETS["paper"], seeds=5))
-    configs = build_grid(spec)
-    assert [(c.arch, c.regime, c.seed) for c in configs] == [
-        (a, "linear_probe", 0) for a in PRESETS["paper"].archs]
-    with pytest.raises(UserError, match="--triage runs the linear probe only"):
-        triage_spec(GridSpec(PRESETS["paper"], regimes=("finetune",)))
-
-
-def test_triage_prints_the_users_command_for_the_shortlist():
-    argv = ["--preset", "paper", "--triage", "--archs", "resnet18", "vgg11_bn", "--data", "/d x"]
-    assert next_command(argv, ["vgg11_bn"]) == (
-        "python -m sweep.run --preset paper --data '/d x' --archs vgg11_bn")
 
 
 def test_deviations_name_the_regime_outside_the_study():

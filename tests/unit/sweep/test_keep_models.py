@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from sweep.grid import GridPoint
-from sweep.outcome import prune_models
+from sweep.keep_models import prune_models
 from trainables.presets import PRESETS
 from trainables.results import tables as results
 

@@ -1,60 +1,19 @@
-"""After the Tuner: what finished, what failed and why, timings, and which models to keep."""
+"""Where a sweep's wall time went: trials computing, Ray's hand-overs, idle slots, start-up.
+
+The summary's last lines (`timings`) put the sweep's wall time against its floor, what the
+trials alone need, and name Ray's per-trial latency; the spans come from the progress view
+(sweep/progress.py, `Span`).
+"""
 
 from __future__ import annotations
 
 import bisect
-import shlex
 import statistics
-import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 from sweep.grid import GridPoint
-from sweep.progress import Span, SweepState, fmt_duration, trial_label
-from trainables.results import tables as results
-from trainables.results.storage import delete_file, join
-
-
-@dataclass
-class Summary:
-    total: int
-    ok: list[str] = field(default_factory=list)
-    failed: dict[str, str] = field(default_factory=dict)
-    """trial_id -> the error recorded in its trials row."""
-    missing: list[str] = field(default_factory=list)
-
-    @property
-    def complete(self) -> bool:
-        return len(self.ok) == self.total
-
-
-def summarize(results_root: str, grid: Sequence[GridPoint]) -> tuple[Summary, dict[str, dict]]:
-    """(status of every grid point from the trials table, its rows by trial id)."""
-    wanted = {p.trial_id for p in grid}
-    table = results.read_table(results_root, "trials")
-    rows = {r["trial_id"]: r for r in table.to_pylist() if r["trial_id"] in wanted}
-    summary = Summary(total=len(grid))
-    for p in grid:
-        row = rows.get(p.trial_id)
-        if row is None:
-            summary.missing.append(p.trial_id)
-        elif row["status"] == "ok":
-            summary.ok.append(p.trial_id)
-        else:
-            summary.failed[p.trial_id] = (row.get("error") or "unknown error").strip()
-    return summary, rows
-
-
-def describe(summary: Summary, grid: Sequence[GridPoint]) -> list[str]:
-    by_id = {p.trial_id: p for p in grid}
-    lines = [f"trials: {len(summary.ok)}/{summary.total} ok, {len(summary.failed)} failed, "
-             f"{len(summary.missing)} not run"]
-    for tid, error in summary.failed.items():
-        first = error.splitlines()[-1] if error else ""
-        lines.append(f"  failed  {trial_label(by_id[tid].config)} ({tid}): {first[:300]}")
-    for tid in summary.missing:
-        lines.append(f"  not run {trial_label(by_id[tid].config)} ({tid})")
-    return lines
+from sweep.progress import Span, SweepState, fmt_duration
 
 
 @dataclass(frozen=True)
@@ -145,52 +104,3 @@ def timings(state: SweepState, started: float, ended: float, ran: Sequence[GridP
                  f"worker start-up {sum(w.cold):.0f} slot-s, handovers {sum(w.handovers):.0f} slot-s, "
                  f"slots idle while the last trials ran {w.tail:.0f} slot-s")
     return lines
-
-
-def prune_models(results_root: str, grid: Sequence[GridPoint], rows: dict[str, dict]) -> int:
-    """--keep-models best: in each (arch, regime, train size) group whose trials are all ok,
-    keep only the model of the best trial (`trainables.results.tables.BEST_TRIAL_ORDER`, the report's
-    rule); delete the others' files and clear their model_path. Returns how many models were
-    deleted."""
-    groups: dict[tuple[str, str, str], list[GridPoint]] = {}
-    for p in grid:
-        groups.setdefault((p.config.arch, p.config.regime, p.config.train_size), []).append(p)
-    deleted = 0
-    for points in groups.values():
-        group_rows = [rows.get(p.trial_id) for p in points]
-        if any(r is None or r["status"] != "ok" for r in group_rows):
-            continue
-        best = min(group_rows, key=results.best_trial_key)
-        for row in group_rows:
-            if row is best or not row["model_path"]:
-                continue
-            # run_trial saves every kept model here, whatever form model_path takes
-            delete_file(join(results_root, "models", f"{row['trial_id']}.pt"))
-            results.write_table_atomic(results_root, "trials", row["trial_id"],
-                                       [{**row, "model_path": None}])
-            deleted += 1
-    return deleted
-
-
-def compact(results_root: str, say: Callable[[str], None]) -> None:
-    """Merge the trials' per-trial files into a few large ones (sweep/compact.py). A failure is
-    reported, never fatal: the per-trial files stay valid and `python -m sweep.compact` retries."""
-    from sweep.compact import compact_results
-
-    t0 = time.perf_counter()
-    try:
-        done = compact_results(results_root)
-    except Exception as exc:  # results stay readable as they are
-        say(f"warning: compacting the results failed ({type(exc).__name__}: {exc}); they stay "
-            f"readable as they are. Retry with: python -m sweep.compact --results "
-            f"{shlex.quote(results_root)}")
-        return
-    files = sum(r.merged_files for r in done)
-    if files or any(r.merged_parts for r in done):
-        say(f"compacted {files} result file(s) into {sum(r.part is not None for r in done)} in "
-            f"{time.perf_counter() - t0:.1f} s")
-
-
-def report_command(results_root: str) -> str:
-    return f"python -m analysis.report --results {shlex.quote(results_root)}"
-

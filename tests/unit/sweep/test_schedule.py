@@ -1,14 +1,14 @@
 """Longest-expected-first ordering (sweep/schedule.py) and the wall-time accounting
-(sweep/outcome.py: floor, ratio, Ray's per-trial latency)."""
+(sweep/wall_time.py: floor, ratio, Ray's per-trial latency)."""
 
 from __future__ import annotations
 
 import pytest
 
 from sweep.grid import GridSpec, build_grid, with_ids
-from sweep.outcome import timings, wall_time
 from sweep.progress import Span, SweepState
 from sweep.schedule import expected_gflop, longest_first, train_images
+from sweep.wall_time import timings, wall_time
 from trainables.archs import ARCHS
 from trainables.presets import get_preset
 from trainables.regimes import REGIMES

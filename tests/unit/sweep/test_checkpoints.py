@@ -4,12 +4,23 @@ time and after the last epoch; a checkpoint from other ImageNet weights is refus
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 import torch
 from ray import tune
 
-from sweep.checkpoints import STATE_FILE, checkpoint_due, checkpoint_payload, load_state, state_from_payload
+from sweep.checkpoints import (
+    STATE_FILE,
+    checkpoint_due,
+    checkpoint_payload,
+    forget_finished,
+    free_orphan_checkpoints,
+    load_state,
+    pointer_ids,
+    state_from_payload,
+)
+from sweep.layout import Experiment
 from trainables.engine import FitState, frozen_state_keys
 from trainables.models import build_model
 from trainables.presets import get_preset
@@ -92,3 +103,24 @@ def test_load_state_refuses_another_trial_or_other_weights(tmp_path):
     assert load_state(checkpoint, "t0", "resnet18-f37072fd.pth").epoch == 2
     assert load_state(checkpoint, "t1", "resnet18-f37072fd.pth") is None
     assert load_state(checkpoint, "t0", "resnet18-other.pth") is None
+
+
+def test_finished_trials_lose_their_pointer_and_checkpoint_and_orphans_go(tmp_path):
+    """One listing of resume/ finds the pointers; a finished trial's pointer and the checkpoint
+    it names go, an unfinished trial's stay; a checkpoint no pointer names goes too."""
+    exp = Experiment(str(tmp_path / "exp"))
+    ray_dir = tmp_path / "exp" / "ray"
+    checkpoints = {}
+    for tid in ("done", "running", "orphan"):
+        checkpoints[tid] = ray_dir / f"trial-{tid}" / "checkpoint_000001"
+        checkpoints[tid].mkdir(parents=True)
+    (tmp_path / "exp" / "resume").mkdir()
+    for tid in ("done", "running"):
+        (tmp_path / "exp" / "resume" / f"{tid}.json").write_text(
+            json.dumps({"path": str(checkpoints[tid])}))
+    assert pointer_ids(exp) == {"done", "running"}
+    assert forget_finished(exp, ["done", "never-checkpointed"]) == 1
+    assert pointer_ids(exp) == {"running"} and not checkpoints["done"].exists()
+    assert free_orphan_checkpoints(exp) == 1
+    assert checkpoints["running"].exists() and not checkpoints["orphan"].exists()
+    assert pointer_ids(Experiment(str(tmp_path / "elsewhere"))) == set()
