@@ -185,7 +185,7 @@ def finished_trials(results_root: str) -> set[str]:
 
 def check_gpu_nodes(cluster: ClusterInfo, driver_code_version: str,
                     logical_ok: bool = False) -> tuple[list[str], list[str]]:
-    """(problems, notes) from the CUDA probe of each GPU node (`resources.probe_gpu_nodes`).
+    """(problems, notes) from the CUDA probe of each GPU node (`resources.read_gpu_nodes`).
 
     A problem: a node whose GPUs CUDA cannot use (its trials would fail one after another), or
     that runs other code than the driver. A note: a probe that did not answer (a busy or

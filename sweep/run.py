@@ -13,8 +13,8 @@ finishes the rest; an interrupted trial continues from its last checkpoint (at m
 2 bad options or a failed preflight (nothing ran), 130 interrupted.
 
 Long because it is the whole command: every option with its help, and the flow from preflight
-through Ray to the summary; the parts live in sweep/ (grid, preflight, guard, schedule, probe,
-progress, outcome, compact).
+through Ray to the summary; the parts live in sweep/ (grid, preflight, guard, schedule,
+memory_check, progress, outcome, compact).
 """
 
 from __future__ import annotations
@@ -38,8 +38,8 @@ from sweep.guard import (
 )
 from sweep.layout import Experiment, remove_stale_temporaries
 from sweep.logs import ray_driver_log
+from sweep.memory_check import add_flags, run_memory_check
 from sweep.preflight import Ready, require_gpu_nodes, run_preflight
-from sweep.probe import probe_memory
 from sweep.ray_session import joins_cluster, ray_session, sigterm_as_interrupt
 from sweep.resources import (
     ClusterInfo,
@@ -110,10 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gpu-memory-gb", type=float,
                    help="GPU memory for 'auto' fractions when no GPU node is up yet "
                         "(autoscaling clusters); default: measured")
-    p.add_argument("--probe", action=argparse.BooleanOptionalAction, default=True,
-                   help="with --gpus-per-trial auto: measure each architecture's peak GPU memory "
-                        "with a short probe on the first GPU node and size fractions from it "
-                        "(default on; --no-probe uses the registry's traced estimates)")
+    add_flags(p)  # --memory-check/--no-memory-check (and the deprecated --probe/--no-probe)
     p.add_argument("--cpus-per-trial", default="1",
                    help="CPUs per trial, also its torch threads (default 1)")
     p.add_argument("--keep-models", default="best", choices=KEEP_MODELS,
@@ -290,7 +287,7 @@ def run_ready(args: argparse.Namespace, spec: GridSpec, preset, experiment: Expe
                 started_here = stack.enter_context(ray_session(args.address, experiment))
             cluster = ray_cluster_info()
             require_gpu_nodes(cluster, say)  # each GPU node: CUDA usable, same code as here
-            measured = probe_memory(spec, cluster, gpus, args.probe, say)
+            measured = run_memory_check(spec, cluster, gpus, args.memory_check, say)
             plan = plan_resources(spec.resolved_archs, cluster, gpus, cpus, args.gpu_memory_gb, measured)
             local_ray = started_here and not joins_cluster(args)
             check_plan(plan, cluster, started_locally=local_ray)

@@ -22,7 +22,6 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable, Iterable
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,7 +33,7 @@ from trainables import cached_features
 from trainables.arch_record import Arch
 from trainables.config import TrialConfig
 from trainables.dataset import DecodedSplit, TrialData, eval_loader, train_loader
-from trainables.device import cpu_copy
+from trainables.device import autocast, cpu_copy
 from trainables.faults import maybe_inject
 from trainables.loss import training_loss
 from trainables.metrics import EvalResult, Meter, selection_score
@@ -51,10 +50,6 @@ def seed_everything(seed: int) -> None:
 
 def epoch_seed(seed: int, epoch: int) -> int:
     return seed * 1_000_003 + epoch
-
-
-def autocast(device: torch.device, bf16: bool):
-    return torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else nullcontext()
 
 
 class DeviceInputs:
