@@ -40,9 +40,8 @@ from trainables.archs import STUDY_ARCHS, resolve  # noqa: E402
 from trainables.cuda_facts import CudaFacts  # noqa: E402
 from trainables.errors import UserError  # noqa: E402
 from trainables.presets import get_preset  # noqa: E402
-from trainables.regimes import REGIMES  # noqa: E402
+from trainables.regimes import SCRATCH  # noqa: E402
 
-SCRATCH = next(r.name for r in REGIMES.values() if not r.pretrained and r.trains == "all")
 DATA = {False: ({"target": 100, "other": 130}, {"target": 40, "other": 40}, (500, 375)),
         True: ({"target": 10, "other": 10}, {"target": 3, "other": 3}, (96, 80))}
 """--dry or not: the pool (the study's 100 target + 130 other images), OOD, photo size."""
@@ -93,7 +92,8 @@ def measure_syncs(manifest, roots, out: str, device, dry: bool) -> dict[str, Any
         if "synchroniz" not in str(message):
             return
         frame = sys._getframe(1)
-        while frame and not frame.f_code.co_filename.startswith(str(ROOT)):
+        while frame and (not frame.f_code.co_filename.startswith(str(ROOT))
+                         or "site-packages" in frame.f_code.co_filename):
             frame = frame.f_back
         where = (f"{Path(frame.f_code.co_filename).relative_to(ROOT)}:{frame.f_code.co_qualname}"
                  if frame else f"{Path(filename).name}:{lineno}")

@@ -63,16 +63,15 @@ else
   echo "nvidia-smi: not available (no GPU utilisation sampling)"
 fi
 
-# Short trials of one architecture on the device first, so that a broken setup fails in
-# seconds, not after the grid.
+# One short trial on the device first, so that a broken setup fails in seconds, not after the grid.
 if [[ "$MODE" != "dry-run" ]]; then
-  if ! "$PYTHON" bench/grid_timing.py --tiny --archs resnet18 --workers 1 \
+  if ! "$PYTHON" bench/grid_timing.py --tiny --archs resnet18 --workers 1 --limit 1 \
       > "$LOG_DIR/preflight.log" 2>&1; then
     echo "error: a one-epoch trial fails on this machine; see $LOG_DIR/preflight.log" >&2
     tail -20 "$LOG_DIR/preflight.log" >&2
     exit 2
   fi
-  echo "preflight trials ok"
+  echo "preflight trial ok"
 fi
 
 START=$(date +%s.%N)

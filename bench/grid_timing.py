@@ -93,7 +93,7 @@ def main(args) -> int:
     from trainables.archs import resolve
     from trainables.errors import UserError
     from trainables.presets import get_preset
-    from trainables.regimes import REGIMES
+    from trainables.regimes import SCRATCH
 
     if args.require_cuda:
         from trainables.cuda_facts import CudaFacts
@@ -106,8 +106,7 @@ def main(args) -> int:
         args.random_weights = True
     preset = get_preset(args.preset)
     archs = args.archs or list(preset.archs)
-    scratch_only = [r for r in REGIMES if not REGIMES[r].pretrained and REGIMES[r].in_study]
-    regimes = scratch_only if args.bf16_check else (args.regimes or list(preset.regimes))
+    regimes = [SCRATCH] if args.bf16_check else (args.regimes or list(preset.regimes))
     precisions = [False, True] if args.bf16_check else [args.bf16]
 
     def crop(arch: str) -> dict[str, int]:
@@ -141,7 +140,10 @@ def main(args) -> int:
     t_data = time.perf_counter()
     roots, manifest, data_label = load_data(scratch, args.standin)
     print(f"data: {data_label} ({time.perf_counter() - t_data:.1f} s to prepare)", flush=True)
-    configs.sort(key=lambda c: -expected_gflop(c, manifest.counts()))  # longest first
+    configs = sorted(configs, key=lambda c: -expected_gflop(c, manifest.counts()))  # longest first
+    if args.limit:
+        print(f"--limit: the first {args.limit} of the {len(configs)} trials", flush=True)
+        configs = configs[:args.limit]
 
     def progress(res: dict[str, Any], n: int, total: int) -> None:
         state = f"{res['seconds']:.1f}s" if res["ok"] else "FAILED " + res["error"][:200]
@@ -176,6 +178,7 @@ def build_parser():
     p.add_argument("--bf16-check", action="store_true",
                    help="instead of the grid: trials from random weights, fp32 and bf16, per seed")
     p.add_argument("--deadline-s", type=float, help="hand out no new trial after this many seconds")
+    p.add_argument("--limit", type=int, help="run only the first (longest) N trials of the plan")
     p.add_argument("--tiny", action="store_true",
                    help="a seconds-long CPU check: smoke preset, 2 archs, 1 seed, 1 epoch, 32 px")
     p.add_argument("--standin", action="store_true", help="generated stand-in data, even with the demo set")

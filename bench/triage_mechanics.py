@@ -30,7 +30,7 @@ def main(args) -> int:
     from trainables.archs import resolve
     from trainables.datasource import prepare_data
     from trainables.presets import get_preset
-    from trainables.regimes import REGIMES
+    from trainables.regimes import LINEAR_PROBE
     from trainables.train import run_trial
 
     preset = get_preset(args.preset)
@@ -39,12 +39,11 @@ def main(args) -> int:
     torch.set_num_threads(args.threads)
     out = args.out or tempfile.mkdtemp(prefix="triage-mechanics-")
     roots, manifest = prepare_data()
-    probe = next(r for r in REGIMES.values() if r.seedless and r.pretrained).name  # the linear probe
     labels = {arch: RANDOM for arch in args.archs if not weights_available(arch)}
     for arch in args.archs:
         t0 = time.perf_counter()
         with random_weights(arch in labels):
-            row = run_trial(preset.trial(arch, probe), manifest, roots, out)
+            row = run_trial(preset.trial(arch, LINEAR_PROBE), manifest, roots, out)
         print(f"{arch:14s} val {row['best_val_acc']:.3f} test {row['test_acc']:.3f} C={row['probe_c']:g} "
               f"{time.perf_counter() - t0:.0f} s  {labels.get(arch, 'ImageNet weights')}", flush=True)
     ranked = probe_triage.rank(probe_triage.read_probe_trials(out))

@@ -1,7 +1,7 @@
 """The training loss: cross-entropy, plus the study's weighted auxiliary term for Inception v3.
 
 One definition for the training loop (trainables/engine.py) and for everything that measures a
-training step's memory (trainables/footprint.py, sweep/probe.py), so a measured step is the step
+training step's memory (bench/footprint.py, sweep/memory_check.py), so a measured step is the step
 that trains.
 """
 
