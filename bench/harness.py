@@ -98,10 +98,6 @@ def weights_available(arch: str) -> bool:
     return is_cached(resolve(arch))
 
 
-def random_weights_needed(config: Any) -> bool:
-    return config.pretrained and not weights_available(config.arch)
-
-
 @contextlib.contextmanager
 def random_weights(enabled: bool = True) -> Iterator[None]:
     """Trials built with random weights inside the block (architectures whose ImageNet weights

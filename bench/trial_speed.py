@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import shutil
 import statistics
 import sys
 import tempfile
@@ -270,6 +271,7 @@ def main(args) -> int:
     write_json(args.json, {"argv": sys.argv[1:], "device": str(args.device), "threads": args.threads,
                            "runs": [asdict(r) for r in runs], "speed_table": speed, "accuracy_table": acc,
                            "total_seconds": round(time.perf_counter() - t_all, 1)})
+    shutil.rmtree(args.out, ignore_errors=True)
     return 0
 
 
