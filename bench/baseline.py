@@ -1,15 +1,11 @@
-"""The study's own style of training loop, as the speed and accuracy reference for the project.
+"""The study's own style of training loop: the project's speed and accuracy reference.
 
-Written the way the PyTorch transfer-learning tutorial (which the study followed) writes it: an
-ImageFolder-style dataset whose loader opens and decodes every image with PIL on every access,
-torchvision.transforms v1 (RandomResizedCrop + flip, Resize + CenterCrop, ToTensor, Normalize), a
-DataLoader with batch 6, one `for phase in ("train", "val")` loop per epoch, SGD + StepLR, and the
+As the PyTorch transfer-learning tutorial (which the study followed) writes it: an ImageFolder-
+style dataset decoding every image with PIL on every access, torchvision.transforms v1, a
+DataLoader with batch 6, one `for phase in ("train", "val")` loop per epoch, SGD + StepLR, the
 best-val-accuracy weights kept (the earliest epoch on ties). Only the model builder, the fixed
-configuration and the split are shared with the project, so that both loops train the same
-experiment.
-
-Not a fast path and not used by the project: bench/trial_speed.py times it against
-trainables.train.run_trial.
+configuration and the split are the project's, so that both loops train the same experiment.
+bench/trial_speed.py times it against trainables.train.run_trial.
 """
 
 from __future__ import annotations
@@ -35,11 +31,9 @@ from trainables.models import build_model
 
 
 class ManifestImageFolder(VisionDataset):
-    """torchvision's ImageFolder over a manifest's entries instead of a folder walk.
-
-    `samples`, `targets`, `classes`, `class_to_idx` and `loader` mean what they mean in
-    ImageFolder; `__getitem__` opens the file with the loader (PIL) on every access. The
-    demo's OOD split additionally gets its seeded synthetic shift, also on every access."""
+    """torchvision's ImageFolder over a manifest's entries instead of a folder walk: `samples`,
+    `targets`, `classes`, `class_to_idx` and `loader` as there, the file opened with PIL on every
+    access (the demo's OOD split with its seeded synthetic shift, also on every access)."""
 
     def __init__(self, root: str, entries: list[Entry], classes: list[str], roots: DataRoots,
                  transform: Callable[[Any], torch.Tensor],

@@ -1,108 +1,239 @@
-"""Memory and compute of one paper-config trial, per architecture and regime, derived by tracing.
+"""Memory, compute and checkpoint bytes of one paper-config trial per architecture and regime.
 
-    python bench/footprint.py                         # every registry architecture, 3 regimes
+    python bench/footprint.py                         # every table architecture, the study's regimes
     python bench/footprint.py --archs resnet18 --json out.json
-    python bench/footprint.py --validate              # also: the tracer against real CPU allocations
+    python bench/footprint.py --checkpoints           # also: bytes per trial checkpoint
 
-Each row traces a training step (batch 6, the architecture's crop, cross-entropy with Inception's
-aux loss, SGD with momentum) and an eval forward pass on fake tensors (trainables/footprint.py):
-no GPU and no real memory needed. Columns, in MiB unless named otherwise:
-
-  params    all parameters; grads and momentum: the trainable ones (fine-tune, scratch: all;
-            feature extraction: the new head)
-  act@peak  activations saved for backward, live at the step's peak
-  step      everything live at the training step's peak
-  eval@B    peak of an eval forward pass at the config's evaluation batch B (eval_batch_size)
-  trial     max(step, eval): what one trial's tensors need at once
-  GFLOP     one eval forward pass per image (training: ~3x where the whole network trains)
-
-The last table is what `peak_memory_gb` in the architecture registry holds (the largest trial
-peak over the three regimes, in GB, rounded up to 0.1), against the value there now. A GPU adds
-its CUDA context, cuDNN workspaces and allocator fragmentation (sweep/resources.py's headroom);
-the sweep refines the numbers with a probe trial on the first GPU node (sweep/probe.py).
+A training step (the trial's model, regime, batch, crop and loss; SGD with momentum, the second
+step) and an eval pass at the config's eval batch are traced on fake tensors (FakeTensorMode:
+shapes, no data, no device) under PyTorch's MemTracker; FlopCounterMode counts the forward GFLOP.
+No GPU and no real memory needed. The last table is what the architecture table's
+`peak_memory_gb` and `forward_gflop` hold (tests/integration/test_footprint_registry.py compares
+them with a fresh trace). The trace counts every tensor an operator returns, not the scratch a
+kernel allocates inside itself (tests/unit/test_footprint.py measures both on the CPU; on a GPU
+the sweep's memory check measures the real peak, sweep/memory_check.py).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
+import math
 import sys
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-MIB = 2**20
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+from bench.harness import parser, run, write_json  # noqa: E402
+from trainables.engine import training_loss  # noqa: E402
+
+GB, MIB = 1e9, 2**20
 
 
-def validate(archs: list[str], size: int) -> list[str]:
-    """The tracer's step peak against the real CPU allocator's, on real tensors at a small crop."""
-    import torch
+@dataclass(frozen=True)
+class Footprint:
+    """Bytes of one traced training step at its peak, and of one eval forward pass."""
 
-    from trainables.footprint import measured_cpu_peak, trace
+    arch: str
+    regime: str
+    batch: int
+    input_size: int
+    params: int  # all parameters (fp32)
+    grads: int  # gradients of the trainable parameters; SGD momentum: as many bytes
+    buffers: int  # BatchNorm running statistics and other buffers
+    peak: int  # everything live at the step's peak: the above, activations, temporaries, inputs
+    activations: int  # saved for backward, live at the peak
+    temporary: int  # live at the peak (a backward op's output before it is accumulated)
+    eval_batch: int
+    eval_peak: int  # an eval-mode forward pass under no_grad at `eval_batch`, parameters included
+    forward_gflop_per_image: float
+    """One eval forward pass (convolutions and matrix products, 2 FLOPs per multiply-add). The
+    backward is not counted: FlopCounterMode's grouped-convolution backward ignores the groups."""
+
+    @property
+    def trial_peak(self) -> int:
+        """What a trial needs at once: the larger of the training step and the eval pass."""
+        return max(self.peak, self.eval_peak)
+
+
+def table_peak_gb(peak_bytes: int) -> float:
+    """A trial peak as the architecture table's `peak_memory_gb` holds it: GB, rounded up to 0.1."""
+    return math.ceil(peak_bytes / GB * 10) / 10
+
+
+def _bytes(tensors: Any) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def _model(arch: str, regime: str, preset: str = "paper", num_classes: int = 2):
     from trainables.models import build_model
     from trainables.presets import get_preset
 
-    lines = [f"validation at {size} px, batch 6, on this CPU (real tensors, profiler allocation events):"]
-    for arch in archs:
-        for regime in ("finetune", "feature_extract"):
-            traced = trace(arch, regime, input_size=size)
-            config = get_preset("paper").trial(arch, regime, 0, "all")
-            torch.manual_seed(0)
-            model = build_model(config, 2, pretrained=False)
-            real = measured_cpu_peak(model, torch.randn(6, 3, size, size), torch.zeros(6, dtype=torch.long))
-            lines.append(f"  {arch:14s} {regime:16s} traced {traced.peak / MIB:8.1f} MiB, real "
-                         f"{real / MIB:8.1f} MiB ({100 * (traced.peak / real - 1):+.1f} %)")
-    return lines
+    config = get_preset(preset).trial(arch, regime, 0, "all")
+    torch.manual_seed(0)  # built for real: some initialisers (Inception's) branch on their draws
+    return config, build_model(config, num_classes, pretrained=False)
 
 
-def main(argv: list[str] | None = None) -> int:
+def trace(arch: str, regime: str, batch: int | None = None, input_size: int | None = None,
+          eval_batch: int | None = None, preset: str = "paper") -> Footprint:
+    """Trace `arch` in `regime` with the preset's batch, crops and eval batch (or these)."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from torch.distributed._tools.mem_tracker import MemTracker
+    from torch.utils.flop_counter import FlopCounterMode
+
+    config, model = _model(arch, regime, preset)
+    batch, size = batch or config.batch_size, input_size or config.train_crop
+    eval_size, eval_batch = input_size or config.val_crop, eval_batch or config.eval_batch_size
+    fake_mode = FakeTensorMode()
+    for module in model.modules():  # every parameter and buffer becomes a fake of its shape
+        for name, param in module._parameters.items():
+            if param is not None:
+                module._parameters[name] = nn.Parameter(fake_mode.from_tensor(param.detach()),
+                                                        requires_grad=param.requires_grad)
+        for name, buf in module._buffers.items():
+            if buf is not None:
+                module._buffers[name] = fake_mode.from_tensor(buf)
+    with fake_mode:
+        params, grads = _bytes(model.parameters()), _bytes(p for p in model.parameters() if p.requires_grad)
+        for module in model.modules():  # frozen weights as buffers: MemTracker hooks every
+            for name, param in list(module._parameters.items()):  # parameter's gradient
+                if param is not None and not param.requires_grad:
+                    del module._parameters[name]
+                    module.register_buffer(name, param.detach())
+        optimizer = torch.optim.SGD(list(model.parameters()), lr=config.lr, momentum=config.momentum)
+        x, y = torch.empty(batch, 3, size, size), torch.zeros(batch, dtype=torch.long)
+        model.train()
+        tracker = MemTracker()
+        tracker.track_external(model, optimizer, x, y)
+        with tracker:
+            for i in range(2):  # the first step creates the momentum buffers
+                if i:
+                    tracker.reset_mod_stats()
+                training_loss(model(x), y, config.aux_loss_weight)[0].backward()
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+        at_peak = _by_kind(tracker.get_tracker_snapshot("peak"))
+        model.eval()
+        xe = torch.empty(eval_batch, 3, eval_size, eval_size)
+        tracker = MemTracker()
+        tracker.track_external(model, xe)
+        with tracker, torch.no_grad():
+            model(xe)
+        eval_peak = _by_kind(tracker.get_tracker_snapshot("peak"))["Total"]
+        counter = FlopCounterMode(display=False)
+        with counter, torch.no_grad():
+            model(xe[:1])
+        buffers = _bytes(model.buffers()) - (params - grads)
+    return Footprint(arch, regime, batch, size, params, grads, buffers, at_peak["Total"],
+                     at_peak.get("Activation", 0), at_peak.get("Temp", 0), eval_batch, eval_peak,
+                     counter.get_total_flops() / GB)
+
+
+def _by_kind(snapshot: dict) -> dict[str, int]:
+    """MemTracker's {device: {kind: bytes}} for the one device, keyed by the kind's name."""
+    out: dict[str, int] = {}
+    for per_kind in snapshot.values():
+        for kind, n in per_kind.items():
+            name = kind if isinstance(kind, str) else kind.value
+            out[name] = out.get(name, 0) + n
+    return out
+
+
+def checkpoint_bytes(arch: str, regime: str) -> tuple[int, int, int]:
+    """torch.save bytes of a trial's checkpoint after one SGD step (random weights: the sizes are
+    what matter): `before`, the whole training state, what each epoch's checkpoint held before;
+    `now`, what sweep/checkpoints.py's payload holds (what training changes: feature extraction
+    leaves out the frozen backbone, rebuilt from the ImageNet weights on resume); and the same
+    when the best epoch is the current one (its weights stored once)."""
+    import copy
+    import io
+
+    from sweep.checkpoints import checkpoint_payload
+    from trainables.archs import resolve
+    from trainables.device import cpu_copy
+    from trainables.engine import FitState, frozen_state_keys
+    from trainables.weights import weights_file
+
+    def saved(obj: Any) -> int:
+        sink = io.BytesIO()
+        torch.save(obj, sink)
+        return sink.tell()
+
+    config, model = _model(arch, regime)  # bn_mode "train", the study's
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=config.lr,
+                                momentum=config.momentum)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, config.step_size, config.gamma)
+    out = model.train()(torch.randn(2, 3, config.train_crop, config.train_crop))
+    nn.functional.cross_entropy(out[0] if isinstance(out, tuple) else out, torch.zeros(2, dtype=torch.long)
+                                ).backward()
+    optimizer.step()
+    scheduler.step()
+    state = FitState(epoch=1, rows=[{"epoch": 1}], best_acc=0.5, best_loss=0.7, best_epoch=1,
+                     best_state=cpu_copy(model.state_dict()), model_state=cpu_copy(model.state_dict()),
+                     optimizer_state=copy.deepcopy(optimizer.state_dict()),
+                     scheduler_state=scheduler.state_dict(), frozen_keys=frozen_state_keys(model, config))
+    weights = weights_file(resolve(arch))
+    before = saved({"trial_id": "0" * 16, "state": {
+        k: v for k, v in state.to_dict().items() if k != "frozen_keys"}})
+    state.epoch = 2  # a later epoch than the best one: both weights in the checkpoint
+    now = saved(checkpoint_payload(state, "0" * 16, weights))
+    state.epoch = state.best_epoch
+    return before, now, saved(checkpoint_payload(state, "0" * 16, weights))
+
+
+def main(args) -> int:
     from trainables.archs import ARCHS
-    from trainables.footprint import registry_peak_gb, trace
     from trainables.presets import get_preset
     from trainables.regimes import STUDY_REGIMES
 
-    p = argparse.ArgumentParser(prog="python bench/footprint.py", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--archs", nargs="+", default=list(ARCHS), help="default: every registry architecture")
-    p.add_argument("--regimes", nargs="+", default=list(STUDY_REGIMES))
-    p.add_argument("--eval-batch", type=int, default=None,
-                   help="evaluation batch (default: the preset's eval_batch_size)")
-    p.add_argument("--json", help="also write every row to this file")
-    p.add_argument("--validate", action="store_true",
-                   help="also check the tracer against real CPU allocations (resnet18, squeezenet1_0, 64 px)")
-    args = p.parse_args(argv)
-    import torch
-
-    eval_batch = args.eval_batch or get_preset("paper").trial("resnet18", "finetune").eval_batch_size
+    regimes = args.regimes or list(STUDY_REGIMES)
+    eval_batch = args.eval_batch or get_preset("paper").trial(args.archs[0], regimes[0]).eval_batch_size
     rows = []
-    print(f"torch {torch.__version__}; paper config, batch 6, fp32; eval batch {eval_batch}")
-    print(f"{'arch':14s} {'regime':16s} {'px':>3s} {'params':>7s} {'grads':>7s} {'moment.':>7s} "
-          f"{'act@peak':>8s} {'step':>7s} {f'eval@{eval_batch}':>7s} {'trial':>7s} {'GFLOP':>6s} {'s':>5s}")
+    print(f"torch {torch.__version__}; paper config, batch 6, fp32; eval batch {eval_batch}; MiB")
+    print(f"{'arch':14s} {'regime':16s} {'px':>3s} {'params':>7s} {'grads':>7s} {'act@peak':>8s} "
+          f"{'step':>7s} {f'eval@{eval_batch}':>7s} {'trial':>7s} {'GFLOP':>6s} {'s':>5s}")
     for arch in args.archs:
-        for regime in args.regimes:
+        for regime in regimes:
             t0 = time.perf_counter()
             f = trace(arch, regime, eval_batch=eval_batch)
-            rows.append(f.as_dict())
+            rows.append({**asdict(f), "trial_peak": f.trial_peak})
             print(f"{arch:14s} {regime:16s} {f.input_size:3d} {f.params / MIB:7.1f} {f.grads / MIB:7.1f} "
-                  f"{f.optimizer / MIB:7.1f} {f.activations / MIB:8.1f} {f.peak / MIB:7.1f} "
-                  f"{f.eval_peak / MIB:7.1f} {f.trial_peak / MIB:7.1f} "
-                  f"{f.forward_gflop_per_image:6.2f} {time.perf_counter() - t0:5.1f}", flush=True)
-    print("\nregistry peak_memory_gb (largest trial peak over the regimes, GB rounded up):")
+                  f"{f.activations / MIB:8.1f} {f.peak / MIB:7.1f} {f.eval_peak / MIB:7.1f} "
+                  f"{f.trial_peak / MIB:7.1f} {f.forward_gflop_per_image:6.2f} "
+                  f"{time.perf_counter() - t0:5.1f}", flush=True)
+    print("\ntable peak_memory_gb (largest trial peak over the regimes, GB rounded up), forward_gflop:")
     for arch in args.archs:
-        peak = max(r["trial_peak"] for r in rows if r["arch"] == arch)
-        now = ARCHS[arch].peak_memory_gb
-        print(f"  {arch:14s} derived {registry_peak_gb(peak):4.1f}   registry now {now:4.1f}")
-    if args.validate:
-        print()
-        for line in validate(["resnet18", "squeezenet1_0"], 64):
-            print(line)
-    if args.json:
-        Path(args.json).write_text(json.dumps({"torch": torch.__version__, "eval_batch": eval_batch,
-                                               "rows": rows}, indent=1))
+        mine = [r for r in rows if r["arch"] == arch]
+        print(f"  {arch:14s} derived {table_peak_gb(max(r['trial_peak'] for r in mine)):4.1f} "
+              f"{mine[0]['forward_gflop_per_image']:6.2f}   table now {ARCHS[arch].peak_memory_gb:4.1f} "
+              f"{ARCHS[arch].forward_gflop}")
+    if args.checkpoints:
+        print(f"\nbytes per checkpoint, MiB: {'before':>8s} {'now':>8s} {'(best=now)':>10s} ratio")
+        for arch in args.archs:
+            for regime in regimes:
+                before, now, best_now = checkpoint_bytes(arch, regime)
+                print(f"  {arch:14s} {regime:16s} {before / MIB:8.1f} {now / MIB:8.3f} "
+                      f"{best_now / MIB:10.3f} {before / now:6.1f}x", flush=True)
+    write_json(args.json, {"torch": torch.__version__, "eval_batch": eval_batch, "rows": rows})
     return 0
 
 
+def build_parser():
+    from trainables.archs import ARCHS
+
+    p = parser("footprint.py", __doc__)
+    p.add_argument("--archs", nargs="+", default=list(ARCHS), help="default: every table architecture")
+    p.add_argument("--regimes", nargs="+", help="default: the study's")
+    p.add_argument("--eval-batch", type=int, help="evaluation batch (default: the preset's)")
+    p.add_argument("--json", help="also write every row to this file")
+    p.add_argument("--checkpoints", action="store_true", help="also: bytes per trial checkpoint")
+    return p
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run(main, build_parser(), None))

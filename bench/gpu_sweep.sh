@@ -6,7 +6,7 @@
 #
 #   bash bench/gpu_sweep.sh             # the grid (stops handing out trials at 7.5 min)
 #   bash bench/gpu_sweep.sh --bf16      # the same in bf16 autocast
-#   bash bench/gpu_sweep.sh --bf16-check # scratch trials, fp32 vs bf16 accuracy over 5 seeds
+#   bash bench/gpu_sweep.sh --bf16-check # trials from random init, fp32 vs bf16 accuracy, 5 seeds
 #   bash bench/gpu_sweep.sh --tiny      # a CPU check of this script (seconds per trial)
 #   bash bench/gpu_sweep.sh --dry-run   # the plan only
 #
@@ -42,12 +42,12 @@ fi
 
 # Time a GPU or nothing: without usable CUDA the trials would run (slowly) on the CPU.
 if [[ "$MODE" == "grid" || "$MODE" == "bf16-check" ]]; then
-  "$PYTHON" -m trainables.device --require-cuda || exit 2
+  ARGS+=(--require-cuda)
+  "$PYTHON" bench/grid_timing.py "${ARGS[@]}" --dry-run > /dev/null || exit 2
 fi
 
 export PYTHONUNBUFFERED=1
 export TORCH_HOME="${TORCH_HOME:-$(mktemp -d)}"  # nothing is downloaded: random weights
-export RAY_USAGE_STATS_ENABLED=0
 DEADLINE_S="${DEADLINE_S:-450}"
 LOG_DIR="$(mktemp -d)"
 SMI_LOG="$LOG_DIR/nvidia-smi.csv"
@@ -65,9 +65,8 @@ fi
 
 # One short trial on the device first, so that a broken setup fails in seconds, not after the grid.
 if [[ "$MODE" != "dry-run" ]]; then
-  PRE=(--preset smoke --archs resnet18 --regimes finetune --seeds 1 --epochs 1 --input-size 64
-       --train-size 2 --random-weights --workers 1)
-  if ! "$PYTHON" bench/grid_timing.py "${PRE[@]}" > "$LOG_DIR/preflight.log" 2>&1; then
+  if ! "$PYTHON" bench/grid_timing.py --tiny --archs resnet18 --workers 1 --limit 1 \
+      > "$LOG_DIR/preflight.log" 2>&1; then
     echo "error: a one-epoch trial fails on this machine; see $LOG_DIR/preflight.log" >&2
     tail -20 "$LOG_DIR/preflight.log" >&2
     exit 2
@@ -89,7 +88,7 @@ if [[ -s "$SMI_LOG" ]]; then
     END {if (n) printf "== GPU utilisation: mean %.0f %% over %d samples (0.5 s), >= 90 %% in %.0f %% of samples; peak memory used %.0f MiB\n", s/n, n, 100*hi/n, m}' "$SMI_LOG"
 fi
 if [[ "$MODE" == "grid" ]]; then
-  echo "== RANDOM WEIGHTS: timing only. The accuracies of finetune/feature_extract trials are meaningless."
+  echo "== RANDOM WEIGHTS: timing only. The accuracies of the transfer regimes' trials are meaningless."
 fi
 echo "== logs: $LOG_DIR"
 exit $STATUS

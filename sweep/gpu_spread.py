@@ -19,7 +19,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from trainables.device import cuda_pinned_visible
+from trainables.provenance import cuda_pinned_visible
 
 
 def choose_gpu(gpus: Sequence[str], claims: Iterable[tuple[str, float]], share: float,

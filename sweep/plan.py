@@ -49,7 +49,7 @@ class ResourceChoice:
     cpus: float
     gpu_memory_gb: float | None = None
     measure_memory: bool = True
-    """--probe: measure each architecture's peak GPU memory on the first GPU node."""
+    """--memory-check: measure each architecture's peak GPU memory on the first GPU node."""
     address: str | None = None
 
 
@@ -87,7 +87,7 @@ def make_plan(args: argparse.Namespace) -> SweepPlan:
         spec = triage.triage_spec(spec)
     resources = ResourceChoice(parse_gpus_per_trial(args.gpus_per_trial),
                                parse_cpus_per_trial(args.cpus_per_trial), args.gpu_memory_gb,
-                               args.probe, args.address)
+                               args.memory_check, args.address)
     check_options(args, spec)
     return SweepPlan(
         preset, spec,

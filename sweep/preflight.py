@@ -235,7 +235,7 @@ def report(plan: SweepPlan, ready: Ready) -> None:
 
 def check_gpu_nodes(cluster: ClusterInfo, driver_code_version: str,
                     logical_ok: bool = False) -> tuple[list[str], list[str]]:
-    """(problems, notes) from the CUDA probe of each GPU node (`resources.probe_gpu_nodes`).
+    """(problems, notes) from the CUDA probe of each GPU node (`resources.read_gpu_nodes`).
 
     A problem: a node whose GPUs CUDA cannot use (its trials would fail one after another), or
     that runs other code than the driver. A note: a probe that did not answer (a busy or

@@ -3,8 +3,11 @@
 Several small trials share one GPU (the study's models need 1-4 GB at batch 6; a data-center
 GPU has 24-141 GB), so `--gpus-per-trial auto` packs `n` trials of an architecture per GPU,
 where `n` is how many copies of its peak memory (with headroom and a CUDA context each) fit,
-capped at MAX_TRIALS_PER_GPU. A cluster without GPUs gets CPU-only trials.
-Spreading fractional trials over the GPUs of a node: sweep/gpu_spread.py.
+capped at MAX_TRIALS_PER_GPU. This is the one way a share is sized: the peak is the architecture
+table's `peak_memory_gb`, or what the memory check measured on the first GPU node
+(sweep/memory_check.py); each trial then caps itself to its share
+(`trainables.device.set_memory_fraction`). A cluster without GPUs gets CPU-only trials.
+Which GPU of a node a fractional trial takes is another question: sweep/gpu_spread.py.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from trainables.arch_record import UNMEASURED_PEAK_GB
-from trainables.archs import ARCHS
+from trainables.archs import resolve
 from trainables.device import CUDA_CONTEXT_GB
 from trainables.errors import UserError
 
@@ -28,17 +31,17 @@ MAX_TRIALS_PER_GPU = 8
 
 @dataclass(frozen=True)
 class GpuNodeReport:
-    """What the one-off CUDA probe found on one GPU node (`probe_gpu_nodes`)."""
+    """What the one-off CUDA check found on one GPU node (`read_gpu_nodes`)."""
 
     node_id: str
     address: str
     gpus: float
     facts: dict[str, Any] | None = None
-    """trainables.device.CudaFacts.to_dict() of a process holding one of the node's GPUs."""
+    """trainables.provenance.CudaFacts.to_dict() of a process holding one of the node's GPUs."""
     memory_gb: float | None = None
     code_version: str | None = None
     error: str | None = None
-    """The probe itself failed or did not answer in time."""
+    """The check itself failed or did not answer in time."""
 
 
 @dataclass(frozen=True)
@@ -57,14 +60,10 @@ class ClusterInfo:
 
 
 def trials_per_gpu(peak_memory_gb: float, gpu_memory_gb: float) -> int:
+    """How many trials of this peak memory share one GPU: copies of it with HEADROOM and a CUDA
+    context each, at least 1, at most MAX_TRIALS_PER_GPU."""
     need = peak_memory_gb * HEADROOM + CUDA_CONTEXT_GB
     return max(1, min(MAX_TRIALS_PER_GPU, int(gpu_memory_gb // need)))
-
-
-def registry_peak_gb(arch: str) -> float:
-    """The registry's peak memory of one trial; UNMEASURED_PEAK_GB for a derived model."""
-    entry = ARCHS.get(arch)
-    return entry.peak_memory_gb if entry is not None else UNMEASURED_PEAK_GB
 
 
 def fraction_for(n: int) -> float:
@@ -141,7 +140,8 @@ def plan_resources(archs: Iterable[str], cluster: ClusterInfo, gpus_per_trial: f
     gpus_per_trial None ("auto"): GPU fraction from each architecture's peak memory when the
     cluster has GPUs (or when `gpu_memory_gb` is given, for autoscaling clusters whose GPU nodes
     are not up yet); CPU only otherwise. A number: that fraction for every trial (0: CPU).
-    `peak_memory_gb` (measured per architecture, sweep/probe.py) replaces the registry's."""
+    `peak_memory_gb` (measured per architecture, sweep/memory_check.py) replaces the table's
+    (a derived model's: UNMEASURED_PEAK_GB)."""
     archs = list(dict.fromkeys(archs))
     notes: list[str] = []
     if gpus_per_trial is not None:
@@ -155,11 +155,12 @@ def plan_resources(archs: Iterable[str], cluster: ClusterInfo, gpus_per_trial: f
     if memory is None:
         memory = 16.0
         notes.append("GPU memory unknown, assumed 16 GB; pass --gpu-memory-gb to size fractions")
-    per_arch = {}
-    for name in archs:
-        n = trials_per_gpu((peak_memory_gb or {}).get(name, registry_peak_gb(name)), memory)
-        per_arch[name] = TrialResources(cpus_per_trial, fraction_for(n))
-    unmeasured = [a for a in archs if a not in ARCHS and a not in (peak_memory_gb or {})]
+    measured = peak_memory_gb or {}
+    peaks = {name: measured[name] if name in measured else resolve(name).peak_memory_gb
+             for name in archs}
+    per_arch = {name: TrialResources(cpus_per_trial, fraction_for(trials_per_gpu(peak, memory)))
+                for name, peak in peaks.items()}
+    unmeasured = [a for a in archs if a not in measured and resolve(a).source != "study"]
     if unmeasured:
         notes.append(f"no registry memory figure for {', '.join(unmeasured)}: assumed "
                      f"{UNMEASURED_PEAK_GB:g} GB per trial (conservative); --gpus-per-trial "
@@ -170,11 +171,10 @@ def plan_resources(archs: Iterable[str], cluster: ClusterInfo, gpus_per_trial: f
 def local_cluster_info() -> ClusterInfo:
     """This machine, without Ray (for --dry-run). A machine with an NVIDIA driver gets a GPU
     node report, so that `preflight.check_gpu_nodes` also says when CUDA is unusable here."""
-    from trainables.device import CudaFacts
-    from trainables.provenance import code_version
+    from trainables.provenance import CudaFacts, code_version
 
     cpus = float(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())
-    facts = CudaFacts.probe()
+    facts = CudaFacts.read()
     if not facts.gpu_present and not facts.usable:
         return ClusterInfo(cpus, 0.0, None, "this machine")
     memory = min(g.total_memory for g in facts.gpus) / 2**30 if facts.gpus else None
@@ -183,27 +183,26 @@ def local_cluster_info() -> ClusterInfo:
     return ClusterInfo(cpus, float(facts.device_count), memory, "this machine", (report,))
 
 
-def _probe_gpu_node() -> dict[str, Any]:
+def _read_gpu_node() -> dict[str, Any]:
     """Runs as a tiny Ray task holding a sliver of one GPU of a node: imports torch and
     initialises CUDA there, once per node and sweep."""
-    from trainables.device import CudaFacts
-    from trainables.provenance import code_version
+    from trainables.provenance import CudaFacts, code_version
 
-    facts = CudaFacts.probe()
+    facts = CudaFacts.read()
     memory = min(g.total_memory for g in facts.gpus) / 2**30 if facts.gpus else None
     return {"facts": facts.to_dict(), "memory_gb": memory, "code_version": code_version()}
 
 
-def probe_gpu_nodes(timeout_s: float = 120.0) -> list[GpuNodeReport]:
-    """One CUDA probe per alive GPU node of the connected Ray cluster, in parallel."""
+def read_gpu_nodes(timeout_s: float = 120.0) -> list[GpuNodeReport]:
+    """The CUDA facts of each alive GPU node of the connected Ray cluster, read in parallel."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     nodes = [n for n in ray.nodes() if n.get("Alive") and n.get("Resources", {}).get("GPU")]
     if not nodes:
         return []
-    probe = ray.remote(num_cpus=0, num_gpus=0.0001, max_retries=0)(_probe_gpu_node)
-    refs = [probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)
+    task = ray.remote(num_cpus=0, num_gpus=0.0001, max_retries=0)(_read_gpu_node)
+    refs = [task.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)
                           ).remote() for n in nodes]
     ready, _ = ray.wait(refs, num_returns=len(refs), timeout=timeout_s)
     reports = []
@@ -216,19 +215,19 @@ def probe_gpu_nodes(timeout_s: float = 120.0) -> list[GpuNodeReport]:
             continue
         try:
             reports.append(GpuNodeReport(**base, **ray.get(ref)))
-        except Exception as exc:  # the probe raised on that node (e.g. torch fails to import)
+        except Exception as exc:  # the task raised on that node (e.g. torch fails to import)
             reports.append(GpuNodeReport(**base, error=f"{type(exc).__name__}: {exc}".strip()))
     return reports
 
 
-def ray_cluster_info(probe_timeout_s: float = 120.0) -> ClusterInfo:
-    """The connected Ray cluster's CPUs and GPUs, and one CUDA probe per GPU node (its
-    facts, code version and GPU memory; the smallest GPU sizes the fractions)."""
+def ray_cluster_info(timeout_s: float = 120.0) -> ClusterInfo:
+    """The connected Ray cluster's CPUs and GPUs, and each GPU node's CUDA facts, code version
+    and GPU memory (the smallest GPU sizes the fractions)."""
     import ray
 
     total = ray.cluster_resources()
     gpus = float(total.get("GPU", 0.0))
-    reports = tuple(probe_gpu_nodes(probe_timeout_s)) if gpus else ()
+    reports = tuple(read_gpu_nodes(timeout_s)) if gpus else ()
     memories = [r.memory_gb for r in reports if r.memory_gb]
     return ClusterInfo(float(total.get("CPU", 0.0)), gpus, min(memories) if memories else None,
                        "ray cluster", reports)

@@ -26,6 +26,7 @@ from sweep.checkpoints import tidy_before_run
 from sweep.console import console_output
 from sweep.dry_run import show_dry_run
 from sweep.failures import RunFailures
+from sweep.memory_check import add_flags
 from sweep.plan import SweepPlan, make_plan
 from sweep.preflight import Ready, report, run_preflight
 from sweep.ray_session import sigterm_as_interrupt
@@ -109,10 +110,7 @@ def add_resource_options(g: argparse._ArgumentGroup) -> None:
     g.add_argument("--gpu-memory-gb", type=float,
                    help="GPU memory for 'auto' fractions when no GPU node is up yet "
                         "(autoscaling clusters); default: measured")
-    g.add_argument("--probe", action=argparse.BooleanOptionalAction, default=True,
-                   help="with --gpus-per-trial auto: measure each architecture's peak GPU memory "
-                        "with a short probe on the first GPU node and size fractions from it "
-                        "(default on; --no-probe uses the registry's traced estimates)")
+    add_flags(g)  # --memory-check/--no-memory-check (and the deprecated --probe/--no-probe)
     g.add_argument("--cpus-per-trial", default="1",
                    help="CPUs per trial, also its torch threads (default 1)")
     g.add_argument("--address", help="Ray cluster to join (e.g. 'auto' on a cluster's head "

@@ -27,9 +27,9 @@ from sweep.checkpoints import ResumePointers
 from sweep.datastore import ship_images
 from sweep.failures import RunFailures
 from sweep.logs import ray_driver_log
+from sweep.memory_check import run_memory_check
 from sweep.plan import SweepPlan
 from sweep.preflight import Ready, require_gpu_nodes
-from sweep.probe import probe_memory
 from sweep.progress import SweepProgress, SweepState
 from sweep.ray_session import joining, joins_cluster, ray_session
 from sweep.resources import ClusterInfo, ResourcePlan, plan_resources, ray_cluster_info
@@ -95,7 +95,7 @@ def size_trials(plan: SweepPlan, cluster: ClusterInfo, local_ray: bool) -> Resou
     """Each architecture's CPUs and GPU share on this cluster, logged; refused when a trial
     could never start on a Ray started here."""
     r = plan.resources
-    measured = probe_memory(plan.spec, cluster, r.gpus, r.measure_memory, log.info)
+    measured = run_memory_check(plan.spec, cluster, r.gpus, r.measure_memory)
     resources = plan_resources(plan.spec.resolved_archs, cluster, r.gpus, r.cpus, r.gpu_memory_gb,
                                measured)
     if local_ray:  # an autoscaling cluster can grow to fit

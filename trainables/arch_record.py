@@ -56,9 +56,9 @@ class Arch:
     peak_memory_gb: float = 2.0
     """Memory one paper-config trial (batch 6, fp32) needs at once, in GB, sizing GPU fractions:
     ESTIMATED, not measured on a GPU. Derived by `python bench/footprint.py` (a training step and
-    an eval pass traced on fake tensors, trainables/footprint.py; torch 2.14.1): the larger of
-    the step's and the eval pass's peak over the three regimes, rounded up to 0.1 GB. A probe on
-    the first GPU node replaces it at sweep time (sweep/probe.py)."""
+    an eval pass traced on fake tensors; torch 2.14.1): the larger of the step's and the eval
+    pass's peak over the three regimes, rounded up to 0.1 GB. The sweep's memory check on the
+    first GPU node replaces it at sweep time (sweep/memory_check.py)."""
     forward_gflop: float | None = None
     """GFLOP of one eval forward pass per image at `input_size` (convolutions and matrix products,
     2 FLOPs per multiply-add), for the sweep's cost model. The table's entries: traced by

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Iterator
-from contextlib import nullcontext
 
 import torch
 from torch import nn
@@ -28,6 +27,7 @@ from torchvision.models.feature_extraction import create_feature_extractor
 
 from trainables.arch_record import Arch
 from trainables.config import TrialConfig
+from trainables.device import autocast
 
 Batches = Iterator[tuple[torch.Tensor, torch.Tensor]]
 
@@ -84,8 +84,7 @@ class FrozenBackbone:
 
     def _features(self, batch: torch.Tensor) -> torch.Tensor:
         x = self.images(batch).contiguous(memory_format=torch.channels_last)
-        bf16 = torch.autocast("cuda", dtype=torch.bfloat16) if self.bf16 else nullcontext()
-        with torch.no_grad(), bf16:
+        with torch.no_grad(), autocast(self.device, self.bf16):
             return self.extractor(x)["features"].float()
 
     def features(self, loader: DataLoader) -> Batches:

@@ -30,7 +30,6 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable, Iterable
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,7 +42,7 @@ from trainables.arch_record import Arch
 from trainables.archs import resolve
 from trainables.config import TrialConfig
 from trainables.data.dataset import DecodedSplit, Normalize, TrialData, eval_loader, train_loader
-from trainables.device import cpu_copy
+from trainables.device import autocast, cpu_copy
 from trainables.errors import UserError
 from trainables.faults import maybe_inject
 from trainables.models import build_model, count_params
@@ -60,10 +59,6 @@ def seed_everything(seed: int) -> None:
 
 def epoch_seed(seed: int, epoch: int) -> int:
     return seed * 1_000_003 + epoch
-
-
-def autocast(device: torch.device, bf16: bool):
-    return torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else nullcontext()
 
 
 class DeviceInputs:

@@ -37,7 +37,6 @@ from __future__ import annotations
 import json
 import time
 import warnings
-from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,6 +54,7 @@ from trainables.archs import resolve
 from trainables.cached_features import frozen_extractor
 from trainables.config import TrialConfig
 from trainables.data.dataset import DecodedSplit, TrialData, eval_loader
+from trainables.device import autocast
 from trainables.engine import (
     DeviceInputs,
     EvalResult,
@@ -87,9 +87,8 @@ def features(extractor: nn.Module, loader: DataLoader, device: torch.device, con
              ) -> tuple[np.ndarray, np.ndarray]:
     """(N, D) float64 features and (N,) labels of a deterministic loader, in its order."""
     images = DeviceInputs(device, config)
-    bf16 = torch.autocast("cuda", dtype=torch.bfloat16) if config.bf16 else nullcontext()
     feats, labels = [], []
-    with torch.inference_mode(), bf16:
+    with torch.inference_mode(), autocast(device, config.bf16):
         for batch, y in loader:
             f = extractor(images(batch))["features"].float()
             if f.ndim > 2:  # a feature map (SqueezeNet): global average pooling

@@ -112,7 +112,7 @@ def run_trial(config: TrialConfig, manifest: Manifest, source: ImageSource, out:
     device = None
     try:
         device = select_device(gpu_ids)
-        device_label = describe_device(device, gpu_ids).label
+        device_label = describe_device(device, gpu_ids)
         check_precision(device, config.bf16)
         apply_determinism(config.deterministic, config.tf32, config.cudnn_benchmark)
         set_memory_fraction(device, gpu_share)

@@ -87,16 +87,27 @@ def test_regularisation_is_chosen_on_validation_only(demo):
 
 
 @pytest.mark.slow
-def test_probe_speed_bench_times_both_trials(torch_home, tmp_path):
+def test_trial_speed_times_the_probe_against_the_studys_feature_extraction(torch_home, tmp_path):
+    """bench/trial_speed.py: a regime without SGD epochs is timed against the study-style loop
+    of the regime it stands in for (docs/linear_probe.md, "Speed")."""
+    import statistics
+
     out = tmp_path / "speed.json"
-    proc = subprocess.run([sys.executable, str(PROJECT_ROOT / "bench" / "probe_speed.py"),
-                           "--presets", "smoke", "--json", str(out)], cwd=PROJECT_ROOT,
+    proc = subprocess.run([sys.executable, str(PROJECT_ROOT / "bench" / "trial_speed.py"),
+                           "--preset", "smoke", "--archs", "mobilenet_v2", "--regimes", "linear_probe",
+                           "--epochs", "2", "--input-size", "64", "--seeds", "2", "--interleave",
+                           "trial", "--no-warmup", "--json", str(out)], cwd=PROJECT_ROOT,
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "ratio" in proc.stdout and "ImageNet weights" in proc.stdout
-    (cell,) = json.loads(out.read_text())["cells"]
-    assert cell["epochs"] == 2 and cell["baseline"]["seconds"] > 0 and len(cell["probe"]) == 2
-    assert cell["ratio"] == pytest.approx(cell["baseline"]["seconds"] / cell["probe_seconds"])
+    report = json.loads(out.read_text())
+    runs = {(r["variant"], r["seed"]): r for r in report["runs"]}
+    assert sorted(runs) == [("baseline", 0), ("baseline", 1), ("project", 0), ("project", 1)]
+    assert all(r["seconds"] > 0 and not r["random_weights"] for r in runs.values())
+    assert [len(runs["baseline", s]["step_seconds"]) for s in (0, 1)] == [3, 3]  # 2 epochs + test
+    ratio = statistics.median(runs["baseline", s]["seconds"] / runs["project", s]["seconds"] for s in (0, 1))
+    (row,) = report["speed_table"][1:]
+    assert row.split()[:3] == ["mobilenet_v2", "linear_probe", "project"] and f"{ratio:5.2f}x" in row
+    assert row.endswith("ImageNet")
 
 
 @pytest.mark.slow

@@ -1,6 +1,6 @@
 """Against a real local Ray: Tune starts the grid in the order the sweep gives it, the progress
-callback's spans match when trials really computed, and the memory probe reaches a GPU node
-(a logical GPU here: it measures on the CPU, and the sweep keeps the registry's numbers)."""
+callback's spans match when trials really computed, and the memory check reaches a GPU node
+(a logical GPU here: it measures on the CPU, and the sweep keeps the table's numbers)."""
 
 from __future__ import annotations
 
@@ -70,13 +70,13 @@ def test_tune_starts_points_in_list_order_and_spans_match_the_trials(ray_one_slo
     assert w.ratio >= 1.0
 
 
-def test_memory_probe_runs_on_the_gpu_node(ray_one_slot):
-    from sweep.probe import gpu_peaks, probe_gpu_node
+def test_memory_check_runs_on_the_gpu_node(ray_one_slot):
+    from sweep.memory_check import check_gpu_node, gpu_peaks
 
-    probes, node = probe_gpu_node(["squeezenet1_0"], "smoke", timeout_s=300)
+    checks, node = check_gpu_node(["squeezenet1_0"], "smoke", timeout_s=300)
     import ray
 
     assert node == ray.get_runtime_context().get_node_id()
-    assert [p.arch for p in probes] == ["squeezenet1_0"]
-    assert probes[0].device == "cpu" and probes[0].peak_gb > 0  # no CUDA behind the logical GPU
-    assert gpu_peaks(probes) == {}
+    assert [c.arch for c in checks] == ["squeezenet1_0"]
+    assert checks[0].device == "cpu" and checks[0].peak_gb > 0  # no CUDA behind the logical GPU
+    assert gpu_peaks(checks) == {}

@@ -69,9 +69,9 @@ def test_four_quarter_gpu_trials_share_one_gpu_and_a_fifth_waits(cluster, tmp_pa
     from ray import tune
 
     _, gpu_node = cluster
-    info = ray_cluster_info(probe_timeout_s=30)
+    info = ray_cluster_info(timeout_s=30)
     assert (info.gpus, info.cpus) == (1.0, 2 + WORKER_CPUS)
-    # one CUDA probe ran on the GPU node, and found what is here: no CUDA behind the logical GPU
+    # the GPU node's CUDA facts were read there, and found what is here: no CUDA behind the logical GPU
     assert [r.node_id for r in info.gpu_nodes] == [gpu_node]
     assert info.gpu_nodes[0].error is None and not info.gpu_nodes[0].facts["usable"]
     # "auto" for a GPU just big enough for four mobilenet_v2 trials (registry estimate, headroom)
@@ -99,7 +99,7 @@ def test_four_quarter_gpu_trials_share_one_gpu_and_a_fifth_waits(cluster, tmp_pa
 
 def test_sweep_refuses_a_gpu_node_where_cuda_is_unusable(cluster, make_pool, tmp_path, capsys,
                                                         monkeypatch):
-    """The GPU preflight: one probe task on the GPU node finds no CUDA behind Ray's GPU (as a
+    """The GPU preflight: one task on the GPU node finds no CUDA behind Ray's GPU (as a
     node without GPU passthrough or with too old a driver would), so the sweep stops before any
     trial, naming the node and the cause, instead of training on CPUs for hours."""
     from sweep.run import main
@@ -129,7 +129,7 @@ def test_sweep_cli_packs_real_trials_on_the_gpu_node(cluster, make_pool, tmp_pat
     assert code == 0, out
     assert "mobilenet_v2 1 CPU + 0.25 GPU" in out
     assert "logical GPUs only" in out  # the preflight's note
-    assert "memory probe skipped: no GPU node with usable CUDA" in out  # registry estimates kept
+    assert "memory check skipped: no GPU node with usable CUDA" in out  # the table's estimates kept
     assert len(trials) == 2 and {t["status"] for t in trials} == {"ok"}
     assert len(finals) == 2
     assert {(r["node_id"], r["gpu_ids"]) for r in finals} == {(gpu_node, "0")}

@@ -109,8 +109,6 @@ def test_no_module_is_long_without_saying_why():
 
 MAX_LINES = 400
 MAX_TRAINABLES_MODULES = 26
-PENDING_21D = {"trainables.footprint": "moves to bench/", "trainables.device": "shrinks to <= 250 lines"}
-"""Issue 21's GPU half (branch 21D), not merged here yet: delete it and its two uses at the merge."""
 
 
 def _trainables_modules() -> dict[str, Path]:
@@ -122,14 +120,14 @@ def _trainables_modules() -> dict[str, Path]:
 def test_every_trainables_module_is_at_most_400_lines():
     """No exception, whatever the docstring says: a module past it is split by idea."""
     long = {name: n for name, path in _trainables_modules().items()
-            if (n := len(path.read_text().splitlines())) > MAX_LINES and name not in PENDING_21D}
+            if (n := len(path.read_text().splitlines())) > MAX_LINES}
     assert not long, f"modules over {MAX_LINES} lines: {long}"
 
 
 def test_trainables_is_at_most_26_modules():
     """A newcomer can hold trainables/ in mind: subpackages count (trainables.data.*,
     trainables.results.*), package __init__ files do not."""
-    modules = sorted(m for m in _trainables_modules() if PENDING_21D.get(m) != "moves to bench/")
+    modules = sorted(_trainables_modules())
     assert any(m.startswith("trainables.data.") for m in modules), "the walk must find subpackages"
     assert len(modules) <= MAX_TRAINABLES_MODULES, f"{len(modules)} modules: {modules}"
 

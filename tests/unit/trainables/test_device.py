@@ -1,6 +1,6 @@
-"""trainables/device.py: device choice without a silent CPU fallback, precision and determinism
-switches, memory caps and peaks. The CUDA facts are injected (this machine has no GPU), except
-where the real probe of this machine is the point."""
+"""trainables/device.py and the CUDA facts of provenance.py: device choice without a silent CPU fallback, precision
+and determinism switches, memory caps and peaks. The CUDA facts are injected (this machine has no
+GPU), except where reading this machine's real facts is the point."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from trainables import device as dev
-from trainables.device import CudaFacts, DeviceError, GpuFacts
+from trainables.device import DeviceError
 from trainables.errors import UserError
+from trainables.provenance import CudaFacts, GpuFacts, nvidia_driver_version
 
 GiB = 2**30
 A10G = GpuFacts(0, "NVIDIA A10G", (8, 6), 24 * GiB)
@@ -34,8 +35,8 @@ def broken(**changes) -> CudaFacts:
 
 # ---------------------------------------------------------------- Ray gave a GPU, CUDA fails
 def test_this_machine_gpu_assigned_but_no_cuda_fails_at_once_with_the_cause():
-    """The real probe of this GPU-less machine, as a trial Ray gave GPU 0 would see it."""
-    real = CudaFacts.probe()
+    """The real facts of this GPU-less machine, as a trial Ray gave GPU 0 would read them."""
+    real = CudaFacts.read()
     assert not real.usable
     with pytest.raises(DeviceError) as err:
         dev.select_device(["0"], real, logical_ok=False)
@@ -109,7 +110,7 @@ def test_arch_support_rules_and_this_torch_build():
 # ------------------------------------------------------------------- outside Ray (the CLI)
 def test_cli_without_driver_uses_the_cpu():
     assert dev.select_device(None, broken(driver_version=None)) == torch.device("cpu")
-    assert dev.select_device(None, CudaFacts.probe()) == torch.device("cpu")  # this machine
+    assert dev.select_device(None, CudaFacts.read()) == torch.device("cpu")  # this machine
 
 
 def test_cli_with_a_driver_but_broken_cuda_refuses_and_says_how_to_choose_the_cpu():
@@ -132,7 +133,7 @@ def test_cli_with_working_cuda_uses_gpu_0():
 def test_driver_version_from_proc(tmp_path, text, version):
     proc = tmp_path / "version"
     proc.write_text(text)
-    assert dev.nvidia_driver_version(proc) == version
+    assert nvidia_driver_version(proc) == version
 
 
 def test_facts_round_trip_through_json_dicts():
@@ -154,36 +155,45 @@ def test_bf16_only_on_gpus_that_have_it():
     dev.check_precision(torch.device("cpu"), bf16=False)  # fp32 runs anywhere
 
 
+def numerics() -> dict[str, object]:
+    """PyTorch's numeric switches as they are now."""
+    return {"deterministic": torch.are_deterministic_algorithms_enabled(),
+            "tf32": torch.backends.cuda.matmul.fp32_precision == "tf32",
+            "tf32_conv": torch.backends.cudnn.conv.fp32_precision == "tf32",
+            "cudnn_benchmark": torch.backends.cudnn.benchmark,
+            "cudnn_deterministic": torch.backends.cudnn.deterministic}
+
+
 @pytest.fixture
 def restore_numerics():
-    before = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic,
-              torch.backends.cudnn.benchmark, dev.numeric_settings()["tf32"])
+    before = numerics()
     yield
-    dev.apply_determinism(before[0], before[3], before[2])
-    torch.backends.cudnn.deterministic = before[1]
+    dev.apply_determinism(before["deterministic"], before["tf32"], before["cudnn_benchmark"])
+    torch.backends.cudnn.deterministic = before["cudnn_deterministic"]
 
 
 def test_determinism_switches_are_all_set_every_time(restore_numerics, monkeypatch):
     monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
-    applied = dev.apply_determinism(deterministic=True, tf32=False, cudnn_benchmark=False)
-    assert applied == {"deterministic": True, "tf32": False, "cudnn_benchmark": False,
-                       "cublas_workspace_config": dev.CUBLAS_WORKSPACE}
-    assert dev.numeric_settings() == {"deterministic": True, "tf32": False,
-                                      "cudnn_benchmark": False, "cudnn_deterministic": True}
+    assert dev.apply_determinism(deterministic=True, tf32=False, cudnn_benchmark=False) is None
+    assert numerics() == {"deterministic": True, "tf32": False, "tf32_conv": False,
+                          "cudnn_benchmark": False, "cudnn_deterministic": True}
     # the next trial of a reused actor, with the other settings: nothing of the first remains
     dev.apply_determinism(deterministic=False, tf32=True, cudnn_benchmark=True)
-    assert dev.numeric_settings() == {"deterministic": False, "tf32": True,
-                                      "cudnn_benchmark": True, "cudnn_deterministic": False}
+    assert numerics() == {"deterministic": False, "tf32": True, "tf32_conv": True,
+                          "cudnn_benchmark": True, "cudnn_deterministic": False}
 
 
 def test_cublas_workspace_is_set_from_a_processs_first_trial_on(restore_numerics, monkeypatch):
     """cuBLAS reads it once per process: a non-deterministic first trial must set it too, or a
     later deterministic trial of the same (reused) process could not be deterministic."""
+    import os
+
     monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
-    applied = dev.apply_determinism(deterministic=False, tf32=False, cudnn_benchmark=False)
-    assert applied["cublas_workspace_config"] == dev.CUBLAS_WORKSPACE
+    dev.apply_determinism(deterministic=False, tf32=False, cudnn_benchmark=False)
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == dev.CUBLAS_WORKSPACE
     monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":16:8")  # the user's own choice is kept
-    assert dev.apply_determinism(True, False, False)["cublas_workspace_config"] == ":16:8"
+    dev.apply_determinism(True, False, False)
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":16:8"
 
 
 def test_deterministic_and_benchmark_exclude_each_other(restore_numerics):
@@ -237,60 +247,22 @@ def test_cpu_peak_is_reset_per_trial():
 
 
 def test_description_says_when_a_logical_gpu_ran_on_the_cpu():
-    d = dev.describe_device(torch.device("cpu"), gpu_ids=["3"])
-    assert d.label.startswith("cpu:") and "Ray logical GPU 3, no CUDA" in d.label
-    assert d.details["ray_gpu_ids"] == ["3"] and d.details["logical_gpu"]
+    label = dev.describe_device(torch.device("cpu"), gpu_ids=["3"])
+    assert label.startswith("cpu:") and label.endswith("[Ray logical GPU 3, no CUDA]")
     plain = dev.describe_device(torch.device("cpu"))
-    assert "logical" not in plain.label and plain.details["torch"] == torch.__version__
+    assert "logical" not in plain and f"({torch.get_num_threads()} threads)" in plain
 
 
-# ------------------------------------------------------------------------ evaluation batches
-@pytest.mark.parametrize("arch, crop", [("vgg11_bn", 224), ("resnet18", 224), ("squeezenet1_0", 224)])
-def test_evaluation_batches_stay_below_the_training_activations(arch, crop):
-    from torchvision import models as tvm
-
-    model = getattr(tvm, arch)()
-    model.train()
-    before = {k: v.clone() for k, v in model.state_dict().items()}
-    largest, total = dev.activation_bytes(model, crop)
-    batch = dev.eval_batch_size(model, crop, train_batch=6)
-    assert 1 <= batch < 64
-    assert dev.EVAL_LIVE_ACTIVATIONS * largest * batch <= 6 * total
-    assert dev.EVAL_LIVE_ACTIVATIONS * largest * (batch + 1) > 6 * total, "not needlessly small"
-    # the model is left as it was: real weights on the CPU, still in train mode
-    assert model.training and all(torch.equal(before[k], v) for k, v in model.state_dict().items())
-    assert next(model.parameters()).device.type == "cpu"
+def test_autocast_is_bf16_on_the_device_only_when_asked():
+    cpu = torch.device("cpu")
+    x = torch.randn(4, 4)
+    with dev.autocast(cpu, bf16=False):
+        assert (x @ x).dtype == torch.float32
+    with dev.autocast(cpu, bf16=True):  # what the trial's device would compute (refused on CPUs
+        assert (x @ x).dtype == torch.bfloat16  # by check_precision before any training)
 
 
-def test_vgg11_bn_first_activation_is_what_a_batch_of_64_would_multiply():
-    from torchvision import models as tvm
-
-    largest, _ = dev.activation_bytes(tvm.vgg11_bn(), 224)
-    assert largest == 64 * 224 * 224 * 4  # the first conv's output: 12.25 MiB per image
-    assert dev.eval_batch_size(tvm.vgg11_bn(), 224, train_batch=6) == 14
-
-
-@pytest.mark.parametrize("arch", ["vgg11_bn", "resnet18", "squeezenet1_0", "mobilenet_v2",
-                                  "resnet152", "densenet161", "inception_v3"])
-def test_the_default_evaluation_batch_is_within_the_activation_bound(arch):
-    """TrialConfig's eval_batch_size default never lets evaluation set a trial's peak (paper
-    crops, batch 6): it is at most the activation-bounded batch of every registry architecture."""
-    from torchvision import models as tvm
-
-    from trainables.archs import ARCHS
-    from trainables.config import TrialConfig
-
-    config = TrialConfig(arch=arch, regime="finetune")
-    model = tvm.get_model(arch, weights=None, **ARCHS[arch].build_kwargs)
-    assert config.eval_batch_size <= dev.eval_batch_size(model, config.val_crop, config.batch_size)
-
-
-def test_deep_narrow_models_keep_the_full_evaluation_batch():
-    from torchvision import models as tvm
-
-    assert dev.eval_batch_size(tvm.densenet161(), 224, train_batch=6) == 64
-
-
+# ----------------------------------------------------------------------------- checkpoints
 def test_checkpoint_copy_of_the_optimizer_state_is_on_the_cpu_and_restores_exactly():
     model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3))
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)

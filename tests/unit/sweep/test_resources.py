@@ -187,7 +187,7 @@ def _node(facts=None, code="abc123", error=None, address="10.0.0.7"):
 
 def test_gpu_preflight_names_the_node_and_the_cause():
     from sweep.preflight import check_gpu_nodes
-    from tests.unit.test_device import broken, facts
+    from tests.unit.trainables.test_device import broken, facts
 
     good = facts().to_dict()
     no_driver = broken(driver_version=None).to_dict()
@@ -202,10 +202,20 @@ def test_gpu_preflight_names_the_node_and_the_cause():
 
 def test_gpu_preflight_refuses_nodes_running_other_code_and_notes_silent_ones():
     from sweep.preflight import check_gpu_nodes
-    from tests.unit.test_device import facts
+    from tests.unit.trainables.test_device import facts
 
     cluster = ClusterInfo(16, 8, 24.0, "ray cluster",
                           (_node(facts().to_dict(), code="def456"), _node(error="no answer within 120 s")))
     problems, notes = check_gpu_nodes(cluster, "abc123")
     assert len(problems) == 1 and "runs code def456, the driver abc123" in problems[0]
     assert len(notes) == 1 and "no answer within 120 s" in notes[0]
+
+
+def test_measured_peaks_replace_the_table_estimate_in_the_plan():
+    """The one sizing rule, fed by the memory check's measurement where there is one."""
+    cluster = ClusterInfo(cpus=16, gpus=1, gpu_memory_gb=24.0)
+    estimated = plan_resources(["vgg11_bn", "resnet18"], cluster, None)
+    measured = plan_resources(["vgg11_bn", "resnet18"], cluster, None, peak_memory_gb={"vgg11_bn": 5.0})
+    assert measured.for_arch("vgg11_bn").gpu == fraction_for(trials_per_gpu(5.0, 24.0)) == fraction_for(3)
+    assert measured.for_arch("vgg11_bn").gpu > estimated.for_arch("vgg11_bn").gpu
+    assert measured.for_arch("resnet18") == estimated.for_arch("resnet18")  # not measured: the table's
