@@ -257,7 +257,8 @@ def _apply_lines(trials: pd.DataFrame, lines: pd.DataFrame, path: Path, logs: Pa
         for regimes, cols in ((TRANSFER_REGIMES, {"test_acc": "test_acc_best_transfer",
                                                   "ood_acc": "ood_acc_best_transfer"}),
                               (("scratch",), {"ood_acc": "ood_acc_best_scratch"})):
-            cand = aggregate.rank(sub[sub["regime"].isin(regimes)])
+            regime = aggregate.best_regime(sub, regimes)  # the regime Table II and Fig. 2 read
+            cand = aggregate.rank(sub[sub["regime"] == regime])
             if cand.empty:
                 continue
             idx = cand.index[0]
@@ -322,7 +323,8 @@ def comparison_markdown(cmp: pd.DataFrame) -> str:
 class ExternalTables:
     res: ExternalResults
     regimes: pd.DataFrame
-    best: pd.DataFrame
+    choice: pd.DataFrame
+    """analysis.aggregate.regime_choice: which transfer regime, the lines' values."""
     table2: object  # analysis.tables.Table2
     rule: BandRule
 
@@ -333,16 +335,15 @@ def rebuild(res: ExternalResults, rule: BandRule | str | None = None) -> Externa
 
     rule = BandRule.parse(rule)
     regimes = aggregate.regime_summary(res, rule)
-    best = aggregate.best_models(res)
-    return ExternalTables(res, regimes, best, tables.table2(res, regimes, best), rule)
+    choice = aggregate.regime_choice(res)
+    return ExternalTables(res, regimes, choice, tables.table2(res, regimes, choice), rule)
 
 
 def fig2(t: ExternalTables):
     """Fig. 2 for external logs (analysis.figures.fig2)."""
     from analysis import figures
 
-    best_overall = {a: aggregate.best_overall(t.res, a) for a in t.regimes["arch"].unique()}
-    return figures.fig2(aggregate.epoch_curves(t.res), t.regimes, t.best, best_overall, t.res.ood_label)
+    return figures.fig2(aggregate.epoch_curves(t.res), t.regimes, t.choice, t.res.ood_label)
 
 
 def write_outputs(t: ExternalTables, out: Path, prefix: str = "") -> list[Path]:

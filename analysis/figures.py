@@ -3,8 +3,9 @@ accuracy-vs-parameters plot. Matplotlib's Agg backend; each function returns the
 
 The study's markers: square = fine-tune, x = feature extraction, circle = scratch. Fig. 2 draws
 each regime's mean over seeds with a shaded band from the lowest to the highest seed; horizontal
-lines mark the best model's test accuracy (dotted) and the OOD accuracy of the best transfer
-(solid) and best scratch (dashed) model.
+lines mark the test accuracy of the regime best on validation (dotted), the OOD accuracy of the
+transfer regime chosen on validation (solid) and of scratch (dashed), means over seeds, and the
+accuracy of always answering the most common class (dash-dot, grey; also on the learning curves).
 
 A figure with nothing to compare (one architecture on the parameter plot, one train size on the
 learning curves) is not drawn: `learning_curves_missing` / `params_missing` say which run
@@ -28,6 +29,7 @@ from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.ticker import FuncFormatter  # noqa: E402
 
 from analysis.load import REGIME_LABELS, is_full_size, regime_order  # noqa: E402
+from analysis.one_class import Majority  # noqa: E402
 from analysis.tables import fmt_params  # noqa: E402
 
 MARKERS = {"finetune": "s", "feature_extract": "x", "scratch": "o", "linear_probe": "^"}
@@ -35,6 +37,7 @@ COLORS = {"finetune": "#1f5fa8", "feature_extract": "#d9781a", "scratch": "#3a8f
           "linear_probe": "#7b3fa0"}
 SHORT = {"finetune": "FT", "feature_extract": "FE", "scratch": "SC", "linear_probe": "LP"}
 OOD_COLOR = "#b0204a"
+MAJORITY_COLOR = "#8a8a8a"
 TEST_COLOR = "#222222"
 BAND_ALPHA = 0.16
 SEED_POINT = {"s": 10, "alpha": 0.55}
@@ -96,9 +99,11 @@ def params_title(arch: str, regimes: pd.DataFrame) -> str:
     return f"{arch}\ntrainable params: {' · '.join(parts)}"
 
 
-def fig2(curves: pd.DataFrame, regimes: pd.DataFrame, best: pd.DataFrame,
-         best_overall: dict[str, pd.Series | None], ood_label: str) -> Figure:
-    """One panel per architecture: val accuracy (%) per epoch at the full train size."""
+def fig2(curves: pd.DataFrame, regimes: pd.DataFrame, choice: pd.DataFrame, ood_label: str,
+         majority: Majority | None = None) -> Figure:
+    """One panel per architecture: val accuracy (%) per epoch at the full train size. `choice`:
+    analysis.aggregate.regime_choice (the lines); `majority`: the validation split's majority
+    class (analysis.one_class), drawn as the accuracy a model that learnt nothing gets."""
     archs = list(dict.fromkeys(regimes["arch"]))
     all_regimes = regime_order(curves["regime"].unique().tolist())
     fig, axes, legend_cols = _grid(len(archs), len(all_regimes) + 4, right_gap=0.95, title_lines=2)
@@ -116,13 +121,16 @@ def fig2(curves: pd.DataFrame, regimes: pd.DataFrame, best: pd.DataFrame,
             ax.plot(x, 100 * per_epoch["mean"].to_numpy(), linewidth=2.2, zorder=3,
                     markevery=max(1, len(x) // 10), **_marker_kw(regime))
             lows.append(100 * r["val_acc"].min())
-        b = best[best["arch"] == arch]
+        b = choice[choice["arch"] == arch]
         b = b.iloc[0] if not b.empty else pd.Series(dtype=object)
-        top = best_overall.get(arch)
         hlines = []
-        if top is not None and np.isfinite(top["test_acc"]):
-            hlines.append((100 * top["test_acc"], dict(color=TEST_COLOR, linestyle=":", linewidth=1.4),
-                           f"test {100 * top['test_acc']:.0f}%"))
+        top_test = b.get("top_test")
+        if top_test is not None and isinstance(top_test, float) and np.isfinite(top_test):
+            hlines.append((100 * top_test, dict(color=TEST_COLOR, linestyle=":", linewidth=1.4),
+                           f"test {100 * top_test:.0f}%"))
+        if majority is not None:
+            hlines.append((100 * majority.accuracy, dict(color=MAJORITY_COLOR, linestyle="-.", linewidth=1.2),
+                           f"majority {100 * majority.accuracy:.0f}%"))
         for tag, style in (("transfer", "-"), ("scratch", "--")):
             value = b.get(f"{tag}_ood")
             if value is not None and isinstance(value, float) and np.isfinite(value):
@@ -154,11 +162,14 @@ def fig2(curves: pd.DataFrame, regimes: pd.DataFrame, best: pd.DataFrame,
                for r in all_regimes]
     handles += [Patch(color="#777777", alpha=0.35, linewidth=0, label="range over seeds (min-max)"),
                 Line2D([], [], color=TEST_COLOR, linestyle=":", linewidth=1.4,
-                       label="test accuracy, best model"),
+                       label="test accuracy, regime best on validation (mean)"),
                 Line2D([], [], color=OOD_COLOR, linestyle="-", linewidth=1.4,
-                       label=f"{ood_label}, best transfer model"),
+                       label=f"{ood_label}, transfer regime (mean)"),
                 Line2D([], [], color=OOD_COLOR, linestyle="--", linewidth=1.4,
-                       label=f"{ood_label}, best scratch model")]
+                       label=f"{ood_label}, scratch (mean)")]
+    if majority is not None:
+        handles.append(Line2D([], [], color=MAJORITY_COLOR, linestyle="-.", linewidth=1.2,
+                              label=f"val: always '{majority.label}' ({majority.count}/{majority.total})"))
     _legend(fig, handles, legend_cols)
     return fig
 
@@ -194,24 +205,26 @@ def _size_label(x: float, sizes: pd.DataFrame) -> str:
     return f"{x:.0f}\n(all)" if full else f"{x:.0f}"
 
 
-def learning_curves(lc: pd.DataFrame, trials: pd.DataFrame, ood_label: str) -> Figure:
+def learning_curves(lc: pd.DataFrame, trials: pd.DataFrame, ood_label: str,
+                    majority: dict[str, Majority] | None = None) -> Figure:
     """Accuracy against training images per class (log axis): one row per architecture, test and
     OOD side by side. Per regime: every seed as a point, the mean across seeds as a line, and
     the range over seeds (min-max) shaded. `lc`: analysis.aggregate.learning_curves; `trials`:
-    the per-trial rows (for the points)."""
+    the per-trial rows (for the points); `majority`: per split ("test", "ood"), its majority class,
+    drawn as the accuracy of always answering it."""
     archs = list(dict.fromkeys(lc["arch"]))
     metrics = [("test_acc", "test accuracy (%)")]
     if lc["ood_acc_mean"].notna().any():
         metrics.append(("ood_acc", f"{ood_label} accuracy (%)"))
     regimes_present = regime_order(lc["regime"].unique().tolist())
-    fig, axes, legend_cols = _grid(len(archs) * len(metrics), len(regimes_present) + 2,
+    fig, axes, legend_cols = _grid(len(archs) * len(metrics), len(regimes_present) + 3,
                                    ncols_max=len(metrics), panel=(4.6, 3.2))
     nudge = {r: 1.05 ** (i - (len(regimes_present) - 1) / 2) for i, r in enumerate(regimes_present)}
     sizes = lc[["train_size", "x"]].drop_duplicates()
     keys = ["arch", "regime", "train_size"]
     trials = trials[keys + [m for m, _ in metrics]].merge(lc[keys + ["x"]], on=keys, how="left")
     panels = [(arch, metric) for arch in archs for metric in metrics]
-    points_drawn = False
+    points_drawn = majority_drawn = False
     for ax, (arch, (metric, ylabel)) in zip(axes, panels, strict=True):
         sub = lc[lc["arch"] == arch]
         lows = []
@@ -244,6 +257,11 @@ def learning_curves(lc: pd.DataFrame, trials: pd.DataFrame, ood_label: str) -> F
             if len(xs) <= 12:  # label the sizes trained on, in plain numbers
                 ax.set_xticks(xs, [_size_label(x, sizes) for x in xs])
                 ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+        floor = (majority or {}).get(metric.removesuffix("_acc"))
+        if floor is not None:
+            ax.axhline(100 * floor.accuracy, color=MAJORITY_COLOR, linestyle="-.", linewidth=1.2, zorder=1)
+            lows.append(100 * floor.accuracy)
+            majority_drawn = True
         ax.set_title(f"{arch}: {ylabel.removesuffix(' (%)')}", fontsize=10)
         ax.set_xlabel("training images per class (log scale)")
         ax.set_ylabel(ylabel)
@@ -255,6 +273,9 @@ def learning_curves(lc: pd.DataFrame, trials: pd.DataFrame, ood_label: str) -> F
         handles.append(Line2D([], [], linestyle="none", marker="o", markerfacecolor="none",
                               color="#555555", label="one seed"))
     handles.append(Patch(color="#777777", alpha=0.3, linewidth=0, label="range over seeds (min-max)"))
+    if majority_drawn:
+        handles.append(Line2D([], [], color=MAJORITY_COLOR, linestyle="-.", linewidth=1.2,
+                              label="always the most common class"))
     _legend(fig, handles, legend_cols)
     return fig
 
@@ -266,7 +287,8 @@ def _floor(lows: list[float]) -> float:
 
 
 def params_plot(regimes: pd.DataFrame, ood_label: str) -> Figure:
-    """Test and OOD accuracy (mean +/- 95% CI across seeds) against trainable parameters: colour =
+    """Test and OOD accuracy (mean and 95% interval over seeds and images: the `_lo`/`_hi` columns
+    of analysis.aggregate.with_accuracies) against trainable parameters: colour =
     architecture, marker = regime. Regimes are nudged apart horizontally so that fine-tune and
     scratch (the same count) both show."""
     metrics = [("test_acc", "test accuracy (%)")]
@@ -284,10 +306,11 @@ def params_plot(regimes: pd.DataFrame, ood_label: str) -> Figure:
         lows = []
         for _, row in regimes.iterrows():
             m = 100 * float(row[f"{metric}_mean"])
-            h = 100 * float(row[f"{metric}_half"]) if np.isfinite(row[f"{metric}_half"]) else 0.0
             if not np.isfinite(m):
                 continue
-            lo, hi = max(m - h, 0.0), min(m + h, 100.0)
+            lo, hi = 100 * float(row.get(f"{metric}_lo", np.nan)), 100 * float(row.get(f"{metric}_hi", np.nan))
+            if not (np.isfinite(lo) and np.isfinite(hi)):
+                lo = hi = m
             kw = _marker_kw(row["regime"])
             kw["color"] = arch_color[row["arch"]]
             ax.errorbar([row["trainable_params"] * nudge[row["regime"]]], [m], yerr=[[m - lo], [hi - m]],
@@ -304,7 +327,8 @@ def params_plot(regimes: pd.DataFrame, ood_label: str) -> Figure:
     handles += [Line2D([], [], linestyle="none", marker="o", markersize=7, color=arch_color[a], label=a)
                 for a in archs]
     _legend(fig, handles, legend_cols)
-    fig.suptitle("Accuracy against trainable parameters (mean ± 95% CI across seeds)", fontsize=10.5)
+    fig.suptitle("Accuracy against trainable parameters (mean, 95% interval over seeds and images)",
+                 fontsize=10.5)
     return fig
 
 

@@ -23,7 +23,7 @@ import pyarrow.fs as pafs
 from analysis.checked import check_results_root, manifest_notes, read_checked, read_manifest_json
 from trainables.config import REGIMES, STUDY_REGIMES, parse_train_size
 from trainables.errors import UserError
-from trainables.results import PREDICTIONS_SCHEMA, read_table
+from trainables.results import PREDICTIONS_SCHEMA, TRIALS_SCHEMA, read_table
 from trainables.results_check import check_table
 from trainables.storage import join, resolve
 from trainables.table_files import read_folder
@@ -42,8 +42,11 @@ EPOCH_COLUMNS = ["trial_id", "epoch", "val_acc", "lr"]
 TRIAL_COLUMNS = KEY_COLUMNS + [
     "preset", "source", "status", "error", "epochs", "best_epoch", "best_val_acc", "best_val_loss",
     "test_acc", "ood_acc", "classes_json", "train_images", "train_images_per_class", "trainable_params",
-    "total_params", "ood_kind", "model_path", "split_manifest_hash"]
-"""What the analysis reads of `trials` (not the large JSON and provenance columns)."""
+    "total_params", "ood_kind", "model_path", "split_manifest_hash"] + [
+    c for c in ("one_class_test", "one_class_ood", "test_confusion_json", "ood_confusion_json")
+    if "one_class_test" in TRIALS_SCHEMA.names]
+"""What the analysis reads of `trials` (not the large JSON and provenance columns; the confusion
+matrices only where the schema has the one-class flags they count: analysis.one_class)."""
 ANTS_BEES_CAVEAT = ("the classes are ants and bees: these photos most likely come from ImageNet "
                     "itself, so ImageNet-pretrained models have seen photos like them and "
                     "transfer looks better here than on a truly new domain")
