@@ -84,7 +84,8 @@ def regime_summary(res: Results, band_rule: BandRule | str | None = None) -> pd.
     spread = full.groupby(["arch", "regime"], sort=False)["best_val_acc"].agg(["min", "max"]).add_prefix(
         "best_val_acc_").reset_index()
     out = summary.merge(params, on=["arch", "regime"]).merge(total, on=["arch", "regime"])
-    out = out.merge(spread, on=["arch", "regime"]).merge(bands, on=["arch", "regime"], how="left").merge(source, on=["arch", "regime"])
+    out = out.merge(spread, on=["arch", "regime"]).merge(bands, on=["arch", "regime"], how="left")
+    out = out.merge(source, on=["arch", "regime"])
     out.insert(2, "train_size", res.full_size)
     return _order(out)
 
@@ -111,8 +112,8 @@ def best_regime(trials: pd.DataFrame, regimes: tuple[str, ...]) -> str | None:
         return None
     g = sub.groupby("regime")["best_val_acc"].agg(["mean", "size"]).reset_index()
     order = {r: i for i, r in enumerate(regime_order(g["regime"].tolist()))}
-    g = g.assign(_o=g["regime"].map(order)).sort_values(["mean", "size", "_o"], ascending=[False, False, True],
-                                                        kind="stable")
+    g = g.assign(_o=g["regime"].map(order)).sort_values(["mean", "size", "_o"],
+                                                        ascending=[False, False, True], kind="stable")
     return str(g.iloc[0]["regime"])
 
 

@@ -54,12 +54,18 @@ class Headline:
 
     @property
     def interval(self) -> str:
+        if not math.isfinite(self.accuracy.lo):
+            return "no interval"
         return f"[{pct(self.accuracy.lo)}, {pct(self.accuracy.hi)}]"
 
     @property
     def how(self) -> str:
         a = self.accuracy
         seeds = f"{a.n_seeds} seed{'s' if a.n_seeds != 1 else ''}"
+        if not math.isfinite(a.lo):
+            return f"mean of {seeds}: no per-image predictions, so no interval"
+        if a.n_seeds == 1:
+            return f"Wilson 95% interval over {a.n_images} images; 1 seed: seed noise is not measured"
         return f"95% interval over {seeds} × {a.n_images} images" + (f"; {a.note}" if a.note else "")
 
 
@@ -118,7 +124,8 @@ class Answer:
             rows = self.rows()
             width_a = max(len(a) for a, _, _ in rows)
             width_s = max(len(s) for _, s, _ in rows)
-            cells = {(a, s, sp): f"{c.transfer_regime}: {c.cell}" for a, s, by in rows for sp, c in by.items()}
+            cells = {(a, s, sp): f"{c.transfer_regime}: {c.cell}"
+                     for a, s, by in rows for sp, c in by.items()}
             width_c = {sp: max([len(sp)] + [len(v) for (_, _, x), v in cells.items() if x == sp])
                        for sp in self.splits}
             lines.append(f"    {'':<{width_a}}  {'':<{width_s}}  "
@@ -201,7 +208,8 @@ def broken_lines(res: Results, corr: Correctness) -> dict[tuple[str, str, str], 
         seeds = dict(zip(ids, g["seed"].astype(int), strict=True))
         text = one_class.summary(corr.one_class, ids, seeds, labels)
         if text:
-            out[(str(arch), str(regime), str(size))] = f"{text} (of {len(ids)} seed{'s' if len(ids) != 1 else ''})"
+            of = f"{len(ids)} seed{'s' if len(ids) != 1 else ''}"
+            out[(str(arch), str(regime), str(size))] = f"{text} (of {of})"
     return out
 
 
@@ -224,8 +232,13 @@ def build(res: Results, regimes: pd.DataFrame, accuracies: pd.DataFrame, claims:
                              & (accuracies["split"] == split)]
             if not row.empty:
                 r = row.iloc[0]
-                headlines.append(Headline(label, Effect(r["mean"], r["lo"], r["hi"], math.nan, int(r["n_seeds"]),
-                                                        int(r["n_images"]), math.nan, r["how"])))
+                acc = Effect(r["mean"], r["lo"], r["hi"], math.nan, int(r["n_seeds"]), int(r["n_images"]),
+                             math.nan, r["how"])
+                headlines.append(Headline(label, acc))
+            elif math.isfinite(top[f"{split}_acc_mean"]):  # accuracies without per-image predictions
+                acc = Effect(float(top[f"{split}_acc_mean"]), math.nan, math.nan, math.nan,
+                             int(top[f"{split}_acc_n"]), 0, math.nan, "mean over seeds")
+                headlines.append(Headline(label, acc))
     arch = None if top is None else str(top["arch"])
     shown = {(c.arch, c.transfer_regime, c.train_size) for c in comparisons} | \
         {(c.arch, "scratch", c.train_size) for c in comparisons}

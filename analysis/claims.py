@@ -16,8 +16,9 @@ import pandas as pd
 from analysis.aggregate import best_regime, model_selection, pick_best
 from analysis.effects import Correctness, Pair, seed_pairs
 from analysis.load import TRANSFER_REGIMES, Results, arch_order, is_full_size
+from analysis.rank_correlation import spearman_exact
 from analysis.regime_effects import Comparison, compare, full_size
-from analysis.stats import effect_of, fmt_p, paired_effect, spearman_exact
+from analysis.stats import effect_of, fmt_p, paired_effect
 from analysis.verdicts import (
     FIXED_IN_ADVANCE,
     UNTESTABLE,
@@ -192,8 +193,9 @@ def overparameterisation(res: Results, corr: Correctness, opts: ClaimOptions, se
     verdict, why = noninferiority_verdict(eff, opts.alpha)
     ratio = (large["trainable_params"].median() / small["trainable_params"].median()
              if small["trainable_params"].median() else math.nan)
-    models = (f"{SMALL_ARCH} {regime[SMALL_ARCH]} ({_millions(small['trainable_params'].median())} trainable) "
-              f"vs {LARGE_ARCH} {regime[LARGE_ARCH]} ({_millions(large['trainable_params'].median())}"
+    s_params, l_params = small["trainable_params"].median(), large["trainable_params"].median()
+    models = (f"{SMALL_ARCH} {regime[SMALL_ARCH]} ({_millions(s_params)} trainable) "
+              f"vs {LARGE_ARCH} {regime[LARGE_ARCH]} ({_millions(l_params)}"
               f"{f', {ratio:.0f}x' if math.isfinite(ratio) else ''})")
     detail = f"{len(used)} seed{'s' if len(used) != 1 else ''}" + (
         f", {dropped} images not seen by both left out" if dropped else "")

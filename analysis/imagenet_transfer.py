@@ -41,8 +41,10 @@ from analysis import verdicts
 from analysis.effects import Correctness
 from analysis.load import TRANSFER_REGIMES, Results, arch_order, regime_order
 from analysis.probe_triage import imagenet_top1_of
-from analysis.stats import ALPHA, CONFIDENCE, crossed_accuracy, spearman_exact
+from analysis.rank_correlation import spearman_exact
+from analysis.stats import ALPHA, CONFIDENCE, crossed_accuracy, wilson
 from analysis.tables import Tab
+from trainables.results import read_table
 
 MIN_ARCHS = 3
 """Architectures needed for the figure and the correlations."""
@@ -75,6 +77,10 @@ def points(res: Results, corr: Correctness | None = None) -> tuple[pd.DataFrame,
                 how = f"{e.n_seeds} seed{'s' if e.n_seeds != 1 else ''} × {e.n_images} images"
             elif g[f"{split}_acc"].notna().any():  # accuracies without per-image predictions
                 mean, how = float(g[f"{split}_acc"].mean()), "no per-image predictions: no interval"
+                images = _images(res, ids[0], split) if len(ids) == 1 else 0
+                if images:
+                    lo, hi = wilson(round(mean * images), images)
+                    how = f"1 trial × {images} images (Wilson)"
             row.update({split: mean, f"{split}_lo": lo, f"{split}_hi": hi, f"{split}_how": how})
         rows.append(row)
     cols = ["arch", "regime", "imagenet_top1", "n"] + [
@@ -86,6 +92,14 @@ def points(res: Results, corr: Correctness | None = None) -> tuple[pd.DataFrame,
         out = out.assign(_r=out["regime"].map(r_key), _a=out["arch"].map(a_key)).sort_values(
             ["_r", "_a"]).drop(columns=["_r", "_a"]).reset_index(drop=True)
     return out, missing
+
+
+def _images(res: Results, trial_id: str, split: str) -> int:
+    """Images a trial was evaluated on, from its confusion matrix (results without predictions)."""
+    col = f"{split}_confusion_json"
+    rows = read_table(res.root, "trials", columns=["trial_id", col]).to_pandas()
+    text = rows.loc[rows["trial_id"] == trial_id, col].dropna()
+    return int(np.sum(json.loads(text.iloc[0]))) if len(text) else 0
 
 
 def fisher_interval(r: float, n: int, se: float, confidence: float = CONFIDENCE
@@ -126,8 +140,8 @@ def correlate(regime: str, split: str, x: np.ndarray, y: np.ndarray) -> Correlat
         p_lo, p_hi = float(ci.low), float(ci.high)
     rank = spearman_exact(x, y, EXACT_UP_TO)
     se_s = math.sqrt((1 + rank.rho * rank.rho / 2) / (n - 3)) if n > 3 else math.inf
-    return Correlation(regime, split, n, float(pearson.statistic), p_lo, p_hi, float(pearson.pvalue), rank.rho,
-                       *fisher_interval(rank.rho, n, se_s), rank.p_value)
+    return Correlation(regime, split, n, float(pearson.statistic), p_lo, p_hi, float(pearson.pvalue),
+                       rank.rho, *fisher_interval(rank.rho, n, se_s), rank.p_value)
 
 
 def correlations(pts: pd.DataFrame) -> list[Correlation]:

@@ -97,7 +97,8 @@ def from_columns(trials: pd.DataFrame) -> dict[tuple[str, str], OneClass]:
                 continue
             count = total = 0
             text = trials.at[i, confusion] if confusion in trials else None
-            names = json.loads(classes.at[i]) if classes is not None and isinstance(classes.at[i], str) else []
+            named = classes is not None and isinstance(classes.at[i], str)
+            names = json.loads(classes.at[i]) if named else []
             if isinstance(text, str) and label in names:
                 m = np.asarray(json.loads(text))
                 count, total = int(m[:, names.index(label)].sum()), int(m.sum())
@@ -116,6 +117,12 @@ def val_majority(manifest: dict | None) -> Majority | None:
         return None
     per = pd.Series(labels).value_counts()
     return Majority("val", str(per.index[0]), int(per.iloc[0]), int(per.sum()))
+
+
+def with_val(majority: dict[str, Majority], manifest: dict | None) -> dict[str, Majority]:
+    """The test and OOD majorities (from the predictions) plus the validation split's."""
+    val = val_majority(manifest)
+    return {**majority, **({"val": val} if val is not None else {})}
 
 
 def summary(flags: dict[tuple[str, str], OneClass], trial_ids: list[str], seeds: dict[str, int],

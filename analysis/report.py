@@ -2,17 +2,15 @@
 
     python -m analysis.report [--results runs/demo/results] [--out runs/demo/report]
 
-The console and report.html open with the answer: the best architecture x regime (chosen on
-validation) with its test and OOD accuracy, transfer minus scratch per architecture and train
-size, and each claim's verdict. Then Table II, the figures and the details.
+The console and report.html open with one plain sentence (how far transfer is ahead of scratch,
+with its 95% interval), then the answer (analysis.answer), Table II, the figures and the details.
+Every interval counts seeds and images and is conditional on the one train/val/test split.
 
 Writes into --out (default: the results folder's sibling ``report/``):
   report.html                   self-contained page from a Jinja2 template (--template restyles it)
-  table2.md, table2.csv, table2.tex   Table II as the study printed it (val bands, OOD with and
-                                without transfer); the Markdown adds the means and intervals, the
-                                CSV has every number
-  paired.csv                    transfer vs scratch per architecture, train size and split: the
-                                regimes compared over all seeds on the same images
+  table2.md, .csv, .tex         Table II as the study printed it; the Markdown adds the means
+                                and intervals, the CSV has every number
+  paired.csv                    transfer vs scratch per architecture, train size and split
   fig2.png/.pdf                 val accuracy per epoch, one panel per architecture
   learning_curves.png/.pdf      accuracy against training images per class (2+ train sizes)
   params.png/.pdf               accuracy against trainable parameters (2+ architectures)
@@ -40,6 +38,7 @@ from analysis import provenance as provenance_mod
 from analysis.checked import prepare_out_dir, read_manifest_json
 from analysis.effects import Correctness
 from analysis.load import DEFAULT_RESULTS, Results, default_out_dir, load_results
+from analysis.params_figure import params_missing, params_plot
 from trainables.errors import UserError
 
 
@@ -171,10 +170,8 @@ def build(results: str = DEFAULT_RESULTS, out: str | None = None, gradcam_n: int
         report.files.append(path)
     regime_effects.comparisons_frame(comparisons).to_csv(out_dir / "paired.csv", index=False)
     report.files.append(out_dir / "paired.csv")
-    majority = dict(corr.majority)
-    val = one_class.val_majority(read_manifest_json(res.root, res.manifest_path) if res.manifest_path else None)
-    if val is not None:
-        majority["val"] = val
+    manifest = read_manifest_json(res.root, res.manifest_path) if res.manifest_path else None
+    majority = one_class.with_val(corr.majority, manifest)  # each split's majority-class line
     figs = _figures(res, regimes, choice, majority, lc, out_dir, report)
     lap("figures")
     if with_gradcam:
@@ -234,11 +231,12 @@ def _figures(res: Results, regimes, choice, majority, lc, out_dir: Path, report:
         "the means across seeds, the shaded band spans the lowest to the highest seed (with 2-3 "
         "seeds a 95% t-interval would span most of the axis; the intervals are in the tables). Grey "
         "dash-dot: the accuracy of always answering the split's most common class.",
-        lambda: figures.learning_curves(lc, res.trials, ood_label, majority), figures.learning_curves_missing(lc))
+        lambda: figures.learning_curves(lc, res.trials, ood_label, majority),
+        figures.learning_curves_missing(lc))
     add("params", "Accuracy against trainable parameters",
         "Mean and 95% interval over seeds and images; colour = architecture, marker = "
         "regime. The overparameterisation question: do bigger models do worse with little data?",
-        lambda: figures.params_plot(regimes, ood_label), figures.params_missing(regimes))
+        lambda: params_plot(regimes, ood_label), params_missing(regimes))
     return out
 
 

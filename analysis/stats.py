@@ -1,24 +1,18 @@
 """Statistics for the report and the claims: accuracies and differences over a crossed design of
-seeds x images, with a 95% interval and a p that come from one calculation, so they cannot
-disagree.
+seeds x images, with a 95% interval and a p from one calculation, so they cannot disagree.
 
-Every seed's model is evaluated on the same images, so per-image correctness is a seeds x images
-table and its grand mean varies for three reasons: which seeds were run (training randomness,
-large for an unstable scratch run), which images were drawn (46 test images are a small sample),
-and which images a seed happens to get right (seed x image). The two-way random-effects ANOVA of
-that table estimates all three, and the variance of the grand mean is
+Every seed's model sees the same images, so per-image correctness is a seeds x images table whose
+grand mean varies for three reasons: which seeds were run (large for an unstable scratch run),
+which images were drawn (46 test images are a small sample), and which images a seed happens to
+get right. From the table's two-way ANOVA the half-width of the 95% interval is
 
-    Var = s2_seed / S + s2_image / I + s2_seed_x_image / (S I) = (MS_seed + MS_image - MS_resid) / (S I)
+    sqrt(t(S-1)^2 MS_seed / (S I) + t(I-1)^2 max(MS_image - MS_resid, floor) / (S I))
 
-(a component estimated below 0 is set to 0), with Satterthwaite's degrees of freedom for the
-t quantile. With one seed there is no seed term: the images alone (the interval says so). Two
-pseudo images per seed, one each way, keep a width when every answer agrees (for a difference:
-one only A gets right and one only B; for an accuracy: one right and one wrong, the Agresti-Coull
-idea), so a table of identical answers never gives a zero-width interval.
-
-bench/calibration.py checks by simulation that the 95% interval covers the true value and that
-p rejects a true null at most 5% of the time in every cell of its grid (docs/analysis.md,
-"Calibration", shows the table).
+the classic t-interval across the seeds' means (it holds the seed x image noise too) and the
+image sampling those means share, added in quadrature; p is the level at which the interval
+reaches 0. With one seed: the images alone, and the text says so. The floor keeps a width when
+every answer agrees. Why this and not Satterthwaite's degrees of freedom or a bootstrap, and the
+simulation that checks it (bench/calibration.py): docs/analysis.md, "Calibration".
 """
 
 from __future__ import annotations
@@ -330,36 +324,3 @@ def crossed_accuracy(correct: np.ndarray, confidence: float = CONFIDENCE) -> Eff
     c = crossed_mean(x, floor=adjusted * (1 - adjusted) / (s * (i + 2)))
     h = c.half(confidence)
     return Effect(c.mean, max(c.mean - h, 0.0), min(c.mean + h, 1.0), math.nan, s, i, c.se, METHOD)
-
-
-# ------------------------------------------------------------------------------ rank correlation
-@dataclass(frozen=True)
-class RankCorrelation:
-    rho: float
-    p_value: float
-    n: int
-    exact: bool
-
-
-def spearman_exact(x: Sequence[float], y: Sequence[float], exact_up_to: int = 8) -> RankCorrelation:
-    """Spearman's rho with a two-sided permutation p over finite pairs: exact (every ordering)
-    up to `exact_up_to` points, 50,000 seeded orderings above (never the asymptotic p, which is
-    wrong for a handful of architectures: at n = 3 the smallest exact p is 1/3). NaNs below 3."""
-    xa, ya = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    keep = np.isfinite(xa) & np.isfinite(ya)
-    xa, ya = xa[keep], ya[keep]
-    n = len(xa)
-    if n < 3 or np.ptp(xa) == 0 or np.ptp(ya) == 0:
-        return RankCorrelation(math.nan, math.nan, n, True)
-    rx, ry = sps.rankdata(xa), sps.rankdata(ya)
-    exact = n <= exact_up_to
-
-    def stat(b: np.ndarray, axis: int = -1) -> np.ndarray:
-        a = rx - rx.mean()
-        bc = b - b.mean(axis=axis, keepdims=True)
-        return (a * bc).sum(axis=axis) / np.sqrt((a * a).sum() * (bc * bc).sum(axis=axis))
-
-    res = sps.permutation_test((ry,), stat, vectorized=True, permutation_type="pairings",
-                               n_resamples=math.factorial(n) if exact else 50_000,
-                               alternative="two-sided", rng=np.random.default_rng(0))
-    return RankCorrelation(float(stat(ry)), float(min(1.0, res.pvalue)), n, exact)

@@ -170,6 +170,14 @@ def _acc_cell(r: pd.Series, split: str) -> str:
                          r.get(f"{metric}_hi", math.nan), int(r[f"{metric}_n"]))
 
 
+def _val_cell(r: pd.Series) -> str:
+    """'94.2 (93.5-95.7)': mean, lowest and highest seed; '93.5 (every seed)'; '93.5 (1 seed)'."""
+    mean, lo, hi = (100 * r[f"best_val_acc_{k}"] for k in ("mean", "min", "max"))
+    if int(r["n"]) < 2:
+        return f"{mean:.1f} (1 seed)"
+    return f"{mean:.1f} (every seed)" if lo == hi else f"{mean:.1f} ({lo:.1f}-{hi:.1f})"
+
+
 def intervals_table(regimes: pd.DataFrame, ood: str, has_ood: bool,
                     flags: dict[tuple[str, str], str]) -> Tab:
     """Table II's numbers with their spread: per architecture x regime, trainable parameters,
@@ -181,8 +189,7 @@ def intervals_table(regimes: pd.DataFrame, ood: str, has_ood: bool,
     header.append("Broken models")
     rows = []
     for _, r in regimes.iterrows():
-        val = (f"{100 * r['best_val_acc_mean']:.1f} ({100 * r['best_val_acc_min']:.1f}-"
-               f"{100 * r['best_val_acc_max']:.1f})" if int(r["n"]) > 1 else fmt_pct(r["best_val_acc_mean"]))
+        val = _val_cell(r)
         row = [r["arch"], REGIME_LABELS.get(r["regime"], r["regime"]), fmt_params(r["trainable_params"]),
                str(r["n"]), val, _acc_cell(r, "test")]
         if has_ood:
@@ -219,8 +226,8 @@ def comparisons_table(comparisons: list) -> Tab:
     rows = []
     for c in comparisons:
         e = c.effect
-        rows.append([c.arch, c.size_label, c.split_label, REGIME_LABELS.get(c.transfer_regime, c.transfer_regime),
-                     f"{e.n_seeds} × {e.n_images}",
+        regime = REGIME_LABELS.get(c.transfer_regime, c.transfer_regime)
+        rows.append([c.arch, c.size_label, c.split_label, regime, f"{e.n_seeds} × {e.n_images}",
                      accuracy_text(c.transfer.estimate, c.transfer.lo, c.transfer.hi, c.transfer.n_seeds),
                      accuracy_text(c.scratch.estimate, c.scratch.lo, c.scratch.hi, c.scratch.n_seeds),
                      e.short(), fmt_p_plain(e.p_value), fmt_p_plain(c.p_holm)])

@@ -41,7 +41,8 @@ def test_interval_covers_the_true_difference(rows, name, seeds):
 @pytest.mark.parametrize("seeds", [2, 3])
 def test_p_rejects_a_true_null_at_most_five_percent(rows, name, seeds):
     r = rows[(name, seeds)]
-    assert r.rejection <= 0.05 + MC_Z * r.rejection_se, f"{name}, {seeds} seeds: p < 0.05 in {r.rejection:.3f}"
+    assert r.rejection <= 0.05 + MC_Z * r.rejection_se, (
+        f"{name}, {seeds} seeds: p < 0.05 in {r.rejection:.3f}")
 
 
 def test_two_seeds_are_honest_and_say_so():

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
+from analysis.rank_correlation import spearman_exact
 from analysis.stats import (
     crossed_accuracy,
     crossed_mean,
@@ -20,7 +21,6 @@ from analysis.stats import (
     mean_ci,
     min_detectable,
     paired_effect,
-    spearman_exact,
     t_halfwidths,
     wilson,
 )
