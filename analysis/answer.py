@@ -256,6 +256,7 @@ def build(res: Results, regimes: pd.DataFrame, accuracies: pd.DataFrame, claims:
                     val_mean=math.nan if top is None else float(top["best_val_acc_mean"]),
                     headlines=headlines, comparisons=comparisons, claims=list(claims), scope=scope,
                     plain=plain, broken=broken_shown)
+    answer.notes += list(dict.fromkeys(c.effect.note for c in comparisons if c.effect.note))
     if res.caveat:
         answer.notes.append(res.caveat)
     return answer

@@ -26,10 +26,10 @@ from scipy import stats as sps
 from scipy.optimize import brentq
 from scipy.special import stdtrit
 
-CONFIDENCE = 0.95
-ALPHA = 1 - CONFIDENCE
+ALPHA = 0.05
 """Significance level of every test in the report (two-sided; TOST and non-inferiority at this
 level use the 90% interval)."""
+CONFIDENCE = 1 - ALPHA
 Z_POWER = float(sps.norm.ppf(0.80))
 """Power used for the smallest detectable effect (80%)."""
 FEW_SEEDS = 3
