@@ -9,13 +9,15 @@ honest estimates.
 
 from __future__ import annotations
 
+import math
+
 import pandas as pd
 
 from analysis.bands import BandRule, val_bands
 from analysis.load import Results, arch_order
-from analysis.stats import mcnemar_exact, mean_ci, paired_bootstrap, t_halfwidths
+from analysis.stats import t_halfwidths
 from trainables.archs import source_of
-from trainables.regimes import SCRATCH, TRANSFER_REGIMES, regime_order
+from trainables.regimes import SCRATCH, STUDY_REGIMES, TRANSFER_REGIMES, regime_order
 from trainables.results.tables import BEST_TRIAL_ORDER
 
 METRICS = ("best_val_acc", "test_acc", "ood_acc")
@@ -65,7 +67,9 @@ def _order(df: pd.DataFrame) -> pd.DataFrame:
 
 def regime_summary(res: Results, band_rule: BandRule | str | None = None) -> pd.DataFrame:
     """Arch x regime at the full train size: band (`band_rule`, default analysis.bands.DEFAULT_RULE),
-    trainable params, mean +/- CI of each metric."""
+    trainable params, mean, t half-width across seeds and count of each metric, the lowest and
+    highest best-val accuracy. `with_accuracies` adds the test and OOD intervals over seeds and
+    images."""
     full = res.full
     summary = agg_ci(full, ["arch", "regime"])
     params = full.groupby(["arch", "regime"], sort=False)["trainable_params"].median().rename(
@@ -77,38 +81,58 @@ def regime_summary(res: Results, band_rule: BandRule | str | None = None) -> pd.
     named = full["arch"].map(source_of)  # external logs carry no source column
     full = full.assign(source=full["source"].fillna(named) if "source" in full else named)
     source = full.groupby(["arch", "regime"], sort=False)["source"].first().reset_index()
+    spread = full.groupby(["arch", "regime"], sort=False)["best_val_acc"].agg(["min", "max"]).add_prefix(
+        "best_val_acc_").reset_index()
     out = summary.merge(params, on=["arch", "regime"]).merge(total, on=["arch", "regime"])
-    out = out.merge(bands, on=["arch", "regime"], how="left").merge(source, on=["arch", "regime"])
+    out = out.merge(spread, on=["arch", "regime"]).merge(bands, on=["arch", "regime"], how="left")
+    out = out.merge(source, on=["arch", "regime"])
     out.insert(2, "train_size", res.full_size)
     return _order(out)
 
 
-def best_models(res: Results) -> pd.DataFrame:
-    """Per architecture: the best transfer trial and the best scratch trial (full train size),
-    and the OOD/test accuracy mean +/- CI across seeds of each seed's best transfer trial."""
+def with_accuracies(regimes: pd.DataFrame, accuracies: pd.DataFrame) -> pd.DataFrame:
+    """`regimes` with {test,ood}_acc_lo/_hi/_images from analysis.regime_effects.regime_accuracies
+    (the crossed seeds x images interval). Groups without per-image predictions keep NaN there;
+    the tables then show the mean without an interval."""
+    out = regimes.copy()
+    for split in ("test", "ood"):
+        acc = accuracies[accuracies["split"] == split].set_index(["arch", "regime"])
+        key = pd.MultiIndex.from_frame(out[["arch", "regime"]])
+        for col, src in (("lo", "lo"), ("hi", "hi"), ("images", "n_images")):
+            out[f"{split}_acc_{col}"] = acc[src].reindex(key).to_numpy() if not acc.empty else math.nan
+    return out
+
+
+def best_regime(trials: pd.DataFrame, regimes: tuple[str, ...]) -> str | None:
+    """Of `regimes`, the one with the highest mean best-val accuracy over its trials (ties: more
+    trials, then the study's regime order); None when none was run. Validation only: the
+    chosen regime's test and OOD numbers stay honest."""
+    sub = trials[trials["regime"].isin(regimes)]
+    if sub.empty:
+        return None
+    g = sub.groupby("regime")["best_val_acc"].agg(["mean", "size"]).reset_index()
+    order = {r: i for i, r in enumerate(regime_order(g["regime"].tolist()))}
+    g = g.assign(_o=g["regime"].map(order)).sort_values(["mean", "size", "_o"],
+                                                        ascending=[False, False, True], kind="stable")
+    return str(g.iloc[0]["regime"])
+
+
+def regime_choice(res: Results) -> pd.DataFrame:
+    """Per architecture at the full train size: its transfer regime (analysis.regime_effects:
+    the higher mean best-val accuracy over seeds) and scratch, with the mean over seeds of each
+    one's test and OOD accuracy (Table II's OOD columns, Fig. 2's lines), and the regime best on
+    validation of all the study's regimes (`top_regime`, its mean test accuracy `top_test`)."""
     full = res.full
     rows = []
-    transfer = full[full["regime"].isin(TRANSFER_REGIMES)]
-    scratch = full[full["regime"] == SCRATCH]
-    best_t = pick_best(transfer, ["arch"]).set_index("arch") if not transfer.empty else None
-    best_s = pick_best(scratch, ["arch"]).set_index("arch") if not scratch.empty else None
-    per_seed_t = pick_best(transfer, ["arch", "seed"]) if not transfer.empty else transfer
     for arch in arch_order(full["arch"].unique().tolist()):
+        sub = full[full["arch"] == arch]
         row: dict = {"arch": arch}
-        for tag, best, pool in (("transfer", best_t, per_seed_t),
-                                (SCRATCH, best_s, scratch)):
-            if best is not None and arch in best.index:
-                b = best.loc[arch]
-                row.update({f"{tag}_trial": b["trial_id"], f"{tag}_regime": b["regime"],
-                            f"{tag}_seed": int(b["seed"]), f"{tag}_val": b["best_val_acc"],
-                            f"{tag}_test": b["test_acc"], f"{tag}_ood": b["ood_acc"],
-                            f"{tag}_model_path": b["model_path"]})
-            sub = pool[pool["arch"] == arch]
-            for metric in ("test_acc", "ood_acc"):
-                ci = mean_ci(sub[metric].to_numpy(dtype=float))
-                short = metric.removesuffix("_acc")
-                row.update({f"{tag}_{short}_mean": ci.mean, f"{tag}_{short}_half": ci.half,
-                            f"{tag}_{short}_n": ci.n})
+        for tag, regime in (("transfer", best_regime(sub, TRANSFER_REGIMES)), (SCRATCH, SCRATCH),
+                            ("top", best_regime(sub, STUDY_REGIMES))):
+            g = sub[sub["regime"] == regime] if regime else sub.iloc[:0]
+            row.update({f"{tag}_regime": regime if not g.empty else None, f"{tag}_n": len(g),
+                        f"{tag}_test": g["test_acc"].mean() if len(g) else math.nan,
+                        f"{tag}_ood": g["ood_acc"].mean() if len(g) else math.nan})
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -116,57 +140,6 @@ def best_models(res: Results) -> pd.DataFrame:
 def best_overall(res: Results, arch: str) -> pd.Series | None:
     sub = res.full[res.full["arch"] == arch]
     return None if sub.empty else rank(sub).iloc[0]
-
-
-def seed_paired(res: Results) -> pd.DataFrame:
-    """Per architecture and metric: mean +/- CI across seeds of (best transfer regime of that
-    seed, chosen on val) minus (scratch, same seed). Seeds without both are skipped."""
-    full = res.full
-    transfer = pick_best(full[full["regime"].isin(TRANSFER_REGIMES)], ["arch", "seed"])
-    scratch = full[full["regime"] == SCRATCH]
-    if transfer.empty or scratch.empty:
-        return pd.DataFrame(columns=["arch", "metric", "diff_mean", "diff_half", "n"])
-    both = transfer.merge(scratch, on=["arch", "seed"], suffixes=("_t", "_s"))
-    rows = []
-    for arch in arch_order(both["arch"].unique().tolist()):
-        sub = both[both["arch"] == arch]
-        for metric in ("test_acc", "ood_acc"):
-            ci = mean_ci((sub[f"{metric}_t"] - sub[f"{metric}_s"]).to_numpy(dtype=float))
-            rows.append({"arch": arch, "metric": metric, "diff_mean": ci.mean, "diff_half": ci.half,
-                         "n": ci.n})
-    return pd.DataFrame(rows)
-
-
-def paired_tests(res: Results, best: pd.DataFrame | None = None, reps: int = 2000) -> pd.DataFrame:
-    """Best transfer vs best scratch model per architecture on the same test and OOD images:
-    exact McNemar test and a paired-bootstrap 95% interval of the accuracy difference."""
-    best = best_models(res) if best is None else best
-    cols = ["arch", "split", "transfer_trial", "transfer_regime", "scratch_trial", "n", "acc_transfer",
-            "acc_scratch", "diff", "boot_lo", "boot_hi", "b", "c", "p_value"]
-    if best.empty or "transfer_trial" not in best or "scratch_trial" not in best:
-        return pd.DataFrame(columns=cols)
-    pairs = best.dropna(subset=["transfer_trial", "scratch_trial"])
-    if pairs.empty:
-        return pd.DataFrame(columns=cols)
-    preds = res.predictions(pairs["transfer_trial"].tolist() + pairs["scratch_trial"].tolist())
-    rows = []
-    for _, p in pairs.iterrows():
-        t = preds[preds["trial_id"] == p["transfer_trial"]]
-        s = preds[preds["trial_id"] == p["scratch_trial"]]
-        joined = t.merge(s, on=["split", "path"], suffixes=("_t", "_s"))
-        for split in ("test", "ood"):
-            sub = joined[joined["split"] == split]
-            if sub.empty:
-                continue
-            a = sub["correct_t"].to_numpy(dtype=bool)
-            b = sub["correct_s"].to_numpy(dtype=bool)
-            m = mcnemar_exact(a, b)
-            diff, lo, hi = paired_bootstrap(a, b, reps=reps, seed=0)
-            rows.append({"arch": p["arch"], "split": split, "transfer_trial": p["transfer_trial"],
-                         "transfer_regime": p["transfer_regime"], "scratch_trial": p["scratch_trial"],
-                         "n": m.n, "acc_transfer": m.acc_a, "acc_scratch": m.acc_b, "diff": diff,
-                         "boot_lo": lo, "boot_hi": hi, "b": m.b, "c": m.c, "p_value": m.p_value})
-    return pd.DataFrame(rows, columns=cols)
 
 
 def learning_curves(res: Results) -> pd.DataFrame:

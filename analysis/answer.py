@@ -1,21 +1,22 @@
-"""The answer box: what a researcher reads first, on the console and at the top of report.html.
+"""The answer: what a researcher reads first, on the console and at the top of report.html.
 
-    Best on validation    the architecture x regime with the highest mean best-val accuracy at
-                          the full train size, and its test and OOD accuracy (mean across
-                          seeds, 95% t-interval, clipped to [0, 100]).
-    Transfer - scratch    per architecture and train size: the best transfer model minus the
-                          best scratch model (each chosen on validation), on the same test and
-                          OOD images: difference, paired-bootstrap 95% interval, exact McNemar p
-                          (analysis.aggregate.paired_tests, run on each train size: `paired_by_size`).
-    Claims                each claim's verdict in one line (analysis.claims).
+    In plain words   one or two sentences: for the architecture best on validation, how far its
+                     transfer regime is ahead of (or behind) training from scratch on the test
+                     and the OOD images, with the 95% interval, and whether scratch runs broke.
+    Best on valid.   the architecture x regime with the highest mean best-val accuracy at the full
+                     train size, and its test and OOD accuracy with the 95% interval over seeds
+                     and images (analysis.stats.crossed_accuracy).
+    Transfer - scratch  per architecture and train size: analysis.regime_effects.compare (the
+                     transfer regime chosen on validation against scratch, all seeds each, one
+                     calculation for interval and p, Holm across every comparison shown).
+    Claims           each claim's verdict in one line (analysis.claims).
 
-No statistic is computed here: the numbers come from analysis.aggregate, per train size through
-`at_size`, a view of the results restricted to one train size.
+The same comparison at the full train size is the claims' and the comparison table's: one
+number per question. No statistic is computed here.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import textwrap
 from dataclasses import dataclass, field
@@ -23,13 +24,15 @@ from typing import Any
 
 import pandas as pd
 
-from analysis import aggregate
-from analysis.load import Results, arch_order, is_full_size
-from trainables.regimes import STUDY_REGIMES, regime_label, regime_order
+from analysis import one_class
+from analysis.effects import Correctness
+from analysis.load import Results, arch_order
+from analysis.regime_effects import Comparison, sizes_smallest_first
+from analysis.stats import Effect
+from trainables.regimes import SCRATCH, STUDY_REGIMES, regime_label, regime_order
 
-
-def clip(x: float, lo: float = 0.0, hi: float = 1.0) -> float:
-    return x if not math.isfinite(x) else min(max(x, lo), hi)
+CONDITIONAL = ("every interval is conditional on the one train/val/test split the sweep drew (a new "
+               "split would move every number) and counts the seeds and the images as noise")
 
 
 def pct(x: float, signed: bool = False) -> str:
@@ -43,57 +46,27 @@ class Headline:
     """The chosen architecture x regime's accuracy on one split."""
 
     split: str
-    mean: float
-    lo: float
-    hi: float
-    n: int
+    accuracy: Effect
+
+    @property
+    def mean(self) -> float:
+        return self.accuracy.estimate
 
     @property
     def interval(self) -> str:
-        if self.n < 2 or not math.isfinite(self.lo):
-            return "no interval (1 seed)"
-        return f"[{pct(self.lo)}, {pct(self.hi)}]"
+        if not math.isfinite(self.accuracy.lo):
+            return "no interval"
+        return f"[{pct(self.accuracy.lo)}, {pct(self.accuracy.hi)}]"
 
     @property
     def how(self) -> str:
-        if self.n < 2 or not math.isfinite(self.lo):
-            return "one seed: run several (--seeds 3) for an interval"
-        return f"95% t-interval across {self.n} seeds, clipped to [0, 100]"
-
-
-@dataclass(frozen=True)
-class Effect:
-    """Best transfer minus best scratch model of one architecture at one train size and split."""
-
-    arch: str
-    train_size: str
-    per_class: float
-    split: str
-    transfer_regime: str
-    diff: float
-    lo: float
-    hi: float
-    p: float
-    n_images: int
-
-    @property
-    def size_label(self) -> str:
-        per = f"{self.per_class:.0f}" if math.isfinite(self.per_class) else "?"
-        return f"all ({per}/class)" if is_full_size(self.train_size) else f"{per}/class"
-
-    @property
-    def short(self) -> str:
-        return f"{pct(self.diff, True)} [{pct(self.lo, True)}, {pct(self.hi, True)}]"
-
-    @property
-    def text(self) -> str:
-        return f"{pct(self.diff, True)} pp [{pct(self.lo, True)}, {pct(self.hi, True)}]"
-
-    @property
-    def p_text(self) -> str:
-        if not math.isfinite(self.p):
-            return "n/a"
-        return "p < 0.001" if self.p < 0.001 else f"p = {self.p:.3f}"
+        a = self.accuracy
+        seeds = f"{a.n_seeds} seed{'s' if a.n_seeds != 1 else ''}"
+        if not math.isfinite(a.lo):
+            return f"mean of {seeds}: no per-image predictions, so no interval"
+        if a.n_seeds == 1:
+            return f"Wilson 95% interval over {a.n_images} images; 1 seed: seed noise is not measured"
+        return f"95% interval over {seeds} × {a.n_images} images" + (f"; {a.note}" if a.note else "")
 
 
 @dataclass
@@ -103,10 +76,14 @@ class Answer:
     train_size: str
     val_mean: float
     headlines: list[Headline]
-    effects: list[Effect]
+    comparisons: list[Comparison]
     claims: list[Any]
     scope: str
     """What the results cover: architectures, seeds, train sizes."""
+    plain: str = ""
+    """One or two sentences a non-statistician reads correctly (the console's first line)."""
+    broken: list[str] = field(default_factory=list)
+    """Trials that answer one class, one line per architecture x regime x train size."""
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -115,40 +92,42 @@ class Answer:
             return "n/a"
         return f"{self.arch} · {regime_label(self.regime)}"
 
-    EFFECT_HOW = ("best transfer model minus best scratch model (each chosen on validation), on the "
-                  "same images; interval: paired bootstrap 95% over the images (2000 resamples), "
-                  "clipped to [-100, 100]; p: exact two-sided McNemar test")
+    EFFECT_HOW = ("transfer regime with the higher mean validation accuracy minus scratch, every seed of "
+                  "each, on the same images; interval and p from one calculation over seeds and images "
+                  "(p < 0.05 exactly when the interval excludes 0); Holm p across all the comparisons "
+                  f"shown; {CONDITIONAL}")
 
-    def effect_rows(self) -> list[tuple[str, str, dict[str, Effect]]]:
-        """(architecture, train size label, {split: effect}) in the order of `effects`."""
-        rows: dict[tuple[str, str], dict[str, Effect]] = {}
-        for e in self.effects:
-            rows.setdefault((e.arch, e.size_label), {})[e.split] = e
-        return [(a, s, by_split) for (a, s), by_split in rows.items()]
+    def rows(self) -> list[tuple[str, str, dict[str, Comparison]]]:
+        """(architecture, train size label, {split label: comparison}) in display order."""
+        rows: dict[tuple[str, str], dict[str, Comparison]] = {}
+        for c in self.comparisons:
+            rows.setdefault((c.arch, c.size_label), {})[c.split_label] = c
+        return [(a, s, by) for (a, s), by in rows.items()]
 
     @property
     def splits(self) -> list[str]:
-        return list(dict.fromkeys(e.split for e in self.effects))
+        return list(dict.fromkeys(c.split_label for c in self.comparisons))
 
     def text(self) -> str:
-        """The answer box as plain text (the console prints it first)."""
-        lines = [f"ANSWER ({self.scope})"]
+        """The plain sentence, then the answer box as plain text (the console prints it first)."""
+        lines = textwrap.wrap(self.plain, 100) + ["", f"ANSWER ({self.scope})"] if self.plain else \
+            [f"ANSWER ({self.scope})"]
         if self.arch is not None:
             lines.append(f"  Best on validation: {self.best_label} (train size {self.train_size}, "
                          f"mean best-val accuracy {pct(self.val_mean)}%)")
-            width = max(len(h.split) for h in self.headlines)
+            width = max(len(h.split) for h in self.headlines) if self.headlines else 0
             for h in self.headlines:
                 lines.append(f"    {h.split:<{width}}  {pct(h.mean):>5}%  {h.interval:<14}  {h.how}")
-        if self.effects:
-            lines.append("  Transfer − scratch, per architecture (percentage points [95% interval], "
-                         "McNemar p):")
-            rows = self.effect_rows()
+        if self.comparisons:
+            lines.append("  Transfer − scratch, per architecture and train size (percentage points "
+                         "[95% interval], p, Holm p):")
+            rows = self.rows()
             width_a = max(len(a) for a, _, _ in rows)
             width_s = max(len(s) for _, s, _ in rows)
-            cells = {(a, s, split): f"{e.short}  {e.p_text}"
-                     for a, s, by in rows for split, e in by.items()}
-            width_c = {split: max([len(split)] + [len(v) for (_, _, sp), v in cells.items() if sp == split])
-                       for split in self.splits}
+            cells = {(a, s, sp): f"{c.transfer_regime}: {c.cell}"
+                     for a, s, by in rows for sp, c in by.items()}
+            width_c = {sp: max([len(sp)] + [len(v) for (_, _, x), v in cells.items() if x == sp])
+                       for sp in self.splits}
             lines.append(f"    {'':<{width_a}}  {'':<{width_s}}  "
                          + "   ".join(f"{sp:<{width_c[sp]}}" for sp in self.splits).rstrip())
             for arch, size, _ in rows:
@@ -157,90 +136,16 @@ class Answer:
             lines += textwrap.wrap(f"({self.EFFECT_HOW})", 100, initial_indent="    ",
                                    subsequent_indent="     ")
         else:
-            lines.append("  Transfer − scratch: not testable (needs transfer and scratch trials with "
-                         "predictions)")
+            lines.append("  Transfer − scratch: not testable (needs transfer and scratch trials of the same "
+                         "seeds with per-image predictions)")
+        for b in self.broken:
+            lines += textwrap.wrap(f"Broken: {b}", 100, initial_indent="  ", subsequent_indent="    ")
         if self.claims:
-            lines.append("  Claims:")
+            lines.append("  Claims (fixed in advance: the paper's own):")
             width = max(len(c.verdict) for c in self.claims)
             lines += [f"    {c.verdict:<{width}}  {c.statement}" for c in self.claims]
         lines += [f"  Note: {n}" for n in self.notes]
         return "\n".join(lines)
-
-
-def at_size(res: Results, train_size: str) -> Results:
-    """The same results restricted to one train size (its full size is then that size)."""
-    trials = res.trials[res.trials["train_size"] == train_size].reset_index(drop=True)
-    epochs = res.epochs[res.epochs["train_size"] == train_size]
-    return dataclasses.replace(res, trials=trials, epochs=epochs, notes=[])
-
-
-def sizes_smallest_first(res: Results) -> list[tuple[str, float]]:
-    """(train size, mean training images per class), smallest first, "all" last."""
-    per = res.trials.groupby("train_size")["train_images_per_class"].mean()
-    sizes = sorted(per.index, key=lambda s: (is_full_size(s), per.get(s, math.inf)))
-    return [(s, float(per.get(s, math.nan))) for s in sizes]
-
-
-@dataclass
-class _WithPredictions(Results):
-    """A results view that answers `predictions` from rows already read (one read of the
-    predictions table for every train size, instead of one per size)."""
-
-    cached: pd.DataFrame | None = None
-
-    def predictions(self, trial_ids: list[str]) -> pd.DataFrame:
-        assert self.cached is not None
-        return self.cached[self.cached["trial_id"].isin(trial_ids)]
-
-
-def paired_by_size(res: Results) -> pd.DataFrame:
-    """analysis.aggregate.paired_tests at every train size, one frame with `train_size` and
-    `per_class` columns (smallest size first). The predictions of every compared trial are read
-    in one pass over the predictions table."""
-    views = {size: (per_class, at_size(res, size)) for size, per_class in sizes_smallest_first(res)}
-    bests = {size: aggregate.best_models(view) for size, (_, view) in views.items()}
-    ids = [tid for best in bests.values() for col in ("transfer_trial", "scratch_trial")
-           if col in best for tid in best[col].dropna()]
-    cached = res.predictions(ids)
-    frames = []
-    for size, (per_class, view) in views.items():
-        fields = {f.name: getattr(view, f.name) for f in dataclasses.fields(Results)}
-        paired = aggregate.paired_tests(_WithPredictions(**fields, cached=cached), bests[size])
-        if not paired.empty:
-            frames.append(paired.assign(train_size=size, per_class=per_class))
-    if not frames:
-        return pd.DataFrame(columns=["train_size", "per_class"])
-    return pd.concat(frames, ignore_index=True)
-
-
-def at_full_size(paired: pd.DataFrame, res: Results) -> pd.DataFrame:
-    """The rows of paired_by_size at the full train size, as aggregate.paired_tests(res) gives
-    them (what Table II's claims use)."""
-    if paired.empty:
-        return aggregate.paired_tests(res, pd.DataFrame())
-    return (paired[paired["train_size"] == res.full_size].drop(columns=["train_size", "per_class"])
-            .reset_index(drop=True))
-
-
-def effects(paired: pd.DataFrame, ood_label: str) -> list[Effect]:
-    """Transfer - scratch per architecture, train size (smallest first) and split (test, OOD)."""
-    out = []
-    label = {"test": "test", "ood": ood_label}
-    if paired.empty:
-        return out
-    for size in dict.fromkeys(paired["train_size"]):
-        at = paired[paired["train_size"] == size]
-        for arch in arch_order(at["arch"].unique().tolist()):
-            for split in ("test", "ood"):
-                rows = at[(at["arch"] == arch) & (at["split"] == split)]
-                if rows.empty:
-                    continue
-                p = rows.iloc[0]
-                out.append(Effect(arch, size, float(p["per_class"]), label[split],
-                                  str(p["transfer_regime"]), float(p["diff"]),
-                                  clip(float(p["boot_lo"]), -1, 1), clip(float(p["boot_hi"]), -1, 1),
-                                  float(p["p_value"]), int(p["n"])))
-    return out
 
 
 def best_on_validation(regimes: pd.DataFrame) -> pd.Series | None:
@@ -257,8 +162,59 @@ def best_on_validation(regimes: pd.DataFrame) -> pd.Series | None:
     return ranked.iloc[0]
 
 
-def build(res: Results, regimes: pd.DataFrame, claims: list[Any], paired: pd.DataFrame) -> Answer:
-    """`paired`: paired_by_size(res)."""
+def _points(x: float) -> str:
+    return f"{abs(100 * x):.0f}"
+
+
+def plain_sentence(comparisons: list[Comparison], arch: str | None, full_size: str) -> str:
+    """'On your 46 test images, pretrained mobilenet_v2 (feature extraction) is ahead of training
+    from scratch by 30 points (95% interval 17 to 43); on the OOD (synthetic shift) images by
+    12 (4 to 21).' for the architecture best on validation at the full train size."""
+    mine = [c for c in comparisons if c.arch == arch and c.train_size == full_size]
+    if not mine:
+        return ("Transfer against training from scratch could not be compared on these results (it needs "
+                "transfer and scratch trials of the same seeds with per-image predictions).")
+    first = mine[0]
+    label = regime_label(first.transfer_regime).lower()
+    parts = []
+    for i, c in enumerate(mine):
+        e = c.effect
+        where = f"On your {e.n_images} {c.split_label} images" if i == 0 else \
+            f"on the {e.n_images} {c.split_label} images"
+        interval = f"95% interval {100 * e.lo:+.0f} to {100 * e.hi:+.0f}"
+        if i == 0:
+            who = f"pretrained {arch} ({label}, {e.n_seeds} seed{'s' if e.n_seeds != 1 else ''})"
+            direction = "ahead of" if e.estimate >= 0 else "behind"
+            head = f"{where}, {who} is {direction} training from scratch by {_points(e.estimate)} points"
+        else:
+            direction = "ahead" if e.estimate >= 0 else "behind"
+            head = f"{where} {direction} by {_points(e.estimate)}"
+        if e.lo <= 0 <= e.hi:
+            parts.append(f"{head}, but the {interval} includes no difference")
+        else:
+            parts.append(f"{head} ({interval})")
+    return "; ".join(parts) + "."
+
+
+def broken_lines(res: Results, corr: Correctness) -> dict[tuple[str, str, str], str]:
+    """Per (arch, regime, train size): which seeds answer one class on which split ('seeds 1, 2
+    predict 'ants' for 46 of 46 test images'), for every group that has any."""
+    labels = {"test": "test", "ood": res.ood_label}
+    out = {}
+    for (arch, regime, size), g in res.trials.groupby(["arch", "regime", "train_size"], sort=False):
+        ids = g["trial_id"].astype(str).tolist()
+        seeds = dict(zip(ids, g["seed"].astype(int), strict=True))
+        text = one_class.summary(corr.one_class, ids, seeds, labels)
+        if text:
+            of = f"{len(ids)} seed{'s' if len(ids) != 1 else ''}"
+            out[(str(arch), str(regime), str(size))] = f"{text} (of {of})"
+    return out
+
+
+def build(res: Results, regimes: pd.DataFrame, accuracies: pd.DataFrame, claims: list[Any],
+          comparisons: list[Comparison], broken: dict[tuple[str, str, str], str]) -> Answer:
+    """`accuracies`: analysis.regime_effects.regime_accuracies at the full size; `broken`:
+    broken_lines."""
     archs = arch_order(res.trials["arch"].unique().tolist())
     seeds = res.trials.groupby(["arch", "regime", "train_size"])["seed"].nunique()
     seed_text = (f"{seeds.max()} seed{'s' if seeds.max() != 1 else ''}" if seeds.min() == seeds.max() else
@@ -269,20 +225,37 @@ def build(res: Results, regimes: pd.DataFrame, claims: list[Any], paired: pd.Dat
     top = best_on_validation(regimes)
     headlines = []
     if top is not None:
-        metrics = [("test", "test_acc")]
-        if res.ood_kinds:
-            metrics.append((res.ood_label, "ood_acc"))
-        for split, metric in metrics:
-            mean, half = float(top[f"{metric}_mean"]), float(top[f"{metric}_half"])
-            n = int(top[f"{metric}_n"])
-            lo = clip(mean - half) if math.isfinite(half) else math.nan
-            hi = clip(mean + half) if math.isfinite(half) else math.nan
-            headlines.append(Headline(split, mean, lo, hi, n))
-    answer = Answer(arch=None if top is None else str(top["arch"]),
-                    regime=None if top is None else str(top["regime"]), train_size=res.full_size,
+        for split, label in (("test", "test"), ("ood", res.ood_label)):
+            row = accuracies[(accuracies["arch"] == top["arch"]) & (accuracies["regime"] == top["regime"])
+                             & (accuracies["split"] == split)]
+            if not row.empty:
+                r = row.iloc[0]
+                acc = Effect(r["mean"], r["lo"], r["hi"], math.nan, int(r["n_seeds"]), int(r["n_images"]),
+                             math.nan, r["how"])
+                headlines.append(Headline(label, acc))
+            elif math.isfinite(top[f"{split}_acc_mean"]):  # accuracies without per-image predictions
+                acc = Effect(float(top[f"{split}_acc_mean"]), math.nan, math.nan, math.nan,
+                             int(top[f"{split}_acc_n"]), 0, math.nan, "mean over seeds")
+                headlines.append(Headline(label, acc))
+    arch = None if top is None else str(top["arch"])
+    shown = {(c.arch, c.transfer_regime, c.train_size) for c in comparisons} | \
+        {(c.arch, SCRATCH, c.train_size) for c in comparisons}
+    if top is not None:
+        shown.add((arch, str(top["regime"]), res.full_size))
+    broken_shown = [f"{a} {regime_label(r).lower()}, train size {s}: {text}"
+                    for (a, r, s), text in broken.items() if (a, r, s) in shown]
+    plain = plain_sentence(comparisons, arch, res.full_size)
+    scratch_broken = [text for (a, r, s), text in broken.items()
+                      if a == arch and r == SCRATCH and s == res.full_size]
+    if scratch_broken:
+        plain += (f" Scratch is partly a broken baseline here: {scratch_broken[0]}, so it learnt nothing "
+                  "about those images.")
+    answer = Answer(arch=arch, regime=None if top is None else str(top["regime"]), train_size=res.full_size,
                     val_mean=math.nan if top is None else float(top["best_val_acc_mean"]),
-                    headlines=headlines, effects=effects(paired, res.ood_label), claims=list(claims),
-                    scope=scope)
+                    headlines=headlines, comparisons=comparisons, claims=list(claims), scope=scope,
+                    plain=plain, broken=broken_shown)
+    answer.notes += list(dict.fromkeys(c.effect.note for c in comparisons if c.effect.note))
     if res.caveat:
         answer.notes.append(res.caveat)
     return answer
+

@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 
 from analysis.aggregate import rank
 from analysis.load import Results
+from analysis.one_class import Majority, OneClass, from_columns, from_predictions
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,9 @@ class Correctness:
     """Per-image correctness of many trials, read from `predictions` in one pass.
 
     For each split, a dense trials x images matrix (1 right, 0 wrong, NaN not evaluated), so
-    thousands of seed pairs cost array indexing, not one DataFrame per trial."""
+    thousands of seed pairs cost array indexing, not one DataFrame per trial. The same pass
+    finds the trials that answer one class (`one_class`) and each split's majority class
+    (`majority`: analysis.one_class)."""
 
     def __init__(self, res: Results, trial_ids: Iterable[str]):
         ids = list(dict.fromkeys(str(t) for t in trial_ids))
@@ -44,11 +47,16 @@ class Correctness:
         self.rows: dict[str, dict[str, int]] = {}
         self.paths: dict[str, list[str]] = {}
         self.matrix: dict[str, np.ndarray] = {}
+        self.one_class: dict[tuple[str, str], OneClass] = from_columns(res.trials)
+        self.majority: dict[str, Majority] = {}
         if not ids:
             return
-        table = res.prediction_table(ids, columns=["trial_id", "split", "path", "correct"], dictionary=True)
+        table = res.prediction_table(ids, columns=["trial_id", "split", "path", "correct", "pred_label",
+                                                   "true_label"], dictionary=True)
         if table.num_rows == 0:
             return
+        flags, self.majority = from_predictions(table)
+        self.one_class = {**flags, **self.one_class}  # a recorded flag wins over a recount
         split_codes, splits = _codes(table["split"])
         trial_codes, trials = _codes(table["trial_id"])
         path_codes, paths = _codes(table["path"])
@@ -80,6 +88,14 @@ class Correctness:
         common = seen.all(axis=(0, 1))
         dropped = int((seen.any(axis=(0, 1)) & ~common).sum())
         return x[:, :, common], used, dropped
+
+    def seeds_by_images(self, trial_ids: list[str], split: str) -> tuple[np.ndarray, list[str], int]:
+        """(X, trials used, images dropped): one group of trials (e.g. every seed of one regime)
+        as a trials x images 0/1 matrix over the images all of them were evaluated on."""
+        x, used, dropped = self.stack([(t,) for t in trial_ids], split)
+        if not used:
+            return np.empty((0, 0)), [], 0
+        return x[:, 0, :], [trial_ids[i] for i in used], dropped
 
     def paired(self, pairs: list[Pair], split: str) -> tuple[np.ndarray, np.ndarray, list[Pair], int]:
         """(A, B, pairs used, images dropped): seeds x images matrices over the images that every

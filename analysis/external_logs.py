@@ -6,23 +6,16 @@ the same `Results` the report uses, so Table II and Fig. 2 come from the same co
 
 LOGS.csv, one row per run and epoch (docs/analysis.md, "External logs"):
 
-    arch, regime, epoch, val_acc            required; regime: finetune | feature_extract | scratch;
-                                            epoch 1-based; val_acc a fraction in [0, 1]
-    seed, train_size, lr, val_loss,         optional (seed 0, train size "all"; the others empty)
-    trainable_params
-    anything else (e.g. source_file)        ignored
+    arch, regime, epoch, val_acc     required; regime: finetune | feature_extract | scratch;
+                                     epoch 1-based; val_acc a fraction in [0, 1]
+    seed, train_size, lr, val_loss, trainable_params   optional (seed 0, size "all"; else empty)
+    anything else (e.g. source_file) ignored
 
-LINES.csv (optional), one row per architecture: arch and any of test_acc_best_transfer,
-ood_acc_best_transfer, ood_acc_best_scratch (fractions): the horizontal lines of Fig. 2 and the
-OOD columns of Table II, given to the best transfer / best scratch run of that architecture
-(chosen on validation, as for a sweep). PRINTED.csv (optional): a printed Table II with columns
-arch and val_band_<regime> ("98-100%"); each rebuilt band endpoint is compared with it.
-
-The study's files are in ../shared/data/paper_study/ (val_curves.csv, figure2_lines.csv,
-table2.csv). A malformed file stops with `error: ...` naming the file, the line and the column.
-
-Long because it is one file format end to end: its layout, validation with line-level errors,
-the adapter into `Results`, the comparison with a printed table and the CLI.
+LINES.csv (optional), per architecture: arch and any of LINE_COLUMNS (fractions): Fig. 2's lines
+and Table II's OOD columns, given to its transfer-regime and scratch run (chosen on validation).
+PRINTED.csv (optional): a printed Table II (arch, val_band_<regime>: "98-100%"; compared by
+analysis.band_comparison). The study's files: ../shared/data/paper_study/. A malformed file stops
+with `error: ...` naming the file, the line and the column (analysis.csv_input).
 """
 
 from __future__ import annotations
@@ -40,17 +33,13 @@ import numpy as np
 import pandas as pd
 
 from analysis import aggregate
-from analysis.bands import BAND_RULE_HELP, BandRule, parse_band
-from analysis.load import (
-    TRIAL_COLUMNS,
-    Results,
-    arch_order,
-    is_full_size,
-    read_prediction_table,
-)
+from analysis.band_comparison import compare_bands, comparison_markdown, comparison_summary
+from analysis.bands import BAND_RULE_HELP, BandRule
+from analysis.csv_input import line_of, number, read_csv
+from analysis.load import TRIAL_COLUMNS, Results, arch_order, is_full_size, read_prediction_table
 from trainables.config import parse_train_size
 from trainables.errors import UserError
-from trainables.regimes import REGIMES, SCRATCH, TRANSFER_REGIMES, regime_label
+from trainables.regimes import REGIMES, SCRATCH, TRANSFER_REGIMES
 
 REQUIRED = ("arch", "regime", "epoch", "val_acc")
 OPTIONAL = ("seed", "train_size", "lr", "val_loss", "trainable_params")
@@ -79,53 +68,11 @@ class ExternalResults(Results):
 
 
 # ------------------------------------------------------------------------------- reading
-def _read_csv(path: str | Path, what: str) -> pd.DataFrame:
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"{what} {p} does not exist" if not p.exists() else f"{what} {p} is not a file")
-    try:
-        df = pd.read_csv(p, dtype=str, keep_default_na=False, skipinitialspace=True)
-    except pd.errors.EmptyDataError:
-        raise UserError(f"{what} {p} is empty (expected a header line: {LAYOUT})") from None
-    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise UserError(f"{what} {p} is not a readable CSV file: {str(exc).strip()}") from None
-    df.columns = [str(c).strip() for c in df.columns]
-    return df
-
-
-def _line(i: int) -> int:
-    """File line of data row i (the header is line 1)."""
-    return i + 2
-
-
-def _number(df: pd.DataFrame, col: str, path: Path, *, required: bool, integer: bool = False,
-            lo: float | None = None, hi: float | None = None, hint: str = "") -> np.ndarray:
-    out = np.full(len(df), np.nan)
-    for i, raw in enumerate(df[col].tolist()):
-        text = str(raw).strip()
-        if text == "":
-            if required:
-                raise UserError(f"{path} line {_line(i)}: column {col} is empty")
-            continue
-        try:
-            value = float(text)
-        except ValueError:
-            raise UserError(f"{path} line {_line(i)}: column {col} has {text!r}, not a number") from None
-        if not math.isfinite(value) or (integer and value != int(value)):
-            kind = "an integer" if integer else "a finite number"
-            raise UserError(f"{path} line {_line(i)}: column {col} has {text!r}, not {kind}")
-        if (lo is not None and value < lo) or (hi is not None and value > hi):
-            rng = f"[{lo:g}, {hi:g}]" if hi is not None else f">= {lo:g}"
-            raise UserError(f"{path} line {_line(i)}: column {col} has {text}, outside {rng}{hint}")
-        out[i] = value
-    return out
-
-
 def read_logs(path: str | Path) -> pd.DataFrame:
     """LOGS.csv validated into a frame: arch, regime, seed, train_size, epoch, val_acc, lr,
     val_loss, trainable_params. Every problem is a UserError naming the file, line and column."""
     p = Path(path)
-    df = _read_csv(p, "external logs")
+    df = read_csv(p, "external logs", LAYOUT)
     missing = [c for c in REQUIRED if c not in df.columns]
     if missing:
         raise UserError(f"{p}: missing column(s) {', '.join(missing)}; the layout is {LAYOUT}")
@@ -134,17 +81,17 @@ def read_logs(path: str | Path) -> pd.DataFrame:
     for col in ("arch", "regime"):
         for i, v in enumerate(df[col].tolist()):
             if not str(v).strip():
-                raise UserError(f"{p} line {_line(i)}: column {col} is empty")
+                raise UserError(f"{p} line {line_of(i)}: column {col} is empty")
     out = pd.DataFrame({"arch": df["arch"].str.strip(), "regime": df["regime"].str.strip()})
     bad = ~out["regime"].isin(REGIMES)
     if bad.any():
         i = int(np.flatnonzero(bad.to_numpy())[0])
-        raise UserError(f"{p} line {_line(i)}: column regime has {out['regime'].iloc[i]!r}; expected one "
+        raise UserError(f"{p} line {line_of(i)}: column regime has {out['regime'].iloc[i]!r}; expected one "
                         f"of {', '.join(REGIMES)}")
-    out["epoch"] = _number(df, "epoch", p, required=True, integer=True, lo=1).astype(int)
-    out["val_acc"] = _number(df, "val_acc", p, required=True, lo=0, hi=1,
+    out["epoch"] = number(df, "epoch", p, required=True, integer=True, lo=1).astype(int)
+    out["val_acc"] = number(df, "val_acc", p, required=True, lo=0, hi=1,
                              hint=" (a fraction: write 0.87, not 87)")
-    out["seed"] = (_number(df, "seed", p, required=False, integer=True) if "seed" in df
+    out["seed"] = (number(df, "seed", p, required=False, integer=True) if "seed" in df
                    else np.zeros(len(df)))
     out["seed"] = np.nan_to_num(out["seed"], nan=0.0).astype(int)
     sizes = df["train_size"].str.strip().replace("", "all") if "train_size" in df else \
@@ -153,11 +100,11 @@ def read_logs(path: str | Path) -> pd.DataFrame:
         try:
             parse_train_size(s)
         except UserError as exc:
-            raise UserError(f"{p} line {_line(i)}: column train_size: {exc}") from None
+            raise UserError(f"{p} line {line_of(i)}: column train_size: {exc}") from None
     out["train_size"] = sizes.to_numpy()
-    out["lr"] = _number(df, "lr", p, required=False, lo=0) if "lr" in df else np.nan
-    out["val_loss"] = _number(df, "val_loss", p, required=False, lo=0) if "val_loss" in df else np.nan
-    out["trainable_params"] = (_number(df, "trainable_params", p, required=False, integer=True, lo=0)
+    out["lr"] = number(df, "lr", p, required=False, lo=0) if "lr" in df else np.nan
+    out["val_loss"] = number(df, "val_loss", p, required=False, lo=0) if "val_loss" in df else np.nan
+    out["trainable_params"] = (number(df, "trainable_params", p, required=False, integer=True, lo=0)
                                if "trainable_params" in df else np.nan)
     key = ["arch", "regime", "seed", "train_size", "epoch"]
     dup = out.duplicated(key, keep=False)
@@ -165,7 +112,7 @@ def read_logs(path: str | Path) -> pd.DataFrame:
         rows = np.flatnonzero(dup.to_numpy())
         first = out.iloc[rows[0]]
         same = [int(r) for r in rows if (out.iloc[r][key] == first[key]).all()]
-        raise UserError(f"{p} lines {_line(same[0])} and {_line(same[1])}: the same arch, regime, seed, "
+        raise UserError(f"{p} lines {line_of(same[0])} and {line_of(same[1])}: the same arch, regime, seed, "
                         f"train_size and epoch ({first['arch']}, {first['regime']}, {first['seed']}, "
                         f"{first['train_size']}, {first['epoch']}) twice")
     return out
@@ -174,7 +121,7 @@ def read_logs(path: str | Path) -> pd.DataFrame:
 def read_lines(path: str | Path) -> pd.DataFrame:
     """LINES.csv validated: arch plus the LINE_COLUMNS present (fractions, NaN when empty)."""
     p = Path(path)
-    df = _read_csv(p, "Fig. 2 lines file")
+    df = read_csv(p, "Fig. 2 lines file", f"arch, {', '.join(LINE_COLUMNS)}")
     if "arch" not in df.columns:
         raise UserError(f"{p}: missing column arch; the layout is arch, {', '.join(LINE_COLUMNS)}")
     present = [c for c in LINE_COLUMNS if c in df.columns]
@@ -183,13 +130,13 @@ def read_lines(path: str | Path) -> pd.DataFrame:
     out = pd.DataFrame({"arch": df["arch"].str.strip()})
     for i, a in enumerate(out["arch"].tolist()):
         if not a:
-            raise UserError(f"{p} line {_line(i)}: column arch is empty")
+            raise UserError(f"{p} line {line_of(i)}: column arch is empty")
     dup = out["arch"].duplicated()
     if dup.any():
         i = int(np.flatnonzero(dup.to_numpy())[0])
-        raise UserError(f"{p} line {_line(i)}: architecture {out['arch'].iloc[i]!r} appears twice")
+        raise UserError(f"{p} line {line_of(i)}: architecture {out['arch'].iloc[i]!r} appears twice")
     for col in LINE_COLUMNS:
-        out[col] = (_number(df, col, p, required=False, lo=0, hi=1, hint=" (a fraction)") if col in present
+        out[col] = (number(df, col, p, required=False, lo=0, hi=1, hint=" (a fraction)") if col in present
                     else np.nan)
     return out
 
@@ -250,13 +197,14 @@ def _apply_lines(trials: pd.DataFrame, lines: pd.DataFrame, path: Path, logs: Pa
     for i, row in lines.reset_index(drop=True).iterrows():
         arch = row["arch"]
         if arch not in known:
-            raise UserError(f"{path} line {_line(int(i))}: architecture {arch!r} has no runs in {logs} "
+            raise UserError(f"{path} line {line_of(int(i))}: architecture {arch!r} has no runs in {logs} "
                             f"(it has {', '.join(arch_order(sorted(known)))})")
         sub = at_full[at_full["arch"] == arch]
         for regimes, cols in ((TRANSFER_REGIMES, {"test_acc": "test_acc_best_transfer",
                                                   "ood_acc": "ood_acc_best_transfer"}),
                               ((SCRATCH,), {"ood_acc": "ood_acc_best_scratch"})):
-            cand = aggregate.rank(sub[sub["regime"].isin(regimes)])
+            regime = aggregate.best_regime(sub, regimes)  # the regime Table II and Fig. 2 read
+            cand = aggregate.rank(sub[sub["regime"] == regime])
             if cand.empty:
                 continue
             idx = cand.index[0]
@@ -268,60 +216,13 @@ def _apply_lines(trials: pd.DataFrame, lines: pd.DataFrame, path: Path, logs: Pa
     return trials
 
 
-# ---------------------------------------------------------------------- comparison to print
-def compare_bands(regimes: pd.DataFrame, printed: str | Path) -> pd.DataFrame:
-    """Each rebuilt band beside a printed Table II (columns arch, val_band_<regime>): one row per
-    arch x regime with printed and rebuilt text, and the absolute error of each endpoint in points
-    (rebuilt endpoints unrounded, printed ones as printed)."""
-    p = Path(printed)
-    table = _read_csv(p, "printed Table II")
-    cols = {r: f"val_band_{r}" for r in REGIMES if f"val_band_{r}" in table.columns}
-    if "arch" not in table.columns or not cols:
-        raise UserError(f"{p}: needs columns arch and val_band_<regime> (e.g. val_band_finetune)")
-    table["arch"] = table["arch"].str.strip()
-    rows = []
-    for _, r in regimes.iterrows():
-        match = table[table["arch"] == r["arch"]]
-        if match.empty or r["regime"] not in cols:
-            continue
-        text = match.iloc[0][cols[r["regime"]]]
-        try:
-            plo, phi = parse_band(text)
-        except ValueError as exc:
-            raise UserError(f"{p}: {r['arch']} {cols[r['regime']]}: {exc}") from None
-        lo, hi = 100 * r["band_lo"], 100 * r["band_hi"]
-        rows.append({"arch": r["arch"], "regime": r["regime"], "printed": text.strip(), "rebuilt": r["band"],
-                     "rebuilt_lo": lo, "rebuilt_hi": hi, "err_lo": abs(lo - plo), "err_hi": abs(hi - phi)})
-    return pd.DataFrame(rows)
-
-
-def comparison_summary(cmp: pd.DataFrame) -> tuple[float, float, str]:
-    """(mean, max absolute endpoint error in points, the worst cell)."""
-    errs = np.concatenate([cmp["err_lo"].to_numpy(), cmp["err_hi"].to_numpy()])
-    worst = cmp.assign(w=np.maximum(cmp["err_lo"], cmp["err_hi"])).sort_values("w").iloc[-1]
-    return (float(errs.mean()), float(errs.max()),
-            f"{worst['arch']} {worst['regime']}: printed {worst['printed']}, rebuilt "
-            f"{worst['rebuilt_lo']:.1f}-{worst['rebuilt_hi']:.1f}")
-
-
-def comparison_markdown(cmp: pd.DataFrame) -> str:
-    from analysis.tables import markdown_table
-
-    rows = [[r["arch"], regime_label(r["regime"]), r["printed"], r["rebuilt"],
-             f"{r['rebuilt_lo']:.1f}-{r['rebuilt_hi']:.1f}", f"{r['err_lo']:.1f} / {r['err_hi']:.1f}"]
-            for _, r in cmp.iterrows()]
-    mean, worst, where = comparison_summary(cmp)
-    return (markdown_table(["Architecture", "Regime", "Printed", "Rebuilt", "Rebuilt (unrounded)",
-                            "Error lo / hi (points)"], rows)
-            + f"\n\nMean absolute endpoint error {mean:.2f} points, worst {worst:.2f} ({where}).\n")
-
-
 # ------------------------------------------------------------------------------- outputs
 @dataclass
 class ExternalTables:
     res: ExternalResults
     regimes: pd.DataFrame
-    best: pd.DataFrame
+    choice: pd.DataFrame
+    """analysis.aggregate.regime_choice: which transfer regime, the lines' values."""
     table2: object  # analysis.tables.Table2
     rule: BandRule
 
@@ -332,16 +233,15 @@ def rebuild(res: ExternalResults, rule: BandRule | str | None = None) -> Externa
 
     rule = BandRule.parse(rule)
     regimes = aggregate.regime_summary(res, rule)
-    best = aggregate.best_models(res)
-    return ExternalTables(res, regimes, best, tables.table2(res, regimes, best), rule)
+    choice = aggregate.regime_choice(res)
+    return ExternalTables(res, regimes, choice, tables.table2(res, regimes, choice), rule)
 
 
 def fig2(t: ExternalTables):
     """Fig. 2 for external logs (analysis.figures.fig2)."""
     from analysis import figures
 
-    best_overall = {a: aggregate.best_overall(t.res, a) for a in t.regimes["arch"].unique()}
-    return figures.fig2(aggregate.epoch_curves(t.res), t.regimes, t.best, best_overall, t.res.ood_label)
+    return figures.fig2(aggregate.epoch_curves(t.res), t.regimes, t.choice, t.res.ood_label)
 
 
 def write_outputs(t: ExternalTables, out: Path, prefix: str = "") -> list[Path]:

@@ -1,14 +1,15 @@
-"""Fig. 2 (val accuracy per epoch, one panel per architecture), learning curves and the
-accuracy-vs-parameters plot. Matplotlib's Agg backend; each function returns the Figure.
+"""Fig. 2 (val accuracy per epoch, one panel per architecture), the learning curves, and the
+layout helpers every figure shares. Matplotlib's Agg backend; each function returns the Figure.
 
 The study's markers: square = fine-tune, x = feature extraction, circle = scratch. Fig. 2 draws
 each regime's mean over seeds with a shaded band from the lowest to the highest seed; horizontal
-lines mark the best model's test accuracy (dotted) and the OOD accuracy of the best transfer
-(solid) and best scratch (dashed) model.
+lines mark the test accuracy of the regime best on validation (dotted), the OOD accuracy of the
+transfer regime chosen on validation (solid) and of scratch (dashed), means over seeds, and the
+accuracy of always answering the most common class (dash-dot, grey; also on the learning curves).
 
-A figure with nothing to compare (one architecture on the parameter plot, one train size on the
-learning curves) is not drawn: `learning_curves_missing` / `params_missing` say which run
-would fill it, and the report prints that line instead.
+A figure with nothing to compare (one train size on the learning curves) is not drawn:
+`learning_curves_missing` says which run would fill it, and the report prints that line instead.
+The accuracy-vs-parameters plot: analysis.params_figure.
 """
 
 from __future__ import annotations
@@ -25,13 +26,14 @@ import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
-from matplotlib.ticker import FuncFormatter  # noqa: E402
 
 from analysis.load import is_full_size  # noqa: E402
+from analysis.one_class import Majority  # noqa: E402
 from analysis.tables import fmt_params  # noqa: E402
 from trainables.regimes import SCRATCH, regime_label, regime_order, regime_record  # noqa: E402
 
 OOD_COLOR = "#b0204a"
+MAJORITY_COLOR = "#8a8a8a"
 TEST_COLOR = "#222222"
 BAND_ALPHA = 0.16
 SEED_POINT = {"s": 10, "alpha": 0.55}
@@ -40,7 +42,7 @@ MAX_SEED_POINTS = 30
 beyond it the points would be a smear (and a slow PDF), so only the mean and the band remain."""
 
 
-def _grid(n: int, n_legend: int, ncols_max: int = 3, panel: tuple[float, float] = (4.4, 3.3),
+def grid(n: int, n_legend: int, ncols_max: int = 3, panel: tuple[float, float] = (4.4, 3.3),
           right_gap: float = 0.25, title_lines: int = 1) -> tuple[Figure, list, int]:
     """A grid of n panels with fixed margins (in inches) and room for a figure legend below.
 
@@ -70,12 +72,12 @@ def _grid(n: int, n_legend: int, ncols_max: int = 3, panel: tuple[float, float] 
     return fig, flat[:n], legend_cols
 
 
-def _legend(fig: Figure, handles: list, ncol: int) -> None:
+def legend(fig: Figure, handles: list, ncol: int) -> None:
     fig.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.5, 0.005), ncol=ncol,
                fontsize=8.5, frameon=False)
 
 
-def _marker_kw(regime: str) -> dict:
+def marker_kw(regime: str) -> dict:
     marker = regime_record(regime).marker
     kw = {"marker": marker, "color": regime_record(regime).colour, "markersize": 5.5}
     if marker != "x":
@@ -93,12 +95,14 @@ def params_title(arch: str, regimes: pd.DataFrame) -> str:
     return f"{arch}\ntrainable params: {' · '.join(parts)}"
 
 
-def fig2(curves: pd.DataFrame, regimes: pd.DataFrame, best: pd.DataFrame,
-         best_overall: dict[str, pd.Series | None], ood_label: str) -> Figure:
-    """One panel per architecture: val accuracy (%) per epoch at the full train size."""
+def fig2(curves: pd.DataFrame, regimes: pd.DataFrame, choice: pd.DataFrame, ood_label: str,
+         majority: Majority | None = None) -> Figure:
+    """One panel per architecture: val accuracy (%) per epoch at the full train size. `choice`:
+    analysis.aggregate.regime_choice (the lines); `majority`: the validation split's majority
+    class (analysis.one_class), drawn as the accuracy a model that learnt nothing gets."""
     archs = list(dict.fromkeys(regimes["arch"]))
     all_regimes = regime_order(curves["regime"].unique().tolist())
-    fig, axes, legend_cols = _grid(len(archs), len(all_regimes) + 4, right_gap=0.95, title_lines=2)
+    fig, axes, legend_cols = grid(len(archs), len(all_regimes) + 4, right_gap=0.95, title_lines=2)
     for ax, arch in zip(axes, archs, strict=True):
         sub = curves[curves["arch"] == arch]
         lows = []
@@ -111,15 +115,18 @@ def fig2(curves: pd.DataFrame, regimes: pd.DataFrame, best: pd.DataFrame,
                 ax.fill_between(x, 100 * per_epoch["min"].to_numpy(), 100 * per_epoch["max"].to_numpy(),
                                 color=color, alpha=BAND_ALPHA, linewidth=0, zorder=2)
             ax.plot(x, 100 * per_epoch["mean"].to_numpy(), linewidth=2.2, zorder=3,
-                    markevery=max(1, len(x) // 10), **_marker_kw(regime))
+                    markevery=max(1, len(x) // 10), **marker_kw(regime))
             lows.append(100 * r["val_acc"].min())
-        b = best[best["arch"] == arch]
+        b = choice[choice["arch"] == arch]
         b = b.iloc[0] if not b.empty else pd.Series(dtype=object)
-        top = best_overall.get(arch)
         hlines = []
-        if top is not None and np.isfinite(top["test_acc"]):
-            hlines.append((100 * top["test_acc"], dict(color=TEST_COLOR, linestyle=":", linewidth=1.4),
-                           f"test {100 * top['test_acc']:.0f}%"))
+        top_test = b.get("top_test")
+        if top_test is not None and isinstance(top_test, float) and np.isfinite(top_test):
+            hlines.append((100 * top_test, dict(color=TEST_COLOR, linestyle=":", linewidth=1.4),
+                           f"test {100 * top_test:.0f}%"))
+        if majority is not None:
+            hlines.append((100 * majority.accuracy, dict(color=MAJORITY_COLOR, linestyle="-.", linewidth=1.2),
+                           f"majority {100 * majority.accuracy:.0f}%"))
         for tag, style in (("transfer", "-"), (SCRATCH, "--")):
             value = b.get(f"{tag}_ood")
             if value is not None and isinstance(value, float) and np.isfinite(value):
@@ -147,16 +154,19 @@ def fig2(curves: pd.DataFrame, regimes: pd.DataFrame, best: pd.DataFrame,
             ax.annotate(label, xy=(1.0, y_text), xycoords=("axes fraction", "data"), xytext=(3, 0),
                         textcoords="offset points", va="center", fontsize=7.5, color=kw["color"],
                         annotation_clip=False)
-    handles = [Line2D([], [], linewidth=2.2, label=regime_label(r), **_marker_kw(r))
+    handles = [Line2D([], [], linewidth=2.2, label=regime_label(r), **marker_kw(r))
                for r in all_regimes]
     handles += [Patch(color="#777777", alpha=0.35, linewidth=0, label="range over seeds (min-max)"),
                 Line2D([], [], color=TEST_COLOR, linestyle=":", linewidth=1.4,
-                       label="test accuracy, best model"),
+                       label="test accuracy, regime best on validation (mean)"),
                 Line2D([], [], color=OOD_COLOR, linestyle="-", linewidth=1.4,
-                       label=f"{ood_label}, best transfer model"),
+                       label=f"{ood_label}, transfer regime (mean)"),
                 Line2D([], [], color=OOD_COLOR, linestyle="--", linewidth=1.4,
-                       label=f"{ood_label}, best scratch model")]
-    _legend(fig, handles, legend_cols)
+                       label=f"{ood_label}, scratch (mean)")]
+    if majority is not None:
+        handles.append(Line2D([], [], color=MAJORITY_COLOR, linestyle="-.", linewidth=1.2,
+                              label=f"val: always '{majority.label}' ({majority.count}/{majority.total})"))
+    legend(fig, handles, legend_cols)
     return fig
 
 
@@ -171,19 +181,6 @@ def learning_curves_missing(lc: pd.DataFrame) -> str | None:
             "kept, only the new sizes run).")
 
 
-def params_missing(regimes: pd.DataFrame) -> str | None:
-    """Why the accuracy-vs-parameters figure has nothing to show, with the run that would fill it."""
-    archs = list(dict.fromkeys(regimes["arch"]))
-    if len(archs) >= 2:
-        return None
-    have = f"one ({archs[0]})" if archs else "none"
-    first = archs[0] if archs else "mobilenet_v2"
-    others = " ".join(a for a in ("resnet18", "squeezenet1_0", "vgg11_bn") if a != first)
-    return (f"Accuracy against trainable parameters needs at least two architectures; these results "
-            f"have {have}. Fill it: rerun the sweep with `--archs {first} {others}` (the transfer "
-            "regimes need each architecture's ImageNet weights: `python -m trainables.weights status`).")
-
-
 def _size_label(x: float, sizes: pd.DataFrame) -> str:
     """Tick label of a train size: its images per class, "(all)" under the full size."""
     match = sizes[np.isclose(sizes["x"], x)]
@@ -191,30 +188,32 @@ def _size_label(x: float, sizes: pd.DataFrame) -> str:
     return f"{x:.0f}\n(all)" if full else f"{x:.0f}"
 
 
-def learning_curves(lc: pd.DataFrame, trials: pd.DataFrame, ood_label: str) -> Figure:
+def learning_curves(lc: pd.DataFrame, trials: pd.DataFrame, ood_label: str,
+                    majority: dict[str, Majority] | None = None) -> Figure:
     """Accuracy against training images per class (log axis): one row per architecture, test and
     OOD side by side. Per regime: every seed as a point, the mean across seeds as a line, and
     the range over seeds (min-max) shaded. `lc`: analysis.aggregate.learning_curves; `trials`:
-    the per-trial rows (for the points)."""
+    the per-trial rows (for the points); `majority`: per split ("test", "ood"), its majority class,
+    drawn as the accuracy of always answering it."""
     archs = list(dict.fromkeys(lc["arch"]))
     metrics = [("test_acc", "test accuracy (%)")]
     if lc["ood_acc_mean"].notna().any():
         metrics.append(("ood_acc", f"{ood_label} accuracy (%)"))
     regimes_present = regime_order(lc["regime"].unique().tolist())
-    fig, axes, legend_cols = _grid(len(archs) * len(metrics), len(regimes_present) + 2,
+    fig, axes, legend_cols = grid(len(archs) * len(metrics), len(regimes_present) + 3,
                                    ncols_max=len(metrics), panel=(4.6, 3.2))
     nudge = {r: 1.05 ** (i - (len(regimes_present) - 1) / 2) for i, r in enumerate(regimes_present)}
     sizes = lc[["train_size", "x"]].drop_duplicates()
     keys = ["arch", "regime", "train_size"]
     trials = trials[keys + [m for m, _ in metrics]].merge(lc[keys + ["x"]], on=keys, how="left")
     panels = [(arch, metric) for arch in archs for metric in metrics]
-    points_drawn = False
+    points_drawn = majority_drawn = False
     for ax, (arch, (metric, ylabel)) in zip(axes, panels, strict=True):
         sub = lc[lc["arch"] == arch]
         lows = []
         for regime in regime_order(sub["regime"].unique().tolist()):
             r = sub[sub["regime"] == regime].sort_values("x")
-            kw = _marker_kw(regime)
+            kw = marker_kw(regime)
             pts = trials[(trials["arch"] == arch) & (trials["regime"] == regime)]
             y_pts = 100 * pts[metric].to_numpy(float)
             few = pts.groupby("train_size").size().max() <= MAX_SEED_POINTS if len(pts) else False
@@ -241,68 +240,33 @@ def learning_curves(lc: pd.DataFrame, trials: pd.DataFrame, ood_label: str) -> F
             if len(xs) <= 12:  # label the sizes trained on, in plain numbers
                 ax.set_xticks(xs, [_size_label(x, sizes) for x in xs])
                 ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+        floor = (majority or {}).get(metric.removesuffix("_acc"))
+        if floor is not None:
+            ax.axhline(100 * floor.accuracy, color=MAJORITY_COLOR, linestyle="-.", linewidth=1.2, zorder=1)
+            lows.append(100 * floor.accuracy)
+            majority_drawn = True
         ax.set_title(f"{arch}: {ylabel.removesuffix(' (%)')}", fontsize=10)
         ax.set_xlabel("training images per class (log scale)")
         ax.set_ylabel(ylabel)
-        ax.set_ylim(_floor(lows), 101)
+        ax.set_ylim(y_floor(lows), 101)
         ax.grid(alpha=0.25, linewidth=0.6)
     handles = [Line2D([], [], linewidth=1.8, label=f"{regime_label(r)} (mean over seeds)",
-                      **_marker_kw(r)) for r in regimes_present]
+                      **marker_kw(r)) for r in regimes_present]
     if points_drawn:
         handles.append(Line2D([], [], linestyle="none", marker="o", markerfacecolor="none",
                               color="#555555", label="one seed"))
     handles.append(Patch(color="#777777", alpha=0.3, linewidth=0, label="range over seeds (min-max)"))
-    _legend(fig, handles, legend_cols)
+    if majority_drawn:
+        handles.append(Line2D([], [], color=MAJORITY_COLOR, linestyle="-.", linewidth=1.2,
+                              label="always the most common class"))
+    legend(fig, handles, legend_cols)
     return fig
 
 
-def _floor(lows: list[float]) -> float:
+def y_floor(lows: list[float]) -> float:
     """A y-axis bottom a little under the lowest value, on a multiple of 10, never below 0."""
     finite = [v for v in lows if np.isfinite(v)]
     return max(0.0, 10 * math.floor((min(finite) - 3) / 10)) if finite else 0.0
-
-
-def params_plot(regimes: pd.DataFrame, ood_label: str) -> Figure:
-    """Test and OOD accuracy (mean +/- 95% CI across seeds) against trainable parameters: colour =
-    architecture, marker = regime. Regimes are nudged apart horizontally so that fine-tune and
-    scratch (the same count) both show."""
-    metrics = [("test_acc", "test accuracy (%)")]
-    if regimes["ood_acc_mean"].notna().any():
-        metrics.append(("ood_acc", f"{ood_label} accuracy (%)"))
-    order = regime_order(regimes["regime"].unique().tolist())
-    archs = list(dict.fromkeys(regimes["arch"]))
-    fig, axes_list, legend_cols = _grid(len(metrics), len(order) + len(archs), panel=(4.9, 3.6),
-                                        right_gap=0.2)
-    axes = [axes_list]
-    nudge = {r: 1.12 ** (i - (len(order) - 1) / 2) for i, r in enumerate(order)}
-    palette = plt.get_cmap("tab10")
-    arch_color = {a: palette(i % 10) for i, a in enumerate(archs)}
-    for ax, (metric, label) in zip(axes[0], metrics, strict=True):
-        lows = []
-        for _, row in regimes.iterrows():
-            m = 100 * float(row[f"{metric}_mean"])
-            h = 100 * float(row[f"{metric}_half"]) if np.isfinite(row[f"{metric}_half"]) else 0.0
-            if not np.isfinite(m):
-                continue
-            lo, hi = max(m - h, 0.0), min(m + h, 100.0)
-            kw = _marker_kw(row["regime"])
-            kw["color"] = arch_color[row["arch"]]
-            ax.errorbar([row["trainable_params"] * nudge[row["regime"]]], [m], yerr=[[m - lo], [hi - m]],
-                        linestyle="none", capsize=3, elinewidth=1, **kw)
-            lows.append(lo)
-        ax.set_xscale("log")
-        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: fmt_params(v)))
-        ax.set_xlabel("trainable parameters (log scale)")
-        ax.set_ylabel(label)
-        ax.set_ylim(_floor(lows), 101)
-        ax.grid(alpha=0.25, linewidth=0.6, which="major")
-    handles = [Line2D([], [], linestyle="none", label=regime_label(r),
-                      **{**_marker_kw(r), "color": "#333333"}) for r in order]
-    handles += [Line2D([], [], linestyle="none", marker="o", markersize=7, color=arch_color[a], label=a)
-                for a in archs]
-    _legend(fig, handles, legend_cols)
-    fig.suptitle("Accuracy against trainable parameters (mean ± 95% CI across seeds)", fontsize=10.5)
-    return fig
 
 
 def save(fig: Figure, out_dir: Path, name: str, pdf: bool = True) -> list[Path]:

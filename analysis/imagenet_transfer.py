@@ -8,20 +8,22 @@ Points: one per architecture x transfer regime at the full train size.
   x  the ImageNet-1K top-1 accuracy of the architecture's pretrained weights, from torchvision's
      weights metadata (`trainables.weights.imagenet_top1`). Architectures whose weights carry
      none are left out and named.
-  y  test and OOD accuracy: the mean across seeds with a 95% t-interval when a regime has 2 or
-     more seeds; with one trial (the linear probe, whose seed changes nothing, or one seed) the
-     Wilson 95% interval over the test (OOD) images. The table says which.
-Per regime and split: Pearson r with a 95% interval by Fisher's z (SE 1/sqrt(n-3)) and Spearman
-rho with a 95% interval by Fisher's z with Bonett & Wright's SE sqrt((1 + rho^2/2)/(n-3))
-(both need n >= 4 architectures), each with a two-sided p (Pearson: t-test; Spearman: exact
-permutation test over all orderings up to 8 architectures, 50,000 seeded orderings above).
-With fewer than MIN_ARCHS architectures there is no figure: one line of text says so.
+  y  test and OOD accuracy: the mean over seeds with the 95% interval over seeds and images
+     (analysis.stats.crossed_accuracy; with one trial, as for the linear probe whose seed
+     changes nothing, the Wilson interval over the images).
+Per regime and split, from MIN_ARCHS architectures: Pearson r (two-sided p: scipy's t-test) and
+Spearman rho with its exact permutation p (every ordering up to 8 architectures, 50,000 seeded
+orderings above; never the asymptotic p, which at n = 3 can print p < 0.001 where the exact p
+cannot go below 1/3). Intervals for r and rho (Fisher's z: scipy's `confidence_interval` for
+Pearson, Bonett & Wright's standard error for Spearman) only from FISHER_MIN architectures:
+below that Fisher's approximation is poor, and at |r| = 1 it prints [1.00, 1.00].
 
 Claim (`claim`): "ImageNet accuracy predicts transfer accuracy on this dataset", judged on the
-Spearman rho of test accuracy in each transfer regime with at least MIN_ARCHS architectures:
-holds when rho > 0 with p < ALPHA in every such regime; partly holds when in some and no
-regime shows the opposite; does not hold when rho < 0 with p < ALPHA somewhere and > 0 nowhere;
-not shown otherwise (too few architectures, or mixed); not testable below MIN_ARCHS.
+Spearman rho of test accuracy in each transfer regime, and only from VERDICT_ARCHS
+architectures ("not testable: needs 5, has N" below: with 4 the exact p cannot go below
+0.083): holds when rho > 0 with p < ALPHA in every such regime; partly holds when in some and
+no regime shows the opposite; does not hold when rho < 0 with p < ALPHA somewhere and > 0
+nowhere; not shown otherwise.
 """
 
 from __future__ import annotations
@@ -35,30 +37,30 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from analysis import claims as claims_mod
+from analysis import verdicts
+from analysis.effects import Correctness
 from analysis.load import Results, arch_order
-from analysis.probe_triage import imagenet_top1_of, wilson
-from analysis.stats import CONFIDENCE, mean_ci
+from analysis.probe_triage import imagenet_top1_of
+from analysis.rank_correlation import spearman_exact
+from analysis.stats import ALPHA, CONFIDENCE, crossed_accuracy, wilson
 from analysis.tables import Tab
 from trainables.regimes import REGIMES, regime_label, regime_order, regime_record
 from trainables.results.tables import read_table
 
 MIN_ARCHS = 3
-ALPHA = 0.05
+"""Architectures needed for the figure and the correlations."""
+VERDICT_ARCHS = 5
+"""Architectures needed for a verdict (with 4 the exact two-sided p cannot go below 1/12)."""
+FISHER_MIN = 10
+"""Architectures needed before a Fisher-z interval of r or rho is shown."""
 EXACT_UP_TO = 8
-SPLITS = (("test", "test_acc", "test_confusion_json"), ("ood", "ood_acc", "ood_confusion_json"))
+SPLITS = ("test", "ood")
 
 
-def _images(confusion: object) -> int:
-    return int(np.sum(json.loads(confusion))) if isinstance(confusion, str) else 0
-
-
-def points(res: Results) -> tuple[pd.DataFrame, list[str]]:
+def points(res: Results, corr: Correctness | None = None) -> tuple[pd.DataFrame, list[str]]:
     """(points, architectures left out for want of ImageNet accuracy metadata)."""
     full = res.full[res.full["regime"].isin([r for r in REGIMES if REGIMES[r].pretrained])]
-    extra = read_table(res.root, "trials", columns=["trial_id", "test_confusion_json",
-                                                    "ood_confusion_json"]).to_pandas()
-    full = full.merge(extra, on="trial_id", how="left")
+    corr = corr or Correctness(res, full["trial_id"].astype(str).tolist())
     top1 = {a: imagenet_top1_of(a) for a in full["arch"].unique()}
     missing = [a for a in arch_order(list(top1)) if top1[a] is None]
     rows = []
@@ -66,22 +68,24 @@ def points(res: Results) -> tuple[pd.DataFrame, list[str]]:
         if top1[arch] is None:
             continue
         row = {"arch": arch, "regime": regime, "imagenet_top1": top1[arch], "n": len(g)}
-        for split, col, confusion in SPLITS:
-            values = g[col].dropna().to_numpy(float)
-            ci = mean_ci(values)
-            if ci.n >= 2:
-                lo, hi, how = max(0.0, ci.lo), min(1.0, ci.hi), f"t, {ci.n} seeds"
-            elif ci.n == 1:
-                images = _images(g[confusion].dropna().iloc[0]) if g[confusion].notna().any() else 0
-                lo, hi = wilson(round(ci.mean * images), images)
-                how = f"Wilson, {images} images"
-            else:
-                lo = hi = math.nan
-                how = ""
-            row.update({split: ci.mean, f"{split}_lo": lo, f"{split}_hi": hi, f"{split}_how": how})
+        ids = g.sort_values("seed")["trial_id"].astype(str).tolist()
+        for split in SPLITS:
+            x, used, _ = corr.seeds_by_images(ids, split)
+            mean, lo, hi, how = math.nan, math.nan, math.nan, ""
+            if used and x.shape[1] >= 2:
+                e = crossed_accuracy(x)
+                mean, lo, hi = e.estimate, e.lo, e.hi
+                how = f"{e.n_seeds} seed{'s' if e.n_seeds != 1 else ''} × {e.n_images} images"
+            elif g[f"{split}_acc"].notna().any():  # accuracies without per-image predictions
+                mean, how = float(g[f"{split}_acc"].mean()), "no per-image predictions: no interval"
+                images = _images(res, ids[0], split) if len(ids) == 1 else 0
+                if images:
+                    lo, hi = wilson(round(mean * images), images)
+                    how = f"1 trial × {images} images (Wilson)"
+            row.update({split: mean, f"{split}_lo": lo, f"{split}_hi": hi, f"{split}_how": how})
         rows.append(row)
     cols = ["arch", "regime", "imagenet_top1", "n"] + [
-        f"{s}{suffix}" for s, _, _ in SPLITS for suffix in ("", "_lo", "_hi", "_how")]
+        f"{s}{suffix}" for s in SPLITS for suffix in ("", "_lo", "_hi", "_how")]
     out = pd.DataFrame(rows, columns=cols)
     if not out.empty:
         a_key = {a: i for i, a in enumerate(arch_order(out["arch"].tolist()))}
@@ -91,31 +95,22 @@ def points(res: Results) -> tuple[pd.DataFrame, list[str]]:
     return out, missing
 
 
+def _images(res: Results, trial_id: str, split: str) -> int:
+    """Images a trial was evaluated on, from its confusion matrix (results without predictions)."""
+    col = f"{split}_confusion_json"
+    rows = read_table(res.root, "trials", columns=["trial_id", col]).to_pandas()
+    text = rows.loc[rows["trial_id"] == trial_id, col].dropna()
+    return int(np.sum(json.loads(text.iloc[0]))) if len(text) else 0
+
+
 def fisher_interval(r: float, n: int, se: float, confidence: float = CONFIDENCE
                     ) -> tuple[float, float]:
-    if n < 4 or not math.isfinite(r):
+    """Fisher-z interval of a correlation; NaNs below FISHER_MIN points."""
+    if n < FISHER_MIN or not math.isfinite(r):
         return math.nan, math.nan
     z = math.atanh(max(-0.999999, min(0.999999, r)))
     q = float(sps.norm.ppf((1 + confidence) / 2))
     return math.tanh(z - q * se), math.tanh(z + q * se)
-
-
-def _pearson_along(a: np.ndarray, b: np.ndarray, axis: int = -1) -> np.ndarray:
-    a = a - a.mean(axis=axis, keepdims=True)
-    b = b - b.mean(axis=axis, keepdims=True)
-    return (a * b).sum(axis=axis) / np.sqrt((a * a).sum(axis=axis) * (b * b).sum(axis=axis))
-
-
-def spearman_p(x: np.ndarray, y: np.ndarray) -> float:
-    """Two-sided permutation p of Spearman's rho: exact (every ordering of y against x) up to
-    EXACT_UP_TO points, 50,000 seeded random orderings above."""
-    rx = sps.rankdata(x)
-    n_orderings = math.factorial(len(x))
-    res = sps.permutation_test((sps.rankdata(y),), lambda b, axis=-1: _pearson_along(rx, b, axis),
-                               vectorized=True, permutation_type="pairings",
-                               n_resamples=n_orderings if len(x) <= EXACT_UP_TO else 50_000,
-                               alternative="two-sided", rng=np.random.default_rng(0))
-    return float(res.pvalue)
 
 
 @dataclass(frozen=True)
@@ -139,13 +134,15 @@ def correlate(regime: str, split: str, x: np.ndarray, y: np.ndarray) -> Correlat
     n = len(x)
     if n < MIN_ARCHS or np.ptp(x) == 0 or np.ptp(y) == 0:
         return Correlation(regime, split, n)
-    r = float(np.corrcoef(x, y)[0, 1])
-    rho = float(np.corrcoef(sps.rankdata(x), sps.rankdata(y))[0, 1])
-    se = 1 / math.sqrt(n - 3) if n > 3 else math.inf
-    se_s = math.sqrt((1 + rho * rho / 2) / (n - 3)) if n > 3 else math.inf
-    return Correlation(regime, split, n, r, *fisher_interval(r, n, se),
-                       float(sps.pearsonr(x, y).pvalue), rho, *fisher_interval(rho, n, se_s),
-                       spearman_p(x, y))
+    pearson = sps.pearsonr(x, y)
+    p_lo, p_hi = math.nan, math.nan
+    if n >= FISHER_MIN:
+        ci = pearson.confidence_interval(CONFIDENCE)
+        p_lo, p_hi = float(ci.low), float(ci.high)
+    rank = spearman_exact(x, y, EXACT_UP_TO)
+    se_s = math.sqrt((1 + rank.rho * rank.rho / 2) / (n - 3)) if n > 3 else math.inf
+    return Correlation(regime, split, n, float(pearson.statistic), p_lo, p_hi, float(pearson.pvalue),
+                       rank.rho, *fisher_interval(rank.rho, n, se_s), rank.p_value)
 
 
 def correlations(pts: pd.DataFrame) -> list[Correlation]:
@@ -153,7 +150,7 @@ def correlations(pts: pd.DataFrame) -> list[Correlation]:
     out = []
     for regime in regime_order(pts["regime"].tolist()) if not pts.empty else []:
         sub = pts[pts["regime"] == regime]
-        for split, _, _ in SPLITS:
+        for split in SPLITS:
             if sub[split].notna().sum() >= MIN_ARCHS:
                 out.append(correlate(regime, split, sub["imagenet_top1"].to_numpy(float),
                                      sub[split].to_numpy(float)))
@@ -163,7 +160,7 @@ def correlations(pts: pd.DataFrame) -> list[Correlation]:
 def _r(value: float, lo: float, hi: float) -> str:
     if not math.isfinite(value):
         return "n/a"
-    ci = f" [{lo:+.2f}, {hi:+.2f}]" if math.isfinite(lo) else " (no interval: n < 4)"
+    ci = f" [{lo:+.2f}, {hi:+.2f}]" if math.isfinite(lo) else f" (no interval below {FISHER_MIN})"
     return f"{value:+.2f}{ci}"
 
 
@@ -184,9 +181,9 @@ def points_tab(pts: pd.DataFrame, ood_label: str) -> Tab:
              _acc(r["ood"], r["ood_lo"], r["ood_hi"])] for r in pts.to_dict("records")]
     return Tab(["Architecture", "Regime", "ImageNet top-1 %", "Test % [95% CI]", "Interval",
                 f"{ood_label} % [95% CI]"], rows,
-               "ImageNet top-1: torchvision's metadata of the pretrained weights. Accuracy: mean "
-               "across seeds with a 95% t-interval (2+ seeds), or one trial's Wilson 95% interval "
-               "over the images; clipped to [0, 100].")
+               "ImageNet top-1: torchvision's metadata of the pretrained weights. Accuracy: mean over "
+               "seeds [95% interval over seeds and images], or one trial's Wilson 95% interval over "
+               "the images.")
 
 
 def correlations_tab(corr: list[Correlation], ood_label: str) -> Tab:
@@ -195,9 +192,10 @@ def correlations_tab(corr: list[Correlation], ood_label: str) -> Tab:
              _r(c.spearman, c.spearman_lo, c.spearman_hi), _p(c.spearman_p)] for c in corr]
     return Tab(["Regime", "Accuracy", "Architectures", "Pearson r [95% CI]", "p",
                 "Spearman rho [95% CI]", "p"], rows,
-               "Intervals: Fisher's z (Spearman: Bonett-Wright standard error), approximate with "
-               f"few architectures. p: two-sided; Spearman's by exact permutation up to "
-               f"{EXACT_UP_TO} architectures. Across architectures, one point per architecture.")
+               f"Intervals: Fisher's z (Spearman: Bonett-Wright standard error), only from {FISHER_MIN} "
+               "architectures (fewer: the approximation is poor). p: two-sided; Pearson's by the "
+               f"t-test, Spearman's by exact permutation up to {EXACT_UP_TO} architectures (at n = 3 it "
+               "cannot go below 0.33, at n = 4 below 0.083). One point per architecture.")
 
 
 @dataclass
@@ -208,7 +206,7 @@ class Outcome:
     missing: list[str]
     correlations: list[Correlation]
     archs: int
-    claim: claims_mod.Claim
+    claim: verdicts.Claim
     text: str
     """One line: the answer, or why there is no figure."""
     notes: list[str] = field(default_factory=list)
@@ -220,8 +218,8 @@ def _missing_note(missing: list[str]) -> list[str]:
     return [f"left out (no ImageNet accuracy in their weights' metadata): {', '.join(missing)}"]
 
 
-def analyse(res: Results) -> Outcome:
-    pts, missing = points(res)
+def analyse(res: Results, corr: Correctness | None = None) -> Outcome:
+    pts, missing = points(res, corr)
     corr = correlations(pts)
     archs = int(pts["arch"].nunique()) if not pts.empty else 0
     claim = make_claim(corr, archs, missing)
@@ -229,6 +227,8 @@ def analyse(res: Results) -> Outcome:
         text = (f"ImageNet accuracy vs transfer: {archs} architecture{'s' if archs != 1 else ''} "
                 f"with ImageNet accuracy in these results; a correlation needs at least {MIN_ARCHS} "
                 "(run more, e.g. --archs resnet18 resnet152 densenet161 vgg11_bn)")
+    elif claim.verdict == verdicts.UNTESTABLE:
+        text = f"ImageNet accuracy vs transfer (correlations below, no verdict): {claim.evidence}"
     else:
         text = f"ImageNet accuracy vs transfer: {claim.verdict}. {claim.evidence}"
     return Outcome(pts, missing, corr, archs, claim, text, _missing_note(missing))
@@ -237,30 +237,32 @@ def analyse(res: Results) -> Outcome:
 STATEMENT = "ImageNet accuracy predicts transfer accuracy on this dataset (test accuracy)"
 
 
-def make_claim(corr: list[Correlation], archs: int, missing: list[str]) -> claims_mod.Claim:
+def make_claim(corr: list[Correlation], archs: int, missing: list[str]) -> verdicts.Claim:
     key = "imagenet_accuracy_predicts_transfer"
     test = (f"Spearman rho between ImageNet top-1 and mean test accuracy per transfer regime, exact "
-            f"permutation p < {ALPHA:g}, over architectures with ImageNet accuracy metadata")
-    tested = [c for c in corr if c.split == "test" and c.n >= MIN_ARCHS and math.isfinite(c.spearman)]
+            f"permutation p < {ALPHA:g}, over {VERDICT_ARCHS} or more architectures with ImageNet "
+            "accuracy metadata")
+    tested = [c for c in corr if c.split == "test" and c.n >= VERDICT_ARCHS and math.isfinite(c.spearman)]
     left = f"; left out (no ImageNet accuracy metadata): {', '.join(missing)}" if missing else ""
     if not tested:
-        return _claim(key, claims_mod.UNTESTABLE,
-                      f"needs test results of at least {MIN_ARCHS} architectures with ImageNet "
-                      f"accuracy metadata in one transfer regime (have {archs}){left}", test)
+        most = max((c.n for c in corr if c.split == "test"), default=archs)
+        return _claim(key, verdicts.UNTESTABLE,
+                      f"not testable: needs {VERDICT_ARCHS}, has {most} (architectures with ImageNet "
+                      f"accuracy metadata and test results in one transfer regime; below "
+                      f"{VERDICT_ARCHS} the exact p cannot reach {ALPHA:g} reliably){left}", test)
     pos = [c for c in tested if c.spearman > 0 and c.spearman_p < ALPHA]
     neg = [c for c in tested if c.spearman < 0 and c.spearman_p < ALPHA]
     if len(pos) == len(tested):
-        verdict = claims_mod.HOLDS
+        verdict = verdicts.HOLDS
     elif pos and not neg:
-        verdict = claims_mod.PARTLY
+        verdict = verdicts.PARTLY
     elif neg and not pos:
-        verdict = claims_mod.FAILS
+        verdict = verdicts.FAILS
     else:
-        verdict = claims_mod.NOT_SHOWN
+        verdict = verdicts.NOT_SHOWN
     parts = "; ".join(f"{c.regime} rho {_r(c.spearman, c.spearman_lo, c.spearman_hi)}, "
-                      f"p {_p(c.spearman_p)} (n={c.n})" for c in tested)
-    return _claim(key, verdict, f"Spearman rho of ImageNet top-1 vs test accuracy: {parts}{left}",
-                  test)
+                      f"exact p {_p(c.spearman_p)} (n={c.n})" for c in tested)
+    return _claim(key, verdict, f"Spearman rho of ImageNet top-1 vs test accuracy: {parts}{left}", test)
 
 
 PAPER = ("not a claim of the study: Kornblith, Shlens & Le (CVPR 2019) found transfer accuracy "
@@ -268,8 +270,8 @@ PAPER = ("not a claim of the study: Kornblith, Shlens & Le (CVPR 2019) found tra
          "fine-grained sets")
 
 
-def _claim(key: str, verdict: str, evidence: str, test: str) -> claims_mod.Claim:
-    return claims_mod.Claim(key, STATEMENT, verdict, evidence, PAPER, test)
+def _claim(key: str, verdict: str, evidence: str, test: str) -> verdicts.Claim:
+    return verdicts.Claim(key, STATEMENT, verdict, evidence, PAPER, test)
 
 
 def figure(out: Outcome, ood_label: str):
@@ -278,9 +280,8 @@ def figure(out: Outcome, ood_label: str):
         return None
     import matplotlib.pyplot as plt
 
-
     pts = out.points
-    splits = [s for s, _, _ in SPLITS if pts[s].notna().any()]
+    splits = [s for s in SPLITS if pts[s].notna().any()]
     fig, axes = plt.subplots(1, len(splits), figsize=(5.2 * len(splits), 4.4), squeeze=False)
     by_key = {(c.regime, c.split): c for c in out.correlations}
     for ax, split in zip(axes[0], splits, strict=True):

@@ -12,9 +12,10 @@ from pathlib import Path
 import pandas as pd
 
 from analysis import imagenet_transfer, probe_triage
-from analysis.claims import Claim
+from analysis.effects import Correctness
 from analysis.load import Results
 from analysis.render import figure_html
+from analysis.verdicts import Claim
 
 NOT_FE = ("The linear probe is not the study's feature extraction: the backbone stays in eval mode "
           "(BatchNorm on its ImageNet statistics), features are computed once per image without "
@@ -33,10 +34,11 @@ class ProbeSection:
     console: list[str] = field(default_factory=list)
 
 
-def build(res: Results, out_dir: Path) -> ProbeSection:
+def build(res: Results, out_dir: Path, corr: Correctness | None = None) -> ProbeSection:
+    """`corr`: the per-image correctness already read (analysis.effects), else read here."""
     probes = probe_triage.read_probe_trials(res.root, res.full["trial_id"].tolist())
     ranked = probe_triage.rank(probes)
-    outcome = imagenet_transfer.analyse(res)
+    outcome = imagenet_transfer.analyse(res, corr)
     files = imagenet_transfer.write_figure(outcome, res.ood_label, out_dir)
     csv = out_dir / "imagenet_transfer.csv"
     corr = pd.DataFrame([c.__dict__ for c in outcome.correlations])

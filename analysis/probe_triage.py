@@ -23,30 +23,17 @@ import math
 
 import numpy as np
 import pandas as pd
-from scipy import stats as sps
 
 from analysis.load import arch_order
-from analysis.stats import CONFIDENCE, mcnemar_exact
+from analysis.stats import ALPHA, mcnemar_exact, wilson
 from analysis.tables import Tab
 from trainables.regimes import LINEAR_PROBE
 from trainables.results.tables import read_table
 
-ALPHA = 0.05
 PROBE = LINEAR_PROBE
 COLUMNS = ["trial_id", "arch", "regime", "seed", "train_size", "status", "best_val_acc",
            "best_val_loss", "test_acc", "ood_acc", "probe_c", "probe_grid_json", "total_seconds",
            "train_images_per_class"]
-
-
-def wilson(k: int, n: int, confidence: float = CONFIDENCE) -> tuple[float, float]:
-    """Wilson score interval of a proportion k/n (NaNs when n = 0)."""
-    if n <= 0:
-        return math.nan, math.nan
-    z = float(sps.norm.ppf((1 + confidence) / 2))
-    p = k / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def read_probe_trials(root: str, trial_ids: list[str] | None = None) -> pd.DataFrame:

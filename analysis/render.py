@@ -12,13 +12,12 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from analysis import claims as claims_mod
+from analysis import verdicts
 from trainables.errors import UserError
 
 TEMPLATE = "report.html.j2"
-VERDICT_CLASS = {claims_mod.HOLDS: "holds", claims_mod.PARTLY: "partly", claims_mod.FAILS: "fails",
-                 claims_mod.UNTESTABLE: "untestable", claims_mod.NOT_SHOWN: "untestable",
-                 claims_mod.NO_DIFFERENCE: "untestable"}
+VERDICT_CLASS = {verdicts.HOLDS: "holds", verdicts.PARTLY: "partly", verdicts.FAILS: "fails",
+                 verdicts.UNTESTABLE: "untestable", verdicts.NOT_SHOWN: "untestable"}
 CLAIM_BASE_FIELDS = ("key", "statement", "verdict", "evidence")
 
 

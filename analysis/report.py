@@ -2,16 +2,15 @@
 
     python -m analysis.report [--results runs/demo/results] [--out runs/demo/report]
 
-The console and report.html open with the answer: the best architecture x regime (chosen on
-validation) with its test and OOD accuracy, transfer minus scratch per architecture and train
-size, and each claim's verdict. Then Table II, the figures and the details.
+The console and report.html open with one plain sentence (how far transfer is ahead of scratch,
+with its 95% interval), then the answer (analysis.answer), Table II, the figures and the details.
+Every interval counts seeds and images and is conditional on the one train/val/test split.
 
 Writes into --out (default: the results folder's sibling ``report/``):
   report.html                   self-contained page from a Jinja2 template (--template restyles it)
-  table2.md, table2.csv, table2.tex   Table II as the study printed it (val bands, OOD with and
-                                without transfer); the Markdown adds the means and intervals, the
-                                CSV has every number
-  paired.csv                    transfer vs scratch per architecture and train size, same images
+  table2.md, .csv, .tex         Table II as the study printed it; the Markdown adds the means
+                                and intervals, the CSV has every number
+  paired.csv                    transfer vs scratch per architecture, train size and split
   fig2.png/.pdf                 val accuracy per epoch, one panel per architecture
   learning_curves.png/.pdf      accuracy against training images per class (2+ train sizes)
   params.png/.pdf               accuracy against trainable parameters (2+ architectures)
@@ -31,13 +30,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from analysis import aggregate, figures, probe_report, render, tables
+from analysis import aggregate, figures, one_class, probe_report, regime_effects, render, tables
 from analysis import answer as answer_mod
 from analysis import claims as claims_mod
 from analysis import options as options_mod
 from analysis import provenance as provenance_mod
+from analysis.effects import Correctness
 from analysis.load import DEFAULT_RESULTS, Results, default_out_dir, load_results
-from analysis.report_inputs import prepare_out_dir
+from analysis.params_figure import params_missing, params_plot
+from analysis.report_inputs import prepare_out_dir, read_manifest_json
 from trainables.errors import UserError
 
 
@@ -144,16 +145,20 @@ def build(results: str = DEFAULT_RESULTS, out: str | None = None, gradcam_n: int
     res = load_results(results)
     lap("read")
     out_dir = prepare_out_dir(out or default_out_dir(results))
-    regimes = aggregate.regime_summary(res, options.band_rule)
-    best = aggregate.best_models(res)
-    paired = answer_mod.paired_by_size(res)  # transfer vs scratch at every train size
-    seed_diffs = aggregate.seed_paired(res)
+    corr = Correctness(res, res.trials["trial_id"].astype(str).tolist())  # one pass over predictions
+    lap("predictions")
+    accuracies = regime_effects.regime_accuracies(res, corr)
+    regimes = aggregate.with_accuracies(aggregate.regime_summary(res, options.band_rule), accuracies)
+    choice = aggregate.regime_choice(res)
+    comparisons = regime_effects.compare(res, corr)  # transfer vs scratch at every train size
     lc = aggregate.learning_curves(res)
-    claims = claims_mod.check_claims(res, options=options.claims)  # reads its own predictions
-    probe = probe_report.build(res, out_dir)  # linear-probe triage, ImageNet accuracy vs transfer
+    claims = claims_mod.check_claims(res, options.claims, corr, comparisons)
+    probe = probe_report.build(res, out_dir, corr)  # linear-probe triage, ImageNet accuracy vs transfer
     claims.append(probe.claim)
-    t2 = tables.table2(res, regimes, best)
-    answer = answer_mod.build(res, regimes, claims, paired)
+    broken = answer_mod.broken_lines(res, corr)
+    flags = {(a, r): text for (a, r, size), text in broken.items() if size == res.full_size}
+    t2 = tables.table2(res, regimes, choice, flags)
+    answer = answer_mod.build(res, regimes, accuracies, claims, comparisons, broken)
     prov = provenance_mod.collect(res)
     lap("statistics")
     report = Report(out=out_dir, table2=t2, answer=answer, provenance=prov, notes=list(res.notes),
@@ -162,11 +167,11 @@ def build(results: str = DEFAULT_RESULTS, out: str | None = None, gradcam_n: int
         path = out_dir / f"table2.{ext}"
         path.write_text(text, encoding="utf-8")
         report.files.append(path)
-    paired.to_csv(out_dir / "paired.csv", index=False)
+    regime_effects.comparisons_frame(comparisons).to_csv(out_dir / "paired.csv", index=False)
     report.files.append(out_dir / "paired.csv")
-    ood_label = res.ood_label
-    best_overall = {a: aggregate.best_overall(res, a) for a in regimes["arch"].unique()}
-    figs = _figures(res, regimes, best, best_overall, lc, out_dir, report)
+    manifest = read_manifest_json(res.root, res.manifest_path) if res.manifest_path else None
+    majority = one_class.with_val(corr.majority, manifest)  # each split's majority-class line
+    figs = _figures(res, regimes, choice, majority, lc, out_dir, report)
     lap("figures")
     if with_gradcam:
         gradcam = _gradcam_section(res, out_dir, gradcam_n, report, data, ood, gradcam_layers)
@@ -182,8 +187,7 @@ def build(results: str = DEFAULT_RESULTS, out: str | None = None, gradcam_n: int
         external_html, ext_files = external_logs.report_section(
             options.external_logs, options.external_lines, out_dir, options.band_rule)
         report.files.extend(ext_files)
-    images_tab, seeds_tab = tables.paired_tables(paired, seed_diffs, ood_label)
-    context = _context(res, report, t2, images_tab, seeds_tab, claims, figs, gradcam)
+    context = _context(res, report, t2, tables.comparisons_table(comparisons), claims, figs, gradcam)
     context.update(settings=options.describe(), band_rule=options.band_rule.describe(),
                    model_selection=aggregate.model_selection(res),
                    external_html=render.trusted(external_html),
@@ -197,7 +201,7 @@ def build(results: str = DEFAULT_RESULTS, out: str | None = None, gradcam_n: int
     return report
 
 
-def _figures(res: Results, regimes, best, best_overall, lc, out_dir: Path, report: Report
+def _figures(res: Results, regimes, choice, majority, lc, out_dir: Path, report: Report
              ) -> list[dict[str, Any]]:
     """Draw the figures that have something to show; the others become one line of text."""
     ood_label = res.ood_label
@@ -215,28 +219,31 @@ def _figures(res: Results, regimes, best, best_overall, lc, out_dir: Path, repor
 
     add("fig2", "Fig. 2: validation accuracy per epoch",
         f"Train size {res.full_size}. Bold: mean over seeds; shaded: range over seeds (lowest to "
-        "highest). Dotted: test accuracy of the best model (chosen on validation). "
-        f"{ood_label}: solid for the best transfer model, dashed for the best scratch model. Panel "
+        "highest). Dotted: test accuracy (mean over seeds) of the regime best on validation. "
+        f"{ood_label}: solid for the transfer regime chosen on validation, dashed for scratch (means "
+        "over seeds, the numbers of Table II and the answer box). Grey dash-dot: the validation "
+        "accuracy of always answering the most common class (a model that learnt nothing). Panel "
         "titles: trainable parameters per regime (FT fine-tune, FE feature extraction, SC scratch).",
-        lambda: figures.fig2(aggregate.epoch_curves(res), regimes, best, best_overall, ood_label))
+        lambda: figures.fig2(aggregate.epoch_curves(res), regimes, choice, ood_label, majority.get("val")))
     add("learning_curves", "Learning curves: accuracy against training images per class",
         "Log-scaled x axis, one tick per train size. Per regime: each seed is a point, the line joins "
         "the means across seeds, the shaded band spans the lowest to the highest seed (with 2-3 "
-        "seeds a 95% t-interval would span most of the axis; the intervals are in the tables).",
-        lambda: figures.learning_curves(lc, res.trials, ood_label), figures.learning_curves_missing(lc))
+        "seeds a 95% t-interval would span most of the axis; the intervals are in the tables). Grey "
+        "dash-dot: the accuracy of always answering the split's most common class.",
+        lambda: figures.learning_curves(lc, res.trials, ood_label, majority),
+        figures.learning_curves_missing(lc))
     add("params", "Accuracy against trainable parameters",
-        "Mean ± 95% t-interval across seeds (clipped to [0, 100]); colour = architecture, marker = "
+        "Mean and 95% interval over seeds and images; colour = architecture, marker = "
         "regime. The overparameterisation question: do bigger models do worse with little data?",
-        lambda: figures.params_plot(regimes, ood_label), figures.params_missing(regimes))
+        lambda: params_plot(regimes, ood_label), params_missing(regimes))
     return out
 
 
-def _context(res: Results, report: Report, t2: tables.Table2, images_tab: tables.Tab,
-             seeds_tab: tables.Tab, claims: list[Any], figs: list[dict[str, Any]],
-             gradcam: dict[str, Any]) -> dict[str, Any]:
+def _context(res: Results, report: Report, t2: tables.Table2, comparisons_tab: tables.Tab,
+             claims: list[Any], figs: list[dict[str, Any]], gradcam: dict[str, Any]) -> dict[str, Any]:
     """Everything the template sees (docs/report.md lists it for custom templates)."""
     archs = res.trials["arch"].nunique()
-    sizes = [s for s, _ in answer_mod.sizes_smallest_first(res)]
+    sizes = [s for s, _ in regime_effects.sizes_smallest_first(res)]
     return {
         "results_root": res.root,
         "written": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
@@ -253,8 +260,9 @@ def _context(res: Results, report: Report, t2: tables.Table2, images_tab: tables
         "table2": t2,
         "table2_detail": t2.detail,
         "figures": figs,
-        "paired_images": images_tab,
-        "paired_seeds": seeds_tab,
+        "comparisons": comparisons_tab,
+        "conditional": answer_mod.CONDITIONAL,
+        "claims_fixed": claims_mod.FIXED_IN_ADVANCE,
         "claims": render.claims_context(claims),
         "gradcam": gradcam,
         "provenance": report.provenance,

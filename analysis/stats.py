@@ -1,10 +1,18 @@
-"""Statistics for the report and the claims: t-intervals across seeds, paired tests on images,
-and effects whose interval and p count both seeds and images (a two-level bootstrap with the
-Bonett-Price adjustment, exact McNemar for one seed, Holm, TOST equivalence). docs/analysis.md
-("Claims") says which is used where and why.
+"""Statistics for the report and the claims: accuracies and differences over a crossed design of
+seeds x images, with a 95% interval and a p from one calculation, so they cannot disagree.
 
-All functions take plain sequences or arrays and return plain numbers, so they are easy to test
-against known answers (tests/unit/test_stats.py).
+Every seed's model sees the same images, so per-image correctness is a seeds x images table whose
+grand mean varies for three reasons: which seeds were run (large for an unstable scratch run),
+which images were drawn (46 test images are a small sample), and which images a seed happens to
+get right. From the table's two-way ANOVA the half-width of the 95% interval is
+
+    sqrt(t(S-1)^2 MS_seed / (S I) + t(I-1)^2 max(MS_image - MS_resid, floor) / (S I))
+
+the classic t-interval across the seeds' means (it holds the seed x image noise too) and the
+image sampling those means share, added in quadrature; p is the level at which the interval
+reaches 0. With one seed: the images alone, and the text says so. The floor keeps a width when
+every answer agrees. Why this and not Satterthwaite's degrees of freedom or a bootstrap, and the
+simulation that checks it (bench/calibration.py): docs/analysis.md, "Calibration".
 """
 
 from __future__ import annotations
@@ -15,8 +23,18 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import stats as sps
+from scipy.optimize import brentq
+from scipy.special import stdtrit
 
-CONFIDENCE = 0.95
+ALPHA = 0.05
+"""Significance level of every test in the report (two-sided; TOST and non-inferiority at this
+level use the 90% interval)."""
+CONFIDENCE = 1 - ALPHA
+Z_POWER = float(sps.norm.ppf(0.80))
+"""Power used for the smallest detectable effect (80%)."""
+FEW_SEEDS = 3
+"""Below this many seeds the seed variance rests on one degree of freedom (or none), and the
+effect's text says so."""
 
 
 @dataclass(frozen=True)
@@ -37,7 +55,7 @@ class MeanCI:
 
 
 def mean_ci(values: Sequence[float] | np.ndarray, confidence: float = CONFIDENCE) -> MeanCI:
-    """Mean +/- t_{(1+c)/2, n-1} * s / sqrt(n) over the finite values (seeds are the samples)."""
+    """Mean +/- t_{(1+c)/2, n-1} * s / sqrt(n) over the finite values."""
     x = np.asarray(values, dtype=float)
     x = x[np.isfinite(x)]
     n = len(x)
@@ -94,42 +112,12 @@ def mcnemar_exact(correct_a: Sequence[bool] | np.ndarray, correct_b: Sequence[bo
     return McNemar(n, acc_a, acc_b, b, c, min(p, 1.0))
 
 
-def paired_bootstrap(correct_a: Sequence[bool] | np.ndarray, correct_b: Sequence[bool] | np.ndarray,
-                     reps: int = 2000, seed: int = 0, confidence: float = CONFIDENCE
-                     ) -> tuple[float, float, float]:
-    """(acc_a - acc_b, lo, hi): percentile interval from resampling images with replacement,
-    keeping each image's pair together."""
-    a = np.asarray(correct_a, dtype=float)
-    b = np.asarray(correct_b, dtype=float)
-    if a.shape != b.shape:
-        raise ValueError(f"paired test needs the same images: {a.shape} vs {b.shape}")
-    if len(a) == 0:
-        return math.nan, math.nan, math.nan
-    d = a - b
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(d), size=(reps, len(d)))
-    boots = d[idx].mean(axis=1)
-    alpha = (1 - confidence) / 2
-    lo, hi = np.quantile(boots, [alpha, 1 - alpha])
-    return float(d.mean()), float(lo), float(hi)
-
-
-def spearman(x: Sequence[float], y: Sequence[float]) -> tuple[float, float, int]:
-    """(rho, two-sided p, n) over finite pairs; NaNs when fewer than 3 pairs."""
-    xa, ya = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    keep = np.isfinite(xa) & np.isfinite(ya)
-    n = int(keep.sum())
-    if n < 3 or np.ptp(xa[keep]) == 0 or np.ptp(ya[keep]) == 0:
-        return math.nan, math.nan, n
-    res = sps.spearmanr(xa[keep], ya[keep])
-    return float(res.statistic), float(res.pvalue), n
-
-
-# ------------------------------------------------------------------------ effects with both noises
-Z_POWER = float(sps.norm.ppf(0.80))
-"""Power used for the smallest detectable effect (80%)."""
-BOOTSTRAP_REPS = 4000
-BOOTSTRAP_SEED = 0
+def wilson(k: int, n: int, confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """Wilson score interval of a proportion k/n (NaNs when n = 0)."""
+    if n <= 0:
+        return math.nan, math.nan
+    ci = sps.binomtest(int(k), int(n)).proportion_ci(confidence, method="wilson")
+    return float(ci.low), float(ci.high)
 
 
 def holm(p_values: Sequence[float]) -> np.ndarray:
@@ -146,95 +134,93 @@ def holm(p_values: Sequence[float]) -> np.ndarray:
     return out
 
 
-def bonett_price_interval(b: int, c: int, n: int, confidence: float = CONFIDENCE) -> tuple[float, float]:
-    """Adjusted-Wald interval for a paired difference of proportions (Bonett & Price 2012):
-    b, c = discordant counts (A right only, B right only) out of n pairs. With one pseudo pair
-    added each way it keeps a width when the two classifiers agree on every image."""
-    z = float(sps.norm.ppf((1 + confidence) / 2))
-    pb, pc = (b + 1) / (n + 2), (c + 1) / (n + 2)
-    d = pb - pc
-    se = math.sqrt(max(pb + pc - d * d, 0.0) / (n + 2))
-    return d - z * se, d + z * se
+# ------------------------------------------------------------------- the crossed seeds x images mean
+@dataclass(frozen=True)
+class Crossed:
+    """The grand mean of a seeds x images table and the two parts of its variance.
+
+    var_seeds:  MS_seed / (S I), the squared standard error of the mean across seeds (what a
+                t-interval over the per-seed means uses; it holds the seed x image noise too);
+                t with S - 1 degrees of freedom. NaN with one seed.
+    var_images: max(MS_image - MS_resid, 0) / (S I), the image-sampling variance the per-seed
+                means share (an interval across seeds leaves it out), floored at `floor`;
+                t with I - 1 degrees of freedom (with one seed: all of MS_image / I)."""
+
+    mean: float
+    var_seeds: float
+    var_images: float
+    n_seeds: int
+    n_images: int
+
+    @property
+    def se(self) -> float:
+        return math.sqrt(self.var_images + (self.var_seeds if self.n_seeds > 1 else 0.0))
+
+    def half(self, confidence: float = CONFIDENCE) -> float:
+        """Half-width of the two-sided interval: the across-seeds and the across-images
+        half-widths added in quadrature (each with its own t quantile)."""
+        level = (1 + confidence) / 2  # stdtrit: scipy's t quantile without the distribution overhead
+        h2 = float(stdtrit(self.n_images - 1, level)) ** 2 * self.var_images
+        if self.n_seeds > 1:
+            h2 += float(stdtrit(self.n_seeds - 1, level)) ** 2 * self.var_seeds
+        return math.sqrt(h2)
+
+    def level(self, distance: float) -> float:
+        """The two-sided level alpha at which half(1 - alpha) = |distance| (the dual p): 1 at
+        distance 0, smaller the further the estimate lies from the null."""
+        d = abs(distance)
+        if d == 0:
+            return 1.0
+        if self.se == 0:
+            return 0.0
+        if self.half(1 - 1e-15) <= d:
+            return 1e-15
+        return float(brentq(lambda a: self.half(1 - a) - d, 1e-15, 1.0, xtol=1e-12, rtol=1e-10))
+
+    def one_sided_p(self, distance: float) -> float:
+        """p of the one-sided test whose null lies `distance` below the estimate (negative:
+        above it), dual to the one-sided bound centre - half(1 - 2 p)."""
+        a = self.level(distance) / 2
+        return a if distance > 0 else 1 - a
 
 
-def two_level_bootstrap(values: np.ndarray, reps: int = BOOTSTRAP_REPS, seed: int = BOOTSTRAP_SEED,
-                        pseudo: Sequence[float] = ()) -> np.ndarray:
-    """Replicates of the grand mean of `values` (seeds x images), resampling seeds and images
-    independently with replacement (a crossed design: every seed saw the same images).
-
-    `pseudo` adds columns with these values to every seed before resampling (the paired
-    difference uses (+1, -1): the Bonett-Price adjustment, one pseudo image each way)."""
-    x = np.asarray(values, dtype=float)
-    if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] == 0:
-        raise ValueError(f"need a non-empty seeds x images matrix, got shape {x.shape}")
-    if len(pseudo):
-        x = np.hstack([x, np.tile(np.asarray(pseudo, dtype=float), (x.shape[0], 1))])
-    n_s, n_i = x.shape
-    rng = np.random.default_rng(seed)
-    w_seed = _draw_counts(rng, reps, n_s)
-    w_img = _draw_counts(rng, reps, n_i)
-    # Integer values (correctness differences) sum exactly in float32 while every partial sum
-    # stays below 2^24: the same numbers as float64 at half the cost for thousands of seeds.
-    if np.array_equal(x, np.round(x)) and float(np.abs(x).max(initial=0)) * n_s * n_i * 4 < 2 ** 24:
-        w_seed, w_img, x = w_seed.astype(np.float32), w_img.astype(np.float32), x.astype(np.float32)
-    # mean over the drawn (seed, image) cells = sum_s sum_i w_s x_si v_i / (n_s n_i)
-    total = np.einsum("bi,bi->b", w_seed @ x, w_img).astype(np.float64)
-    return total / (n_s * n_i)
+def crossed_mean(values: np.ndarray, floor: float = 0.0) -> Crossed:
+    """Two-way ANOVA of `values` (seeds x images; every seed saw every image): the grand mean and
+    the two variance parts above. `floor` is the smallest image-part variance allowed (so that
+    a table of identical answers still has an interval)."""
+    x = np.atleast_2d(np.asarray(values, dtype=float))
+    if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] < 2:
+        raise ValueError(f"need a seeds x images table with 2+ images, got shape {x.shape}")
+    s, i = x.shape
+    grand = float(x.mean())
+    ms_image = s * float(np.sum((x.mean(axis=0) - grand) ** 2)) / (i - 1)
+    if s == 1:  # one seed: the images only; seed noise cannot be measured
+        return Crossed(grand, math.nan, max(ms_image / i, floor), 1, i)
+    ms_seed = i * float(np.sum((x.mean(axis=1) - grand) ** 2)) / (s - 1)
+    resid = x - x.mean(axis=1, keepdims=True) - x.mean(axis=0, keepdims=True) + grand
+    ms_resid = float(np.sum(resid ** 2)) / ((s - 1) * (i - 1))
+    return Crossed(grand, ms_seed / (s * i), max((ms_image - ms_resid) / (s * i), floor), s, i)
 
 
-def _draw_counts(rng: np.random.Generator, reps: int, n: int) -> np.ndarray:
-    """reps x n: how often each of n units is drawn in n draws with replacement, per replicate."""
-    idx = rng.integers(0, n, size=(reps, n)) + (np.arange(reps) * n)[:, None]
-    return np.bincount(idx.ravel(), minlength=reps * n).reshape(reps, n).astype(float)
-
-
-def percentile_interval(replicates: np.ndarray, confidence: float = CONFIDENCE) -> tuple[float, float]:
-    alpha = (1 - confidence) / 2
-    lo, hi = np.quantile(np.asarray(replicates, dtype=float), [alpha, 1 - alpha])
-    return float(lo), float(hi)
-
-
-def bootstrap_p(replicates: np.ndarray, null: float = 0.0) -> float:
-    """Two-sided p of `null` from bootstrap replicates: twice the smaller tail share (ties count
-    in both tails), with the +1 correction so a finite number of draws never gives p = 0."""
-    r = np.asarray(replicates, dtype=float)
-    k = min(int(np.sum(r <= null)), int(np.sum(r >= null)))
-    return min(1.0, 2.0 * (k + 1) / (len(r) + 1))
-
-
-def tost_p(replicates: np.ndarray, margin: float) -> float:
-    """Two one-sided tests of |effect| < margin from bootstrap replicates: the larger of the
-    one-sided p's of "effect <= -margin" and "effect >= +margin". Equivalence at level alpha
-    <=> p < alpha <=> the (1 - 2 alpha) percentile interval lies inside (-margin, +margin)."""
-    r = np.asarray(replicates, dtype=float)
-    n = len(r)
-    p_low = (int(np.sum(r <= -margin)) + 1) / (n + 1)
-    p_high = (int(np.sum(r >= margin)) + 1) / (n + 1)
-    return min(1.0, max(p_low, p_high))
-
-
-def tost_normal(estimate: float, se: float, margin: float) -> float:
-    """The same TOST p under a normal approximation (for checks and hand calculation)."""
-    p_low = float(sps.norm.sf((estimate + margin) / se))
-    p_high = float(sps.norm.cdf((estimate - margin) / se))
-    return max(p_low, p_high)
-
-
-def min_detectable(se: float, alpha: float = 1 - CONFIDENCE, z_power: float = Z_POWER) -> float:
-    """Smallest true effect a two-sided test at `alpha` finds with 80% power, given the
-    standard error (normal approximation): (z_{1-alpha/2} + z_{0.8}) * se."""
-    return (float(sps.norm.ppf(1 - alpha / 2)) + z_power) * se
+def _seed_note(n_seeds: int) -> str:
+    if n_seeds == 1:
+        return "1 seed: seed noise is not measured, the interval and p count the images only (run 3+ seeds)"
+    if n_seeds < FEW_SEEDS:
+        return (f"{n_seeds} seeds: the seed variance rests on {n_seeds - 1} degree of freedom, so the "
+                "interval is wide (run 3+ seeds)")
+    return ""
 
 
 @dataclass(frozen=True)
 class Effect:
-    """Difference A - B with a 95% interval and p, counting seeds and images as noise.
+    """A difference A - B (or one accuracy) with its 95% interval and p, counting seeds and images.
 
-    estimate: mean over seeds of the per-seed accuracy difference on the shared images.
-    lo, hi:   two-level (seeds x images) percentile bootstrap, Bonett-Price adjusted.
-    p_value:  exact McNemar with one seed; the bootstrap's two-sided p with two or more.
-    tost:     two-one-sided-tests p for |A - B| < margin (when a margin was given).
-    """
+    estimate: mean over seeds and images (the mean per-seed accuracy difference);
+    lo, hi:   95% interval of the crossed design (analysis.stats.crossed_mean);
+    p_value:  two-sided p of "no difference", dual to the interval (p < 0.05 exactly when the
+              interval excludes 0); NaN for an accuracy;
+    tost:     two one-sided tests p of |A - B| < margin; noninferiority: p of the null
+              A - B <= -margin (both when a margin was given); lo90, hi90: the 90% interval."""
 
     estimate: float
     lo: float
@@ -248,57 +234,93 @@ class Effect:
     tost: float | None = None
     lo90: float | None = None
     hi90: float | None = None
-    mcnemar: McNemar | None = None
+    noninferiority: float | None = None
 
-    def mde(self, alpha: float = 1 - CONFIDENCE) -> float:
+    def mde(self, alpha: float = ALPHA) -> float:
+        """Smallest true difference a two-sided test at `alpha` finds with 80% power (normal
+        approximation from the standard error)."""
         return min_detectable(self.se, alpha)
 
+    @property
+    def note(self) -> str:
+        """Why the interval is wide or conditional (few seeds), else ""."""
+        return _seed_note(self.n_seeds)
+
+    def short(self) -> str:
+        """'+4.3 [-1.2, +9.8]' (percentage points)."""
+        return f"{100 * self.estimate:+.1f} [{100 * self.lo:+.1f}, {100 * self.hi:+.1f}]"
+
     def text(self) -> str:
-        """'+4.3 pp [-1.2, +9.8], p = 0.12 (3 seeds x 46 images)'."""
+        """'+4.3 pp [-1.2, +9.8], p = 0.12 (3 seeds × 46 images)'."""
         return (f"{100 * self.estimate:+.1f} pp [{100 * self.lo:+.1f}, {100 * self.hi:+.1f}], "
                 f"{fmt_p(self.p_value)} ({self.n_seeds} seed{'s' if self.n_seeds != 1 else ''}"
                 f" × {self.n_images} images)")
 
 
 def fmt_p(p: float | None, name: str = "p") -> str:
-    """'p = 0.012', 'p < 0.001' (below what a 4000-draw bootstrap resolves), 'p n/a'."""
+    """'p = 0.012', 'p < 0.001', 'p n/a'."""
     if p is None or not math.isfinite(p):
         return f"{name} n/a"
     return f"{name} = {p:.2g}" if p >= 0.001 else f"{name} < 0.001"
 
 
-def effect_of(values: np.ndarray, *, pseudo: Sequence[float] = (1.0, -1.0), margin: float | None = None,
-              mcnemar: McNemar | None = None, reps: int = BOOTSTRAP_REPS, seed: int = BOOTSTRAP_SEED,
-              confidence: float = CONFIDENCE) -> Effect:
-    """The effect whose per-(seed, image) values are `values` (seeds x images): their mean, the
-    two-level bootstrap interval, and p (the exact McNemar p when given, else the bootstrap's)."""
+def min_detectable(se: float, alpha: float = ALPHA, z_power: float = Z_POWER) -> float:
+    """Smallest true effect a two-sided test at `alpha` finds with 80% power, given the standard
+    error (normal approximation): (z_{1-alpha/2} + z_{0.8}) * se."""
+    return (float(sps.norm.ppf(1 - alpha / 2)) + z_power) * se
+
+
+METHOD = ("crossed seeds x images: t across seeds (S - 1 df) and t across images (I - 1 df), "
+          "half-widths added in quadrature")
+
+
+def effect_of(values: np.ndarray, *, margin: float | None = None, confidence: float = CONFIDENCE,
+              bounds: tuple[float, float] = (-1.0, 1.0)) -> Effect:
+    """The effect whose per-(seed, image) values are `values` (seeds x images of differences in
+    [-1, 1]): their mean, the crossed-design interval (clipped to `bounds`) and its dual p, and
+    with a margin the TOST and non-inferiority p from the same half-widths. The image part's
+    variance is at least Bonett and Price's for one image each way on I images, 2 / (I + 2)^2."""
     x = np.atleast_2d(np.asarray(values, dtype=float))
-    boots = two_level_bootstrap(x, reps=reps, seed=seed, pseudo=pseudo)
-    lo, hi = percentile_interval(boots, confidence)
-    n_s, n_i = x.shape
-    if mcnemar is not None:
-        p, method = mcnemar.p_value, "exact McNemar p; Bonett-Price adjusted bootstrap interval over images"
-    else:
-        p = bootstrap_p(boots)
-        method = ("two-level bootstrap over seeds and images (Bonett-Price adjusted)" if n_s > 1 else
-                  "bootstrap over images (Bonett-Price adjusted); one seed, so seed noise is not measured")
-    out: dict = dict(estimate=float(x.mean()), lo=lo, hi=hi, p_value=p, n_seeds=n_s, n_images=n_i,
-                     se=float(np.std(boots, ddof=1)), method=method, mcnemar=mcnemar)
+    c = crossed_mean(x, floor=2.0 / (x.shape[1] + 2) ** 2)
+    h = c.half(confidence)
+    method = METHOD if c.n_seeds > 1 else "one seed: t across images"
+    out: dict = dict(estimate=c.mean, lo=max(c.mean - h, bounds[0]), hi=min(c.mean + h, bounds[1]),
+                     p_value=c.level(c.mean), n_seeds=c.n_seeds, n_images=c.n_images, se=c.se,
+                     method=method)
     if margin is not None:
-        lo90, hi90 = percentile_interval(boots, 1 - 2 * (1 - confidence))  # TOST's interval
-        out.update(margin=margin, tost=tost_p(boots, margin), lo90=lo90, hi90=hi90)
+        h90 = c.half(1 - 2 * (1 - confidence))
+        below = c.one_sided_p(c.mean + margin)  # H0: effect <= -margin
+        above = c.one_sided_p(margin - c.mean)  # H0: effect >= +margin
+        out.update(margin=margin, tost=max(below, above), lo90=c.mean - h90, hi90=c.mean + h90,
+                   noninferiority=below)
     return Effect(**out)
 
 
-def paired_effect(correct_a: np.ndarray, correct_b: np.ndarray, *, margin: float | None = None,
-                  reps: int = BOOTSTRAP_REPS, seed: int = BOOTSTRAP_SEED,
+def paired_effect(correct_a: np.ndarray, correct_b: np.ndarray, margin: float | None = None, *,
                   confidence: float = CONFIDENCE) -> Effect:
     """Accuracy of A minus B on the same images, over seed-paired models (seeds x images arrays
-    of 0/1 correctness; row s of A and of B are one seed's two models). With one seed, p is the
-    exact McNemar test's; with more, the two-level bootstrap's."""
+    of 0/1 correctness; row s of A and of B are one seed's two models)."""
     a = np.atleast_2d(np.asarray(correct_a, dtype=float))
     b = np.atleast_2d(np.asarray(correct_b, dtype=float))
     if a.shape != b.shape:
         raise ValueError(f"paired effect needs the same seeds and images: {a.shape} vs {b.shape}")
-    mc = mcnemar_exact(a[0].astype(bool), b[0].astype(bool)) if a.shape[0] == 1 else None
-    return effect_of(a - b, margin=margin, mcnemar=mc, reps=reps, seed=seed, confidence=confidence)
+    return effect_of(a - b, margin=margin, confidence=confidence)
+
+
+def crossed_accuracy(correct: np.ndarray, confidence: float = CONFIDENCE) -> Effect:
+    """One regime's accuracy (seeds x images 0/1) with its 95% interval over seeds and images.
+    One seed: the Wilson interval over the images. More: the crossed half-width around the
+    mean, clipped to [0, 1]; the image part's variance is at least the binomial variance of
+    (right + 1) / (cells + 2) over S (I + 2) cells, so a table of identical answers (all right,
+    say) keeps a width."""
+    x = np.atleast_2d(np.asarray(correct, dtype=float))
+    s, i = x.shape
+    if s == 1:
+        lo, hi = wilson(int(round(float(x.sum()))), i, confidence)
+        p = float(x.mean())
+        return Effect(p, lo, hi, math.nan, 1, i, math.sqrt(p * (1 - p) / i),
+                      "one seed: Wilson interval over the images")
+    adjusted = (float(x.sum()) + 1) / (s * i + 2)
+    c = crossed_mean(x, floor=adjusted * (1 - adjusted) / (s * (i + 2)))
+    h = c.half(confidence)
+    return Effect(c.mean, max(c.mean - h, 0.0), min(c.mean + h, 1.0), math.nan, s, i, c.se, METHOD)

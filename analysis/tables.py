@@ -20,16 +20,6 @@ def fmt_pct(x: float | None, digits: int = 1) -> str:
     return f"{100 * x:.{digits}f}%"
 
 
-def fmt_ci(mean: float, half: float, n: int, show_n: bool = False) -> str:
-    """"70.7 ± 2.1" (percent), "70.7 (n=1)" when one seed gives no interval."""
-    if mean is None or not math.isfinite(mean):
-        return "n/a"
-    if n < 2 or not math.isfinite(half):
-        return f"{100 * mean:.1f} (n={n})"
-    text = f"{100 * mean:.1f} ± {100 * half:.1f}"
-    return f"{text} (n={n})" if show_n else text
-
-
 def fmt_params(n: float) -> str:
     """Parameter counts people read at a glance: "950", "2.6k", "2.2M", "26M", "139M"."""
     if n is None or not isinstance(n, (int, float)) or not math.isfinite(n):
@@ -40,17 +30,6 @@ def fmt_params(n: float) -> str:
             text = f"{v:.1f}" if v < 10 else f"{v:.0f}"
             return text.removesuffix(".0") + suffix
     return f"{n:.0f}"
-
-
-def fmt_interval(mean: float, half: float, n: int, lo_clip: float = 0.0, hi_clip: float = 1.0) -> str:
-    """"94.9 [88.7, 100.0]" (percent): mean and its 95% interval clipped to [0, 100];
-    "94.9 (1 seed)" when one seed gives no interval."""
-    if mean is None or not math.isfinite(mean):
-        return "n/a"
-    if n < 2 or half is None or not math.isfinite(half):
-        return f"{100 * mean:.1f} ({n} seed{'s' if n != 1 else ''})"
-    lo, hi = max(mean - half, lo_clip), min(mean + half, hi_clip)
-    return f"{100 * mean:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]"
 
 
 @dataclass
@@ -141,9 +120,13 @@ def whole_pct(x: float | None) -> str:
     return f"{pct(x)}%"
 
 
-def table2(res: Results, regimes: pd.DataFrame, best: pd.DataFrame) -> Table2:
+def table2(res: Results, regimes: pd.DataFrame, choice: pd.DataFrame,
+           flags: dict[tuple[str, str], str] | None = None) -> Table2:
     """One row per architecture, the study's columns: the validation band of each regime, then
-    the OOD accuracy of the best transfer and of the best scratch model (chosen on validation)."""
+    the OOD accuracy with transfer (the transfer regime chosen on validation, mean over its
+    seeds) and without (scratch, mean over its seeds): analysis.aggregate.regime_choice.
+    `regimes` as analysis.aggregate.with_accuracies gives it; `flags`: per (arch, regime), the
+    one-class models (analysis.one_class.summary)."""
     ood = res.ood_label
     present = regime_order(regimes["regime"].unique().tolist())
     header = ["Architecture"] + [f"{regime_label(r)} (val)" for r in present]
@@ -157,10 +140,10 @@ def table2(res: Results, regimes: pd.DataFrame, best: pd.DataFrame) -> Table2:
             r = regimes[(regimes["arch"] == arch) & (regimes["regime"] == regime)]
             row.append("—" if r.empty else str(r.iloc[0]["band"]))
         if has_ood:
-            b = best[best["arch"] == arch]
+            b = choice[choice["arch"] == arch]
             b = b.iloc[0] if not b.empty else pd.Series(dtype=object)
             for tag in ("transfer", SCRATCH):
-                row.append("—" if pd.isna(b.get(f"{tag}_trial")) else whole_pct(b[f"{tag}_ood"]))
+                row.append("—" if pd.isna(b.get(f"{tag}_regime")) else whole_pct(b[f"{tag}_ood"]))
         rows.append(row)
     plateau = sorted({format_epochs(int(a), int(b)) for a, b in
                       zip(regimes["plateau_first"].dropna(), regimes["plateau_last"].dropna(),
@@ -171,87 +154,98 @@ def table2(res: Results, regimes: pd.DataFrame, best: pd.DataFrame) -> Table2:
     legend = (f"Train size {res.full_size}. Regime columns: {rule.describe()} (epochs "
               f"{', '.join(plateau) or 'n/a'}; {seeds}), whole percent.")
     if has_ood:
-        legend += (f" {ood} columns: accuracy of the best transfer model (fine-tune or feature "
-                   "extraction) and of the best scratch model, each chosen on validation accuracy.")
+        legend += (f" {ood} columns: mean over seeds of the transfer regime with the higher mean "
+                   "validation accuracy (fine-tune or feature extraction) and of scratch: the same "
+                   "numbers as the answer box.")
     legend += " Means and 95% intervals: the table below."
-    long = _long(regimes, best)
-    return Table2(header, rows, long, legend, intervals_table(regimes, best, ood, has_ood))
+    long = _long(regimes, choice)
+    return Table2(header, rows, long, legend, intervals_table(regimes, ood, has_ood, flags or {}))
 
 
-def intervals_table(regimes: pd.DataFrame, best: pd.DataFrame, ood: str, has_ood: bool) -> Tab:
-    """Table II's numbers with their spread: per architecture x regime, trainable parameters and
-    mean [95% interval] across seeds of best-val, test and OOD accuracy."""
-    header = ["Architecture", "Regime", "Trainable params", "Seeds", "Best val", "Test"]
+def _acc_cell(r: pd.Series, split: str) -> str:
+    from analysis.regime_effects import accuracy_text
+
+    metric = f"{split}_acc"
+    lo = r.get(f"{metric}_lo", math.nan)
+    return accuracy_text(r[f"{metric}_mean"], lo if lo is not None else math.nan,
+                         r.get(f"{metric}_hi", math.nan), int(r[f"{metric}_n"]))
+
+
+def _val_cell(r: pd.Series) -> str:
+    """'94.2 (93.5-95.7)': mean, lowest and highest seed; '93.5 (every seed)'; '93.5 (1 seed)'."""
+    mean, lo, hi = (100 * r[f"best_val_acc_{k}"] for k in ("mean", "min", "max"))
+    if int(r["n"]) < 2:
+        return f"{mean:.1f} (1 seed)"
+    return f"{mean:.1f} (every seed)" if lo == hi else f"{mean:.1f} ({lo:.1f}-{hi:.1f})"
+
+
+def intervals_table(regimes: pd.DataFrame, ood: str, has_ood: bool,
+                    flags: dict[tuple[str, str], str]) -> Tab:
+    """Table II's numbers with their spread: per architecture x regime, trainable parameters,
+    best-val accuracy (mean, lowest-highest seed) and test and OOD accuracy with the 95%
+    interval over seeds and images, and any model that answers one class."""
+    header = ["Architecture", "Regime", "Trainable params", "Seeds", "Best val (lowest-highest)", "Test"]
     if has_ood:
         header.append(ood)
+    header.append("Broken models")
     rows = []
     for _, r in regimes.iterrows():
+        val = _val_cell(r)
         row = [r["arch"], regime_label(r["regime"]), fmt_params(r["trainable_params"]),
-               str(r["n"]), fmt_interval(r["best_val_acc_mean"], r["best_val_acc_half"],
-                                         int(r["best_val_acc_n"])),
-               fmt_interval(r["test_acc_mean"], r["test_acc_half"], int(r["test_acc_n"]))]
+               str(r["n"]), val, _acc_cell(r, "test")]
         if has_ood:
-            row.append(fmt_interval(r["ood_acc_mean"], r["ood_acc_half"], int(r["ood_acc_n"])))
+            row.append(_acc_cell(r, "ood"))
+        row.append(flags.get((r["arch"], r["regime"]), "") or "—")
         rows.append(row)
-    note = ("Accuracy in percent: mean across seeds [two-sided 95% t-interval, clipped to [0, 100]]. "
-            "Best val: the accuracy of the epoch each trial kept (its best), not a band.")
+    note = ("Accuracy in percent: mean over seeds [95% interval over seeds and images; "
+            "docs/analysis.md, Calibration]. Best val: the accuracy of the epoch each trial kept, "
+            "chosen on those same validation images (so optimistic, and shown with the lowest and "
+            "highest seed instead of an interval). Broken models: trials that answer one class for "
+            "at least 95% of a split's images.")
     return Tab(header, rows, note)
 
 
-def _long(regimes: pd.DataFrame, best: pd.DataFrame) -> pd.DataFrame:
+def _long(regimes: pd.DataFrame, choice: pd.DataFrame) -> pd.DataFrame:
     """The CSV: one row per arch x regime with every number, arch-level OOD columns repeated.
-    `*_half` is the unclipped t half-width; `*_ci_lo`/`*_ci_hi` are clipped to [0, 1]."""
+    `*_half` is the t half-width across seeds; `test_acc_lo/_hi`, `ood_acc_lo/_hi` the interval
+    over seeds and images."""
     keep = ["arch", "regime", "train_size", "n", "trainable_params", "total_params", "band",
-            "band_lo", "band_hi", "plateau_first", "plateau_last"]
+            "band_lo", "band_hi", "plateau_first", "plateau_last", "best_val_acc_min", "best_val_acc_max"]
     for m in ("best_val_acc", "test_acc", "ood_acc"):
         keep += [f"{m}_mean", f"{m}_half", f"{m}_n"]
+    for m in ("test_acc", "ood_acc"):
+        keep += [f"{m}_lo", f"{m}_hi", f"{m}_images"]
     out = regimes[[c for c in keep if c in regimes]].copy()
-    for m in ("best_val_acc", "test_acc", "ood_acc"):
-        if f"{m}_mean" in out:
-            out[f"{m}_ci_lo"] = (out[f"{m}_mean"] - out[f"{m}_half"]).clip(lower=0.0)
-            out[f"{m}_ci_hi"] = (out[f"{m}_mean"] + out[f"{m}_half"]).clip(upper=1.0)
-    arch_cols = [c for c in best.columns if c != "arch" and not c.endswith("model_path")]
-    return out.merge(best[["arch", *arch_cols]], on="arch", how="left")
+    return out.merge(choice, on="arch", how="left")
 
 
-def _signed_interval(diff: float, lo: float, hi: float) -> str:
-    return (f"{100 * diff:+.1f} [{100 * max(lo, -1.0):+.1f}, {100 * min(hi, 1.0):+.1f}]"
-            if math.isfinite(lo) else f"{100 * diff:+.1f}")
+def comparisons_table(comparisons: list) -> Tab:
+    """Transfer - scratch per architecture, train size and split (analysis.regime_effects): the
+    numbers of the answer box, with each side's accuracy."""
+    from analysis.regime_effects import accuracy_text
 
-
-def paired_tables(paired: pd.DataFrame, seed_diffs: pd.DataFrame, ood: str) -> tuple[Tab, Tab]:
-    """Transfer vs scratch per architecture (and train size, when `paired` has that column, as
-    analysis.answer.paired_by_size gives it): McNemar + bootstrap; and the seed-paired view."""
     rows = []
-    by_size = "train_size" in paired.columns
-    for _, p in paired.iterrows():
-        split = "test" if p["split"] == "test" else ood
-        row = [p["arch"]] + ([str(p["train_size"])] if by_size else [])
-        rows.append(row + [split, f"{p['transfer_regime']}", str(p["n"]), fmt_pct(p["acc_transfer"]),
-                           fmt_pct(p["acc_scratch"]), _signed_interval(p["diff"], p["boot_lo"], p["boot_hi"]),
-                           f"{p['b']} / {p['c']}", f"{p['p_value']:.3g}"])
-    header = (["Architecture"] + (["Train size"] if by_size else [])
-              + ["Images", "Transfer regime", "n", "Transfer", "Scratch", "Diff, pp [bootstrap 95%]",
-                 "b / c", "McNemar p"])
-    images = Tab(header, rows,
-                 "Best transfer vs best scratch model (each chosen on validation accuracy, at each "
-                 "train size), on the same images. b: images only the transfer model gets right; c: "
-                 "only the scratch model. p: exact two-sided McNemar test; the interval resamples "
-                 "images (2000 draws).")
-    srows = []
-    for _, s in seed_diffs.iterrows():
-        metric = "test" if s["metric"] == "test_acc" else ood
-        if not math.isfinite(s["diff_mean"]):
-            continue
-        mean, half = s["diff_mean"], s["diff_half"]
-        ci = (_signed_interval(mean, mean - half, mean + half) if s["n"] >= 2 and math.isfinite(half)
-              else f"{100 * mean:+.1f} (1 seed)")
-        srows.append([s["arch"], metric, ci, str(s["n"])])
-    seeds = Tab(["Architecture", "Accuracy", "Transfer − scratch, pp [95% t-interval]", "Seeds"], srows,
-                "Seed-paired, full train size: per seed, the transfer regime with the better validation "
-                "accuracy minus the scratch model of the same seed; t-interval across seeds, clipped "
-                "to [-100, 100].")
-    return images, seeds
+    for c in comparisons:
+        e = c.effect
+        regime = regime_label(c.transfer_regime)
+        rows.append([c.arch, c.size_label, c.split_label, regime, f"{e.n_seeds} × {e.n_images}",
+                     accuracy_text(c.transfer.estimate, c.transfer.lo, c.transfer.hi, c.transfer.n_seeds),
+                     accuracy_text(c.scratch.estimate, c.scratch.lo, c.scratch.hi, c.scratch.n_seeds),
+                     e.short(), fmt_p_plain(e.p_value), fmt_p_plain(c.p_holm)])
+    header = ["Architecture", "Train size", "Images", "Transfer regime", "Seeds × images", "Transfer",
+              "Scratch", "Difference, pp [95%]", "p", "Holm p"]
+    note = ("Per architecture and train size, the transfer regime with the higher mean validation "
+            "accuracy against scratch, every seed of each (seed s of one against seed s of the "
+            "other), on the same images. Interval and p: one calculation over seeds and images "
+            "(p < 0.05 exactly when the interval excludes 0); Holm p: adjusted across every row of "
+            "this table. Conditional on the one train/val/test split.")
+    return Tab(header, rows, note)
+
+
+def fmt_p_plain(p: float) -> str:
+    if p is None or not math.isfinite(p):
+        return "n/a"
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
 
 
 def failed_table(failed: pd.DataFrame) -> Tab:

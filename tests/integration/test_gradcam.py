@@ -19,6 +19,7 @@ from trainables.config import TrialConfig
 from trainables.errors import UserError
 from trainables.models import build_model
 from trainables.presets import PRESETS
+from trainables.regimes import regime_label
 
 INPUT = {"inception_v3": 128}
 """Small inputs keep CPU time down; Inception v3 needs at least 75 px (128 leaves Mixed_7c 2x2)."""
@@ -160,8 +161,9 @@ def test_table_one_defaults_to_the_best_fine_tuned_model(kept_trial):
 
 
 def test_table_one_columns_rows_and_colour_bar(kept_trial):
-    """Image | ImageNet model | fine-tuned model | scratch model; target- and other-class rows;
-    the fine-tuned map is the map of the true class; one colour bar; the layer is named."""
+    """Image | ImageNet model | the transfer regime's model (its label) | scratch model; target-
+    and other-class rows; the transfer map is the map of the true class; one colour bar; the layer
+    is named."""
     from analysis.image_roots import find_roots, prepare
     from analysis.load import load_results
 
@@ -170,8 +172,8 @@ def test_table_one_columns_rows_and_colour_bar(kept_trial):
     row = gradcam.pick_trial(res)
     roots = find_roots(res, str(pool))
     table = gradcam.compute(res, row, roots, n=3, scratch=gradcam.matching_scratch(res, row))
-    assert [c.split("\n")[0] for c in table.columns] == ["Image", "ImageNet model", "Fine-tuned model",
-                                                          "From-scratch model"]
+    assert [c.split("\n")[0] for c in table.columns] == [
+        "Image", "ImageNet model", f"{regime_label(row['regime'])} model", "From-scratch model"]
     assert [r.image.label for r in table.rows] == ["a", "a", "b"]  # ceil(n/2) of the target class
     assert table.info["layer"] == "features.18" and table.info["layer_default"]
     first = table.rows[0]

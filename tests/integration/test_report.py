@@ -15,8 +15,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from analysis.claims import VERDICTS
 from analysis.report import main
+from analysis.verdicts import VERDICTS
 from tests.conftest import PROJECT_ROOT, write_image
 from tests.synthetic import write_synthetic_trial
 from trainables.presets import PRESETS
@@ -72,9 +72,12 @@ def test_report_on_real_smoke_trials(smoke_results, capsys):
                  "fig2.pdf", "learning_curves.png", "gradcam_mobilenet_v2.png"):
         assert (report / name).stat().st_size > 100, name
     assert not (report / "params.png").exists()  # one architecture: a line of text instead
-    # the console answers first, then prints Table II as the file has it
-    assert out.startswith("ANSWER (mobilenet_v2; 2 seeds; train sizes 3, all)")
-    assert out.index("Best on validation") < out.index("Transfer − scratch") < out.index("Claims:")
+    # the console answers first (one plain sentence, then the box), then prints Table II
+    plain = " ".join(out.split("\n\n")[0].split())
+    assert plain.startswith("On your 4 test images, pretrained mobilenet_v2 (") and "from scratch by" in plain
+    assert "ANSWER (mobilenet_v2; 2 seeds; train sizes 3, all)" in out
+    assert out.index("On your") < out.index("ANSWER") < out.index("Best on validation") \
+        < out.index("Transfer − scratch") < out.index("Claims")
     table = (report / "table2.md").read_text()
     assert table.strip() in out and out.index("ANSWER") < out.index("Table II")
     header = table.splitlines()[0]
@@ -93,14 +96,16 @@ def test_report_on_real_smoke_trials(smoke_results, capsys):
         assert csv.loc[regime, "best_val_acc_mean"] == pytest.approx(group["best_val_acc"].mean())
         assert csv.loc[regime, "ood_acc_mean"] == pytest.approx(group["ood_acc"].mean())
         assert csv.loc[regime, "trainable_params"] == group["trainable_params"].iloc[0]
-        assert 0.0 <= csv.loc[regime, "test_acc_ci_lo"] <= csv.loc[regime, "test_acc_ci_hi"] <= 1.0
+        assert 0.0 <= csv.loc[regime, "test_acc_lo"] < csv.loc[regime, "test_acc_hi"] <= 1.0  # never 0-wide
     epochs = read_table(str(results), "epochs").to_pandas()
     final = epochs[(epochs["epoch"] == 2) & (epochs["train_size"] == "all")]  # smoke: the plateau is epoch 2
     for regime in ("finetune", "scratch"):
         vals = final.loc[final["regime"] == regime, "val_acc"]
         assert (csv.loc[regime, "band_lo"], csv.loc[regime, "band_hi"]) == (vals.min(), vals.max())
     paired = pd.read_csv(report / "paired.csv", dtype={"train_size": str})
-    assert set(paired["split"]) == {"test", "ood"} and (paired["n"] > 0).all()
+    assert set(paired["split"]) == {"test", "ood"} and (paired["images"] > 0).all()
+    assert (paired["seeds"] == 2).all() and (paired["diff_lo"] < paired["diff_hi"]).all()
+    assert ((paired["p_value"] < 0.05) == ((paired["diff_lo"] > 0) | (paired["diff_hi"] < 0))).all()
     assert set(paired["train_size"]) == {"3", "all"}  # transfer vs scratch at every train size
 
     html = (report / "report.html").read_text()
@@ -110,9 +115,12 @@ def test_report_on_real_smoke_trials(smoke_results, capsys):
     # the answer box comes first: before Table II and the figures
     assert html.index('id="answer"') < html.index('id="table2"') < html.index('id="fig2"')
     answer = html[html.index('id="answer"'):html.index("</section>")]
-    assert "Best on validation" in answer and "3/class" in answer and "McNemar" in answer
+    assert "Best on validation" in answer and "3/class" in answer and "Holm" in answer
+    assert answer.index('id="plain"') < answer.index("Best on validation")
+    assert "fixed in advance" in answer and "conditional on the one train/val/test split" in answer
     verdicts = re.findall(r'<span class="verdict [a-z]+">([^<]+)</span>', answer)
-    assert len(verdicts) == answer.count("<li>") and len(verdicts) >= 6 and set(verdicts) <= set(VERDICTS)
+    listed = answer[answer.index('class="verdicts"'):]
+    assert len(verdicts) == listed.count("<li>") and len(verdicts) >= 6 and set(verdicts) <= set(VERDICTS)
     assert "injected failure for the report test" in html  # failed trials listed
     assert "OOD (real)" in html and "synthetic" not in html
     assert "Caveat" not in html  # classes a/b from a user's folder: no ImageNet caveat
@@ -274,7 +282,8 @@ def test_report_after_a_real_smoke_sweep(tmp_path, torch_home):
                             timeout=600)
     assert report.returncode == 0, report.stderr
     out_dir = storage / "s" / "report"
-    assert report.stdout.startswith("ANSWER (mobilenet_v2; 1 seed; train size all)")
+    assert report.stdout.startswith("On your ")
+    assert "ANSWER (mobilenet_v2; 1 seed; train size all)" in report.stdout
     assert "| mobilenet_v2 |" in report.stdout and "OOD (synthetic shift)" in report.stdout
     assert "learning_curves: not drawn" in report.stdout and "--train-sizes 10 all" in report.stdout
     html = (out_dir / "report.html").read_text()
@@ -306,12 +315,14 @@ def test_report_on_sparse_results(tmp_path, case, capsys):
     assert main(["--results", str(results)]) == 0, capsys.readouterr().err
     out = capsys.readouterr().out
     html = (tmp_path / "report" / "report.html").read_text()
-    assert out.startswith("ANSWER") and 'id="answer"' in html
+    assert "ANSWER" in out.split("\n\n")[1 if out.startswith(("On your", "Transfer against")) else 0]
+    assert 'id="answer"' in html
     assert "not testable" in html and "No Grad-CAM figure" in html
     assert html.count(IMG) == (2 if case == "no-all-size" else 1)  # fig2 (+ learning curves)
     if case == "one-seed-no-ood":
-        headlines, table2 = out.split("Claims:")[0], out.split("Table II")[1].split("report:")[0]
-        assert "no interval (1 seed)" in headlines and "OOD" not in headlines and "OOD" not in table2
+        headlines, table2 = out.split("Claims (")[0], out.split("Table II")[1].split("report:")[0]
+        assert "no per-image predictions, so no interval" in headlines and "OOD" not in headlines
+        assert "OOD" not in table2
         assert "(1 seed)" in out
     if case == "scratch-only":
         assert "Transfer − scratch: not testable" in out

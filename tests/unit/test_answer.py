@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
-import pandas as pd
 import pytest
 
-from analysis import aggregate, answer, provenance
+from analysis import aggregate, answer, provenance, regime_effects
+from analysis.claims import check_claims
+from analysis.effects import Correctness
 from analysis.load import load_results
+from analysis.stats import crossed_accuracy, holm, paired_effect
 from tests.synthetic import write_synthetic_trial
 from trainables.presets import PRESETS
 from trainables.results import tables as results_mod
@@ -36,69 +37,82 @@ def two_sizes(tmp_path):
     return load_results(str(root))
 
 
-def test_best_is_chosen_on_validation_and_intervals_are_clipped(two_sizes):
+def _box(res):
+    corr = Correctness(res, res.trials["trial_id"].tolist())
+    accs = regime_effects.regime_accuracies(res, corr)
+    regimes = aggregate.with_accuracies(aggregate.regime_summary(res), accs)
+    comparisons = regime_effects.compare(res, corr)
+    claims = check_claims(res, None, corr, comparisons)
+    return answer.build(res, regimes, accs, claims, comparisons, answer.broken_lines(res, corr)), corr
+
+
+def test_best_is_chosen_on_validation_with_intervals_over_seeds_and_images(two_sizes):
     res = two_sizes
     regimes = aggregate.regime_summary(res)
     top = answer.best_on_validation(regimes)
     assert (top["arch"], top["regime"]) == ("resnet18", "feature_extract")
-    paired = answer.paired_by_size(res)
-    box = answer.build(res, regimes, [], paired)
+    box, corr = _box(res)
     assert box.best_label == "resnet18 · Feature extraction" and box.train_size == "all"
     test, ood = box.headlines
-    r = regimes.set_index("regime").loc["feature_extract"]
-    assert test.mean == pytest.approx(r["test_acc_mean"]) and test.n == 3
-    assert test.lo == pytest.approx(max(0.0, r["test_acc_mean"] - r["test_acc_half"]))
-    assert test.hi == pytest.approx(min(1.0, r["test_acc_mean"] + r["test_acc_half"]))
-    assert 0.0 <= test.lo <= test.mean <= test.hi <= 1.0
-    assert ood.split == "OOD (real)" and "95% t-interval across 3 seeds" in ood.how
-    assert answer.Headline("test", 0.97, answer.clip(0.97 - 0.127), answer.clip(0.97 + 0.127), 2).interval \
-        == "[84.3, 100.0]"
+    ids = res.full[res.full["regime"] == "feature_extract"].sort_values("seed")["trial_id"].tolist()
+    x, _, _ = corr.seeds_by_images(ids, "test")
+    expected = crossed_accuracy(x)
+    assert (test.accuracy.lo, test.accuracy.hi) == (expected.lo, expected.hi)
+    assert test.mean == pytest.approx(x.mean()) and test.accuracy.n_seeds == 3
+    assert 0.0 <= test.accuracy.lo < test.mean < test.accuracy.hi <= 1.0
+    assert ood.split == "OOD (real)" and "95% interval over 3 seeds × 10 images" in ood.how
 
 
-def test_effects_at_every_train_size_match_paired_tests_on_that_size(two_sizes, tmp_path):
+def test_comparisons_are_the_chosen_regime_against_scratch_over_all_seeds(two_sizes):
     res = two_sizes
-    paired = answer.paired_by_size(res)
-    assert list(dict.fromkeys(paired["train_size"])) == ["5", "all"]  # smallest first
-    effects = answer.effects(paired, res.ood_label)
-    assert [(e.train_size, e.split) for e in effects] == [("5", "test"), ("5", "OOD (real)"),
-                                                          ("all", "test"), ("all", "OOD (real)")]
-    # the same numbers as analysis.aggregate on a results folder holding only that size
-    only_small = tmp_path / "small"
-    trials = results_mod.read_table(res.root, "trials").to_pandas()
-    for tid in trials.loc[trials["train_size"] == "5", "trial_id"]:
-        for table in results_mod.TABLES:
-            rows = [r for r in results_mod.read_table(res.root, table).to_pylist() if r["trial_id"] == tid]
-            results_mod.write_table_atomic(str(only_small), table, tid, rows)
-    small = load_results(str(only_small))
-    expected = aggregate.paired_tests(small).set_index("split").loc["test"]
-    e = effects[0]
-    assert e.diff == pytest.approx(expected["diff"]) and e.p == pytest.approx(expected["p_value"])
-    assert (e.lo, e.hi) == pytest.approx((expected["boot_lo"], expected["boot_hi"]))
-    assert e.n_images == 20 and e.size_label == "5/class" and effects[2].size_label == "all (60/class)"
+    corr = Correctness(res, res.trials["trial_id"].tolist())
+    comparisons = regime_effects.compare(res, corr)
+    assert [(c.train_size, c.split) for c in comparisons] == [("5", "test"), ("5", "ood"), ("all", "test"),
+                                                             ("all", "ood")]
+    c = comparisons[0]
+    assert c.transfer_regime == "feature_extract" and c.size_label == "5/class"
+    assert comparisons[2].size_label == "all (60/class)"
+    small = res.trials[res.trials["train_size"] == "5"].sort_values("seed")
+    fe = small[small["regime"] == "feature_extract"]["trial_id"].tolist()
+    sc = small[small["regime"] == "scratch"]["trial_id"].tolist()
+    a, _, _ = corr.seeds_by_images(fe, "test")
+    b, _, _ = corr.seeds_by_images(sc, "test")
+    assert c.effect == paired_effect(a, b) and c.effect.n_seeds == 3 and c.effect.n_images == 20
+    # Holm across every comparison shown
+    adjusted = holm([x.effect.p_value for x in comparisons])
+    assert [x.p_holm for x in comparisons] == pytest.approx(list(adjusted))
+    frame = regime_effects.comparisons_frame(comparisons)
+    assert frame.loc[0, "diff"] == pytest.approx(c.effect.estimate) and len(frame) == 4
 
 
-def test_full_size_rows_are_aggregates_paired_tests(two_sizes):
-    res = two_sizes
-    got = answer.at_full_size(answer.paired_by_size(res), res)
-    want = aggregate.paired_tests(res)
-    pd.testing.assert_frame_equal(got, want, check_dtype=False)
-
-
-def test_answer_text_lists_sizes_and_claims(two_sizes):
-    res = two_sizes
-    regimes = aggregate.regime_summary(res)
-    best = aggregate.best_models(res)
-    from analysis.claims import check_claims
-
-    claims = check_claims(res, regimes, best, aggregate.paired_tests(res, best))
-    box = answer.build(res, regimes, claims, answer.paired_by_size(res))
+def test_answer_text_opens_with_the_plain_sentence(two_sizes):
+    box, _ = _box(two_sizes)
     text = box.text()
-    assert text.startswith("ANSWER (resnet18; 3 seeds; train sizes 5, all)")
-    lines = text.splitlines()
-    small = next(line for line in lines if "5/class" in line)
-    assert small.count("p ") == 2 and "[" in small  # test and OOD cells
-    assert all(c.statement in text for c in claims)
-    assert text.index("Best on validation") < text.index("Transfer − scratch") < text.index("Claims:")
+    assert text.startswith("On your 20 test images, pretrained resnet18 (feature extraction, 3 seeds) is ")
+    c = next(c for c in box.comparisons if c.train_size == "all" and c.split == "test")
+    assert f"by {abs(100 * c.effect.estimate):.0f} points" in box.plain
+    assert "ANSWER (resnet18; 3 seeds; train sizes 5, all)" in text
+    small = next(line for line in text.splitlines() if "5/class" in line)
+    assert small.count("Holm p") == 2 and "[" in small  # test and OOD cells
+    assert all(c.statement in text for c in box.claims)
+    assert text.index("Best on validation") < text.index("Transfer − scratch") < text.index("Claims")
+
+
+def test_plain_sentence_says_when_the_interval_includes_no_difference():
+    from analysis.regime_effects import Comparison
+    from analysis.stats import Effect
+
+    def comp(split, est, lo, hi):
+        e = Effect(est, lo, hi, 0.2, 3, 46, 0.05, "m")
+        label = "test" if split == "test" else "OOD (synthetic shift)"
+        return Comparison("mobilenet_v2", "all", 100.0, split, label, "feature_extract", e, e, e)
+
+    text = answer.plain_sentence([comp("test", 0.304, 0.17, 0.43), comp("ood", 0.04, -0.03, 0.11)],
+                                 "mobilenet_v2", "all")
+    assert text == ("On your 46 test images, pretrained mobilenet_v2 (feature extraction, 3 seeds) is ahead "
+                    "of training from scratch by 30 points (95% interval +17 to +43); on the 46 OOD "
+                    "(synthetic shift) images ahead by 4, but the 95% interval -3 to +11 includes no "
+                    "difference.")
 
 
 def test_deviations_are_the_clis_own_list():
@@ -135,11 +149,6 @@ def test_provenance_reads_every_trial(tmp_path):
     assert prov.overrides == [('{"lr": 0.01}', 1)]
     assert prov.presets[0][0] == "smoke" and PRESETS["smoke"].description in prov.presets[0][1]
     assert "code version: abc123" in prov.lines()
-
-
-def test_clip_keeps_nan():
-    assert np.isnan(answer.clip(float("nan")))
-    assert answer.clip(1.2) == 1.0 and answer.clip(-0.3, -1, 1) == -0.3
 
 
 def test_claims_with_extra_fields_are_rendered_as_lines():

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from matplotlib.collections import PathCollection, PolyCollection
 
-from analysis import aggregate, figures, tables
+from analysis import aggregate, figures, params_figure, tables
 from analysis.load import load_results
+from analysis.one_class import Majority
 from tests.synthetic import STEP_LR_15, write_synthetic_trial
 
 ARCHS = ("resnet18", "vgg11_bn", "squeezenet1_0", "mobilenet_v2")  # the study's order
@@ -30,14 +31,13 @@ def res(tmp_path):
     return load_results(str(tmp_path))
 
 
-def _fig2(res):
-    regimes, best = aggregate.regime_summary(res), aggregate.best_models(res)
-    top = {a: aggregate.best_overall(res, a) for a in regimes["arch"].unique()}
-    return figures.fig2(aggregate.epoch_curves(res), regimes, best, top, res.ood_label), regimes
+def _fig2(res, majority=None):
+    regimes, choice = aggregate.regime_summary(res), aggregate.regime_choice(res)
+    return figures.fig2(aggregate.epoch_curves(res), regimes, choice, res.ood_label, majority), regimes
 
 
 def test_fig2_panels_markers_and_lines(res, tmp_path):
-    fig, regimes = _fig2(res)
+    fig, regimes = _fig2(res, Majority("val", "alpha", 13, 20))
     assert len(fig.axes) == len(ARCHS)
     for ax, arch in zip(fig.axes, ARCHS, strict=True):
         title = ax.get_title()
@@ -51,9 +51,15 @@ def test_fig2_panels_markers_and_lines(res, tmp_path):
         flat = [line for line in ax.get_lines() if len(set(line.get_ydata())) == 1
                 and line.get_linewidth() < 2]
         styles = sorted(line.get_linestyle() for line in flat)
-        assert styles == ["-", "--", ":"]  # OOD transfer, OOD scratch, test
+        assert styles == ["-", "--", "-.", ":"]  # OOD transfer, OOD scratch, majority class, test
+        majority = next(line for line in flat if line.get_linestyle() == "-.")
+        assert majority.get_ydata()[0] == pytest.approx(65.0)
+        choice = aggregate.regime_choice(res).set_index("arch").loc[arch]
+        ood = next(line for line in flat if line.get_linestyle() == "-")
+        assert ood.get_ydata()[0] == pytest.approx(100 * choice["transfer_ood"])  # Table II's number
     labels = [t.get_text() for t in fig.legends[0].get_texts()]
-    assert "OOD (real), best transfer model" in labels and "OOD (real), best scratch model" in labels
+    assert "OOD (real), transfer regime (mean)" in labels and "OOD (real), scratch (mean)" in labels
+    assert "val: always 'alpha' (13/20)" in labels
     assert "range over seeds (min-max)" in labels
     paths = figures.save(fig, tmp_path / "out", "fig2")
     assert [p.name for p in paths] == ["fig2.png", "fig2.pdf"]
@@ -100,15 +106,18 @@ def test_no_ood_set_draws_no_ood_lines(tmp_path):
 def test_learning_curves_and_params_plot(res, tmp_path):
     lc = aggregate.learning_curves(res)
     assert figures.learning_curves_missing(lc) is None
-    fig = figures.learning_curves(lc, res.trials, res.ood_label)
+    majority = {"test": Majority("test", "alpha", 12, 20), "ood": Majority("ood", "beta", 7, 10)}
+    fig = figures.learning_curves(lc, res.trials, res.ood_label, majority)
     assert len(fig.axes) == 2 * len(ARCHS)  # one row per architecture: test, OOD
     ax_test, ax_ood = fig.axes[0], fig.axes[1]
     assert ax_test.get_title() == "resnet18: test accuracy" and "OOD (real)" in ax_ood.get_title()
     for ax in (ax_test, ax_ood):
         assert ax.get_xscale() == "log"
         assert [t.get_text() for t in ax.get_xticklabels()] == ["5", "60\n(all)"]
-        means = ax.get_lines()
+        means = [line for line in ax.get_lines() if line.get_linestyle() != "-."]
         assert len(means) == 3 and all(len(line.get_xdata()) == 2 for line in means)
+        floor = [line for line in ax.get_lines() if line.get_linestyle() == "-."]
+        assert [line.get_ydata()[0] for line in floor] == [60.0 if ax is ax_test else 70.0]
         points = [c for c in ax.collections if isinstance(c, PathCollection)]
         assert len(points) == 3 and all(len(c.get_offsets()) == 6 for c in points)  # 3 seeds x 2 sizes
         bands = [c for c in ax.collections if isinstance(c, PolyCollection)]
@@ -122,9 +131,9 @@ def test_learning_curves_and_params_plot(res, tmp_path):
     path = figures.save(fig, tmp_path, "learning_curves", pdf=False)[0]
     assert path.stat().st_size > 5_000
 
-    regimes = aggregate.regime_summary(res)
-    assert figures.params_missing(regimes) is None
-    fig = figures.params_plot(regimes, res.ood_label)
+    regimes = aggregate.regime_summary(res).assign(test_acc_lo=0.5, test_acc_hi=0.95)
+    assert params_figure.params_missing(regimes) is None
+    fig = params_figure.params_plot(regimes, res.ood_label)
     assert len(fig.axes) == 2 and "OOD (real)" in fig.axes[1].get_ylabel()
     assert fig.axes[0].get_xscale() == "log"
     fig.canvas.draw()
@@ -151,7 +160,7 @@ def test_figures_with_nothing_to_show_say_what_run_fills_them(tmp_path):
     res = load_results(str(tmp_path))
     lc_text = figures.learning_curves_missing(aggregate.learning_curves(res))
     assert "one (all)" in lc_text and "--train-sizes 10 all" in lc_text
-    params_text = figures.params_missing(aggregate.regime_summary(res))
+    params_text = params_figure.params_missing(aggregate.regime_summary(res))
     assert "one (resnet18)" in params_text and "--archs resnet18 " in params_text
 
 
@@ -159,4 +168,4 @@ def test_params_plot_without_ood_has_one_panel(tmp_path):
     for regime in ("finetune", "scratch"):
         write_synthetic_trial(tmp_path, "resnet18", regime, 0, ood_kind="none")
     res = load_results(str(tmp_path))
-    assert len(figures.params_plot(aggregate.regime_summary(res), res.ood_label).axes) == 1
+    assert len(params_figure.params_plot(aggregate.regime_summary(res), res.ood_label).axes) == 1

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from analysis import external_logs as ext
+from analysis.band_comparison import compare_bands, comparison_summary
 from tests.conftest import SHARED_DATA
 from tests.synthetic import write_synthetic_trial
 
@@ -25,9 +26,9 @@ def rebuilt() -> ext.ExternalTables:
 
 
 def test_table2_bands_reproduce_the_printed_ones(rebuilt):
-    cmp = ext.compare_bands(rebuilt.regimes, PRINTED)
+    cmp = compare_bands(rebuilt.regimes, PRINTED)
     assert len(cmp) == 18 and cmp["arch"].unique().tolist() == STUDY_ARCHS
-    mean, worst, where = ext.comparison_summary(cmp)
+    mean, worst, where = comparison_summary(cmp)
     assert worst <= MAX_ERR, where
     assert mean <= MEAN_ERR
     assert rebuilt.rule.spec == "half"
@@ -41,19 +42,19 @@ def test_the_two_epoch_rule_misses_the_tolerance(first):
     """Epochs 29-30 (the earlier rule under StepLR(7) over 30 epochs; without recorded rates
     "last-lr-step" keeps epoch 30 alone) are narrower than the printed ranges."""
     t = ext.rebuild(ext.load_external_logs(LOGS, LINES), first)
-    mean, worst, _ = ext.comparison_summary(ext.compare_bands(t.regimes, PRINTED))
+    mean, worst, _ = comparison_summary(compare_bands(t.regimes, PRINTED))
     assert worst > MAX_ERR and mean > MEAN_ERR
 
 
 @pytest.mark.parametrize("first", ["12", "15", "20", "22"])
 def test_the_tolerance_does_not_hinge_on_one_start_epoch(first):
     t = ext.rebuild(ext.load_external_logs(LOGS, LINES), first)
-    mean, worst, where = ext.comparison_summary(ext.compare_bands(t.regimes, PRINTED))
+    mean, worst, where = comparison_summary(compare_bands(t.regimes, PRINTED))
     assert worst <= MAX_ERR and mean <= MEAN_ERR, where
 
 
 def test_table2_ood_columns_and_best_models_come_from_the_lines(rebuilt):
-    best = rebuilt.best.set_index("arch")
+    best = rebuilt.choice.set_index("arch")
     assert best.index.tolist() == STUDY_ARCHS
     assert best.loc["densenet161", "transfer_ood"] == pytest.approx(0.83)
     assert best.loc["vgg11_bn", "scratch_ood"] == pytest.approx(0.6615)
@@ -192,7 +193,7 @@ def test_table2_ood_columns_match_the_printed_ones(rebuilt):
     import pandas as pd
 
     printed = pd.read_csv(PRINTED).set_index("arch")
-    best = rebuilt.best.set_index("arch")
+    best = rebuilt.choice.set_index("arch")
     for arch in STUDY_ARCHS:
         for col, tag in (("ood_pct_with_transfer", "transfer"), ("ood_pct_without_transfer", "scratch")):
             gap = abs(100 * best.loc[arch, f"{tag}_ood"] - printed.loc[arch, col])

@@ -13,8 +13,10 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from analysis import claims, imagenet_transfer, probe_triage
+from analysis import imagenet_transfer, probe_triage
+from analysis import verdicts as claims
 from analysis.load import load_results
+from analysis.stats import wilson
 from tests.synthetic import write_synthetic_trial
 from trainables.results import tables as results
 
@@ -43,7 +45,7 @@ def write_probe_trial(root, arch: str, val_correct: list[bool], test: float = 0.
 def test_wilson_matches_scipys():
     for k, n in ((40, 46), (0, 10), (10, 10), (7, 23)):
         ci = sps.binomtest(k, n).proportion_ci(0.95, method="wilson")
-        assert probe_triage.wilson(k, n) == pytest.approx((ci.low, ci.high), abs=1e-12)
+        assert wilson(k, n) == pytest.approx((ci.low, ci.high), abs=1e-12)
 
 
 def test_ranking_order_intervals_and_shortlist(tmp_path):
@@ -58,7 +60,7 @@ def test_ranking_order_intervals_and_shortlist(tmp_path):
     ranked = probe_triage.rank(probe_triage.read_probe_trials(str(tmp_path)))
     assert ranked["arch"].tolist() == ["resnet18", "densenet161", "vgg11_bn", "squeezenet1_0"]
     top = ranked.iloc[0]
-    assert (top["val_lo"], top["val_hi"]) == pytest.approx(probe_triage.wilson(40, n))
+    assert (top["val_lo"], top["val_hi"]) == pytest.approx(wilson(40, n))
     assert ranked["val_images"].tolist() == [n] * 4
     # exact McNemar on the validation images against #1: 2 vs 1 discordant -> p = 1
     assert ranked.iloc[1]["p_vs_best"] == pytest.approx(1.0)
@@ -102,18 +104,28 @@ def test_triage_summary_ranks_each_size_and_shortlists_the_largest(tmp_path):
 
 
 # ------------------------------------------------------------------ ImageNet accuracy vs transfer
-def test_fisher_interval_known_answer():
+def test_fisher_interval_known_answer_and_only_from_ten_architectures():
     # r = 0.5, n = 10: tanh(atanh(0.5) -/+ 1.96 / sqrt(7)) = [-0.189, 0.859]
     lo, hi = imagenet_transfer.fisher_interval(0.5, 10, 1 / math.sqrt(7))
     assert (lo, hi) == pytest.approx((-0.1892, 0.8590), abs=5e-4)
-    assert all(math.isnan(v) for v in imagenet_transfer.fisher_interval(0.5, 3, 1.0))
+    assert all(math.isnan(v) for v in imagenet_transfer.fisher_interval(0.5, 9, 1.0))
+    x = np.arange(10.0)
+    y = x + np.random.default_rng(1).normal(0, 2, 10)
+    c = imagenet_transfer.correlate("finetune", "test", x, y)
+    assert (c.pearson_lo, c.pearson_hi) == pytest.approx(tuple(sps.pearsonr(x, y).confidence_interval()))
+    few = imagenet_transfer.correlate("finetune", "test", x[:9], y[:9])
+    assert math.isnan(few.pearson_lo) and math.isnan(few.spearman_lo) and math.isfinite(few.spearman_p)
+
+
+def _hits(acc: float, n: int) -> list[bool]:
+    return [i < round(acc * n) for i in range(n)]
 
 
 def _study(root, archs, accs, seeds=3, regime="finetune"):
     for arch, acc in zip(archs, accs, strict=True):
         for seed in range(seeds):
-            write_synthetic_trial(root, arch, regime, seed, test=acc + 0.01 * seed,
-                                  ood=acc - 0.2 + 0.01 * seed)
+            write_synthetic_trial(root, arch, regime, seed, test=_hits(acc + 0.01 * seed, 100),
+                                  ood=_hits(acc - 0.2 + 0.01 * seed, 100))
 
 
 @pytest.mark.parametrize("archs", [["resnet18"], ["resnet18", "vgg11_bn"]])
@@ -134,11 +146,11 @@ def test_several_architectures_figure_table_correlations_and_claim(tmp_path):
     out = imagenet_transfer.analyse(load_results(str(tmp_path)))
     pts = out.points.set_index(["arch", "regime"])
     assert pts.loc[("resnet18", "finetune"), "imagenet_top1"] == pytest.approx(TOP1["resnet18"])
-    assert pts.loc[("resnet18", "finetune"), "test_how"] == "t, 3 seeds"
-    assert pts.loc[("resnet18", "linear_probe"), "test_how"] == "Wilson, 50 images"
+    assert pts.loc[("resnet18", "finetune"), "test_how"] == "3 seeds × 100 images"
+    assert pts.loc[("resnet18", "linear_probe"), "test_how"] == "1 trial × 50 images (Wilson)"
     assert (pts.loc[("resnet18", "linear_probe"), "test_lo"],
             pts.loc[("resnet18", "linear_probe"), "test_hi"]) == pytest.approx(
-        probe_triage.wilson(45, 50))
+        wilson(45, 50))
     assert out.missing == ["mynet"] and "mynet" in out.notes[0] and "mynet" in out.claim.evidence
     ft = {c.split: c for c in out.correlations if c.regime == "finetune"}
     assert ft["test"].n == 5 and ft["test"].spearman == pytest.approx(1.0)
@@ -149,6 +161,7 @@ def test_several_architectures_figure_table_correlations_and_claim(tmp_path):
     assert [c.regime for c in out.correlations] == ["finetune", "finetune"], \
         "one probe architecture: no correlation for the probe"
     assert out.claim.verdict == claims.HOLDS and out.claim.key == "imagenet_accuracy_predicts_transfer"
+    assert "exact p 0.017 (n=5)" in out.claim.evidence
     fig = imagenet_transfer.figure(out, "OOD (real)")
     assert [ax.get_xlabel() for ax in fig.axes] == ["ImageNet top-1 accuracy (%)"] * 2
     labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
@@ -158,11 +171,21 @@ def test_several_architectures_figure_table_correlations_and_claim(tmp_path):
     assert paths[0].name == "imagenet_transfer.png" and paths[0].stat().st_size > 5_000
     table = imagenet_transfer.points_tab(out.points, "OOD (real)").markdown()
     assert "| resnet18 | Fine-tune | 69.8 |" in table
-    assert "+1.00" in imagenet_transfer.correlations_tab(out.correlations, "OOD").markdown()
+    corr_md = imagenet_transfer.correlations_tab(out.correlations, "OOD").markdown()
+    assert "+1.00 (no interval below 10)" in corr_md and "[+1.00, +1.00]" not in corr_md
+
+
+def test_fewer_than_five_architectures_are_not_testable(tmp_path):
+    archs = ["squeezenet1_0", "resnet18", "vgg11_bn", "mobilenet_v2"]
+    _study(tmp_path, archs, [0.70, 0.75, 0.80, 0.85])
+    out = imagenet_transfer.analyse(load_results(str(tmp_path)))
+    assert out.claim.verdict == claims.UNTESTABLE and "not testable: needs 5, has 4" in out.claim.evidence
+    assert imagenet_transfer.figure(out, "OOD (real)") is not None  # the correlations are still shown
+    ft = next(c for c in out.correlations if c.split == "test")
+    assert ft.spearman_p == pytest.approx(2 / 24)  # exact: 1/12, never below at n = 4
 
 
 @pytest.mark.parametrize("accs, verdict", [
-    ([0.70, 0.75, 0.80, 0.85], claims.NOT_SHOWN),  # 4 architectures: exact p >= 1/12
     ([0.90, 0.85, 0.80, 0.75, 0.70], claims.FAILS),  # better on ImageNet, worse here
     ([0.70, 0.90, 0.75, 0.85, 0.80], claims.NOT_SHOWN),
 ])
@@ -213,8 +236,8 @@ def test_the_probe_is_shown_beside_the_transfer_regimes_never_as_one(tmp_path):
         write_synthetic_trial(tmp_path, "resnet18", "scratch", seed, val=[0.5, 0.6], test=0.6)
     write_probe_trial(tmp_path, "resnet18", [True] * 19 + [False], test=0.9)  # val 0.95
     res = load_results(str(tmp_path))
-    best = aggregate.best_models(res)
+    choice = aggregate.regime_choice(res)
     assert set(res.trials["regime"]) == {"finetune", "scratch", "linear_probe"}
-    assert res.trials.set_index("trial_id").loc[best["transfer_trial"], "regime"].eq("finetune").all()
+    assert choice["transfer_regime"].eq("finetune").all() and choice["top_regime"].eq("finetune").all()
     winner = answer.best_on_validation(aggregate.regime_summary(res))
     assert winner["regime"] == "finetune"

@@ -1,6 +1,6 @@
-"""trainables/device.py and the CUDA facts of provenance.py: device choice without a silent CPU fallback, precision
-and determinism switches, memory caps and peaks. The CUDA facts are injected (this machine has no
-GPU), except where reading this machine's real facts is the point."""
+"""trainables/device.py and the CUDA facts of provenance.py: device choice without a silent CPU
+fallback, precision and determinism switches, memory caps and peaks. The CUDA facts are injected
+(this machine has no GPU), except where reading this machine's real facts is the point."""
 
 from __future__ import annotations
 
