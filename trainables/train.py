@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import io
 import json
 import os
 import sys
@@ -46,6 +45,7 @@ from trainables.fitting import FitFunction
 from trainables.linear_probe import grid_edge_note
 from trainables.manifest import Manifest, select_train
 from trainables.metrics import EvalResult, confusion_matrix, per_class_recall
+from trainables.model_file import model_file_bytes
 from trainables.presets import PRESETS, PresetMessage, deviations, get_preset, user_overrides
 from trainables.provenance import code_version, hostname, library_versions, ray_node
 from trainables.regimes import REGIMES, get_regime
@@ -169,12 +169,10 @@ def run_trial(config: TrialConfig, manifest: Manifest, source: ImageSource, out:
 
 
 def save_model(out: str, tid: str, config: TrialConfig, classes: list[str],
-               state_dict: dict[str, torch.Tensor] | None) -> str:
-    """The best epoch's weights (with what is needed to rebuild the model) at OUT/models/."""
+               state_dict: dict[str, torch.Tensor]) -> str:
+    """The kept model (with what is needed to rebuild it) at OUT/models/: trainables/model_file.py."""
     final = storage.join(out, "models", f"{tid}.pt")
-    buf = io.BytesIO()
-    torch.save({"config": config.to_dict(), "classes": classes, "state_dict": state_dict}, buf)
-    storage.write_bytes_atomic(final, buf.getvalue())
+    storage.write_bytes_atomic(final, model_file_bytes(tid, config, classes, state_dict))
     return final if "://" in out else os.path.relpath(final, os.path.abspath(out))
 
 
@@ -224,7 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-duplicates", action="store_true",
                    help="run although byte-identical images are in train and in val/test/OOD "
                         "(they are recorded in the manifest); refused by default")
-    p.add_argument("--keep-model", action="store_true", help="save the best epoch's weights")
+    p.add_argument("--keep-model", action="store_true", help="save the kept model (the best epoch's "
+                   "weights; the linear probe's backbone and regression) for predict and export")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--dry-run", action="store_true",
                    help="print the trial's full config and differences from the study; train nothing")
