@@ -153,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         choice = choose(args.experiment, args.model)
         kept = read_model_file(choice.path)
+        if kept.note:
+            print(f"note: {kept.note}", file=sys.stderr)
         data, diff = export(kept, args.format)
         if diff is not None and not diff <= CHECK_TOLERANCE:
             print(f"error: the exported file's logits differ from the kept model's by {diff:.3g} "
@@ -167,8 +169,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     checked = ("not run here (no onnxruntime)" if diff is None
                else f"logits equal the kept model's to {diff:.2g} of the largest |logit|")
-    c = kept.config
-    print(f"{args.out}: {c.arch} {c.regime} (trial {kept.trial_id}) as {args.format}; input "
+    c, tid = kept.config, kept.trial_id or (choice.row or {}).get("trial_id")
+    print(f"{args.out}: {c.arch} {c.regime} (trial {tid}) as {args.format}; input "
           f"float32 (N, 3, {c.test_crop}, {c.test_crop}) in [0, 1], resized to {c.test_resize} "
           f"and center-cropped first; classes {', '.join(kept.classes)}; check: {checked}")
     return 0

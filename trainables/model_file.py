@@ -13,9 +13,11 @@ runs no code from the file):
     state_dict    the weights: the model `trainables.models.build_model` builds for the config,
                   or for the linear probe `trainables.probe_module.ProbeClassifier`
 
-The model is rebuilt from the config and the weights loaded into it; nothing is unpickled. A
-file of another format, or whose config or weights do not fit this code, is refused with both
-code versions named (the fix: rerun its trial with this code).
+The model is rebuilt from the config and the weights loaded into it; nothing is unpickled. Format
+1 (before format 2 existed: config, classes and state_dict, never a linear probe) reads the same
+way. A file of a format this code does not know, or whose config or weights do not fit the model
+this code builds, is refused with both code versions named (the fix: rerun its trial with this
+code); one that loads but came from another code version is used, and `KeptModel.note` says so.
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ from trainables.storage import resolve as resolve_storage
 MODEL_FILE_FORMAT = 2
 """2: format, code_version and trial_id added; the linear probe kept as a ProbeClassifier.
 1 (files without a `format`): config, classes and state_dict only."""
+READABLE_FORMATS: tuple[int, ...] = (1, 2)
+UNKNOWN_VERSION = "unknown (model file format 1 does not record it)"
 
 
 @dataclass
@@ -53,6 +57,14 @@ class KeptModel:
     classes: list[str]
     code_version: str
     trial_id: str | None
+
+    @property
+    def note(self) -> str | None:
+        """A line for the user when the file came from another code version, else None."""
+        if self.code_version == code_version():
+            return None
+        return (f"model file {self.path} was written by code version {self.code_version}; this "
+                f"is {code_version()} (it loads: same architecture, weights and settings)")
 
 
 def model_file_bytes(tid: str, config: TrialConfig, classes: list[str],
@@ -101,11 +113,11 @@ def read_model_file(path: str) -> KeptModel:
     if not isinstance(ckpt, dict) or not {"config", "classes", "state_dict"} <= set(ckpt):
         raise UserError(f"{path} is not a model file this project wrote (expected a dict with "
                         "config, classes and state_dict)")
-    written_by = str(ckpt.get("code_version", "unknown (before model file format 2)"))
+    written_by = str(ckpt.get("code_version", UNKNOWN_VERSION))
     found = ckpt.get("format", 1)
-    if found != MODEL_FILE_FORMAT:
+    if found not in READABLE_FORMATS:
         raise _other_code(path, written_by, f"it is model file format {found} where this code "
-                          f"reads format {MODEL_FILE_FORMAT}")
+                          f"reads formats {', '.join(map(str, READABLE_FORMATS))}")
     known = {f.name for f in dataclasses.fields(TrialConfig)}
     unknown = sorted(set(ckpt["config"]) - known)
     if unknown:

@@ -79,6 +79,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("none of the files given is an image")
     choice = choose(args.experiment, args.model)
     predictor = Predictor(read_model_file(choice.path))
+    if predictor.kept.note:
+        print(f"note: {predictor.kept.note}", file=sys.stderr)
     rows, predicted, done = [], [], []
     for batch in predictor.batches(paths, args.batch_size):
         bad += batch.failed
@@ -97,8 +99,9 @@ def run(args: argparse.Namespace) -> int:
     writer.writerow(["path", "class", *(f"prob_{c}" for c in predictor.classes)])
     writer.writerows(rows)
     kept = predictor.kept
+    tid = kept.trial_id or (choice.row or {}).get("trial_id")
     print(f"{len(rows)} image(s) classified by {kept.config.arch} {kept.config.regime} "
-          f"(trial {kept.trial_id}, {choice.path}) on {predictor.device.type}"
+          f"(trial {tid}, {choice.path}) on {predictor.device.type}"
           + (f" -> {args.out}" if args.out else ""), file=sys.stderr)
     accuracy = _folder_accuracy(done, predicted, predictor.classes)
     if accuracy:

@@ -18,7 +18,7 @@ from tests.conftest import write_image
 from trainables import results
 from trainables.inference import Predictor
 from trainables.kept import choose
-from trainables.model_file import MODEL_FILE_FORMAT, read_model_file
+from trainables.model_file import MODEL_FILE_FORMAT, UNKNOWN_VERSION, read_model_file
 from trainables.predict import main
 
 TOL = {"finetune": 1e-6, "linear_probe": 1e-5}
@@ -146,11 +146,17 @@ def test_a_model_file_of_another_code_version_names_both(kept_experiment, tmp_pa
     source = kept_experiment.root / "results" / kept_experiment.rows["finetune"]["model_path"]
     image = str(next(kept_experiment.ood.rglob("*.jpg")))
     assert read_model_file(str(source)).code_version  # this code's own file loads
+    # format 1 (before predict existed) still loads, saying which code wrote it
     old = _rewrite(source, tmp_path / "old.pt", format=None, code_version=None, trial_id=None)
-    err = _error(capsys, ["--model", str(old), image])
-    assert "written by code version unknown (before model file format 2)" in err
-    assert f"model file format 1 where this code reads format {MODEL_FILE_FORMAT}" in err
-    assert "this is " in err and "Fix: rerun its trial" in err
+    assert main(["--model", str(old), image]) == 0
+    err = capsys.readouterr().err
+    assert f"note: model file {old} was written by code version {UNKNOWN_VERSION}; this is " in err
+    future = _rewrite(source, tmp_path / "future.pt", format=MODEL_FILE_FORMAT + 1,
+                      code_version="abc123def456")
+    err = _error(capsys, ["--model", str(future), image])
+    assert f"model file {future} was written by code version abc123def456; this is " in err
+    assert f"it is model file format {MODEL_FILE_FORMAT + 1} where this code reads formats 1, 2" in err
+    assert "Fix: rerun its trial" in err
     ckpt = torch.load(source, map_location="cpu", weights_only=True)
     newer = _rewrite(source, tmp_path / "newer.pt", code_version="abc123def456",
                      config={**ckpt["config"], "warmup_epochs": 3})
