@@ -44,6 +44,21 @@ def test_the_kept_model_reproduces_the_trials_test_probabilities(kept_experiment
         assert abs(float(probs[i, predictor.classes.index(r["true_label"])]) - r["true_prob"]) < TOL[regime]
 
 
+@pytest.mark.parametrize("regime", ["finetune", "linear_probe"])
+def test_predict_crops_each_image_as_the_trials_test_split_did(kept_experiment, regime):
+    """Pixel for pixel: the probabilities above saturate on these easy images, the crops do not."""
+    from trainables.dataset import eval_crops, load_split
+    from trainables.manifest import DataRoots, Manifest
+
+    row = kept_experiment.rows[regime]
+    predictor = Predictor.load(str(kept_experiment.root / "results" / row["model_path"]))
+    manifest = Manifest.load(str(kept_experiment.root / "manifest.json"))
+    split = load_split(manifest.split_entries("test"), manifest.classes, DataRoots(str(kept_experiment.pool)))
+    want = eval_crops(split, "test", predictor.kept.config)
+    got = torch.stack([predictor.transform(image) for image in split.images])
+    assert got.dtype == torch.uint8 and torch.equal(got, want)
+
+
 def test_predict_writes_one_row_per_image_with_the_best_kept_model(kept_experiment, tmp_path, capsys):
     out = tmp_path / "preds.csv"
     code = cli_main(["predict", "--experiment", str(kept_experiment.root), str(kept_experiment.ood),
