@@ -23,9 +23,6 @@ embedded demo set.
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import io
-import posixpath
 import sys
 from pathlib import Path
 from typing import Any
@@ -49,35 +46,12 @@ KEEP_HINT = ("rerun with models kept (python -m sweep.run ... --keep-models best
 # ------------------------------------------------------------------------------ kept models
 def load_kept_model(results_root: str, model_path: str) -> tuple[nn.Module, Any, list[str]]:
     """(model in eval mode, TrialConfig, classes) from a trial's model_path (relative to the
-    results root, or a URI). The regime's requires_grad flags are as in training."""
-    from trainables.config import TrialConfig
-    from trainables.models import build_model
-    from trainables.results.storage import resolve
+    results root, or a URI): trainables/model_file.py. The regime's requires_grad flags are as
+    in training."""
+    from trainables.model_file import locate, read_model_file
 
-    if "://" in model_path:
-        import pyarrow.fs as pafs
-
-        fs, path = pafs.FileSystem.from_uri(model_path)
-    else:
-        fs, base = resolve(results_root)
-        path = model_path if posixpath.isabs(model_path) else posixpath.join(base, model_path)
-    try:
-        with fs.open_input_stream(path) as f:
-            blob = f.read()
-    except (FileNotFoundError, OSError) as exc:
-        raise UserError(f"kept model {path} cannot be read ({exc}); was the results folder moved "
-                        "without its models/ folder?") from None
-    ckpt = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
-    unknown = sorted(set(ckpt["config"]) - {f.name for f in dataclasses.fields(TrialConfig)})
-    if unknown:
-        raise UserError(f"kept model {path} was saved by another code version (settings this "
-                        f"version does not know: {', '.join(unknown)}); rerun its trial with this "
-                        "version to draw its Grad-CAM")
-    config = TrialConfig(**ckpt["config"])
-    classes = list(ckpt["classes"])
-    model = build_model(config, len(classes), pretrained=False)
-    model.load_state_dict(ckpt["state_dict"])
-    return model.eval(), config, classes
+    kept = read_model_file(locate(results_root, model_path))
+    return kept.model, kept.config, kept.classes
 
 
 # ------------------------------------------------------------------------------ which models

@@ -35,6 +35,7 @@ from analysis import answer as answer_mod
 from analysis import claims as claims_mod
 from analysis import options as options_mod
 from analysis import provenance as provenance_mod
+from analysis import your_model as your_model_mod
 from analysis.effects import Correctness
 from analysis.load import DEFAULT_RESULTS, Results, default_out_dir, load_results
 from analysis.params_figure import params_missing, params_plot
@@ -55,6 +56,7 @@ class Report:
     timings: dict[str, float] = field(default_factory=dict)
     failed: int = 0
     probe_console: list[str] = field(default_factory=list)
+    your_model: your_model_mod.YourModel | None = None
 
 
 def parse_layers(values: list[str] | None) -> tuple[str | None, dict[str, str]]:
@@ -162,7 +164,8 @@ def build(results: str = DEFAULT_RESULTS, out: str | None = None, gradcam_n: int
     prov = provenance_mod.collect(res)
     lap("statistics")
     report = Report(out=out_dir, table2=t2, answer=answer, provenance=prov, notes=list(res.notes),
-                    failed=len(res.failed), files=list(probe.files), probe_console=probe.console)
+                    failed=len(res.failed), files=list(probe.files), probe_console=probe.console,
+                    your_model=your_model_mod.build(res))
     for ext, text in (("md", t2.markdown()), ("csv", t2.csv()), ("tex", t2.latex())):
         path = out_dir / f"table2.{ext}"
         path.write_text(text, encoding="utf-8")
@@ -191,7 +194,7 @@ def build(results: str = DEFAULT_RESULTS, out: str | None = None, gradcam_n: int
     context.update(settings=options.describe(), band_rule=options.band_rule.describe(),
                    model_selection=aggregate.model_selection(res),
                    external_html=render.trusted(external_html),
-                   probe_html=render.trusted(probe.html))
+                   probe_html=render.trusted(probe.html), your_model=report.your_model)
     html = env.get_template(Path(template).name if template else render.TEMPLATE).render(**context)
     path = out_dir / "report.html"
     path.write_text(html, encoding="utf-8")
@@ -305,6 +308,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(report.answer.text())
+    for line in report.your_model.lines() if report.your_model else []:
+        print(line)
     print("\nTable II\n")
     print(report.table2.markdown())
     for fig_id, why in report.missing_figures.items():

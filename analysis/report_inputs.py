@@ -14,9 +14,9 @@ import tempfile
 
 import pyarrow.fs as pafs
 
-from trainables.cli_options import text_option
 from trainables.data.manifest import is_leak
 from trainables.errors import UserError
+from trainables.presets import text_option
 from trainables.results.storage import resolve
 
 TABLE_NAMES = ("trials", "epochs", "predictions")

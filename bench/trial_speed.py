@@ -231,10 +231,9 @@ def accuracy_table(runs: list[Run]) -> list[str]:
 
 def main(args) -> int:
     from trainables.archs import resolve
-    from trainables.cli_options import parse_sets
     from trainables.data.demo import prepare_data
     from trainables.errors import UserError
-    from trainables.presets import get_preset
+    from trainables.presets import get_preset, parse_sets
 
     get_preset(args.preset)
     for a in args.archs:

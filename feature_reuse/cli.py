@@ -1,5 +1,6 @@
-"""`feature-reuse sweep|report|train|weights ...`: the same CLIs as `python -m sweep.run`,
-`python -m analysis.report`, `python -m trainables.train` and `python -m trainables.weights`.
+"""`feature-reuse sweep|report|train|weights|predict|export ...`: the same CLIs as
+`python -m sweep.run`, `python -m analysis.report`, `python -m trainables.train`,
+`python -m trainables.weights`, `python -m feature_reuse.predict` and `python -m feature_reuse.export`.
 
 Each subcommand hands the rest of the command line to that module's own `main`, so options,
 `--help` and exit statuses are exactly the module's.
@@ -15,6 +16,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("analysis.report", "tables, figures, claims and Grad-CAM (python -m analysis.report)"),
     "train": ("trainables.train", "one trial without Ray (python -m trainables.train)"),
     "weights": ("trainables.weights", "the pretrained-weights cache (python -m trainables.weights)"),
+    "predict": ("feature_reuse.predict", "classify images with a kept model (docs/predict.md)"),
+    "export": ("feature_reuse.export", "a kept model as TorchScript or ONNX (docs/predict.md)"),
 }
 
 

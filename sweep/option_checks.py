@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 
 from sweep.grid import GridSpec
-from trainables import cli_options as options
+from trainables import presets as options
 from trainables.errors import UserError
 from trainables.regimes import REGIMES
 

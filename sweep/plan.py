@@ -16,7 +16,7 @@ from sweep.grid import GridSpec
 from sweep.layout import Experiment
 from sweep.option_checks import check_options
 from sweep.resources import parse_cpus_per_trial, parse_gpus_per_trial
-from trainables import cli_options as overrides
+from trainables import presets as overrides
 from trainables.presets import Preset, get_preset
 
 

@@ -30,7 +30,7 @@ from sweep.memory_check import add_flags
 from sweep.plan import SweepPlan, make_plan
 from sweep.preflight import Ready, report, run_preflight
 from sweep.ray_session import sigterm_as_interrupt
-from trainables import cli_options as overrides
+from trainables import presets as overrides
 from trainables.archs import ARCHS
 from trainables.errors import UserError
 from trainables.presets import PRESETS

@@ -28,8 +28,9 @@ gives the same numbers again.
 Rows: one `epochs` row (the kept C's train and validation numbers, `lr` null); on the `trials`
 row `probe_c` (the kept C), `probe_grid_json` (the validation curve over the grid, and which
 validation images the kept regression gets right) and
-`trainable_params` = the regression's coefficients and intercepts. --keep-model saves nothing for
-a probe (its regression is not a torch model).
+`trainable_params` = the regression's coefficients and intercepts. --keep-model saves the backbone
+and the regression as one torch module (trainables/model_file.py), which predict and export use
+like any other kept model.
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ from trainables.engine import (
     selection_score,
 )
 from trainables.errors import DataError
+from trainables.model_file import probe_classifier, regression_linear
 from trainables.models import build_model, count_params, set_submodule
 
 TRAIN_TRANSFORM = "val"
@@ -118,6 +120,14 @@ class Probe:
     def params(self) -> int:
         return int(self.clf.coef_.size + self.clf.intercept_.size)
 
+    def classifier(self, model: nn.Module, arch: Arch) -> nn.Module:
+        """The kept torch module: `model`'s backbone (heads replaced in place) and a Linear
+        holding the regression and the standardisation (trainables/model_file.py)."""
+        mean, scale = (self.scaler.mean_, self.scaler.scale_) if self.scaler is not None else (None, None)
+        linear = regression_linear(self.clf.coef_, self.clf.intercept_, self.clf.classes_,
+                                   self.num_classes, mean, scale)
+        return probe_classifier(model, arch, linear)
+
 
 def as_result(probs: np.ndarray, labels: np.ndarray) -> EvalResult:
     if len(labels) == 0:
@@ -157,7 +167,6 @@ def fit_probe(config: TrialConfig, data: TrialData, device: torch.device,
     backbone_params = count_params(model)[1] - sum(
         p.numel() for path in arch.heads for p in model.get_submodule(path).parameters())
     extractor = penultimate_extractor(model, arch).to(device)
-    del model
 
     def split_features(split: DecodedSplit, transform: str) -> tuple[np.ndarray, np.ndarray]:
         return features(extractor, eval_loader(split, transform, config, device), device, config)
@@ -199,7 +208,8 @@ def fit_probe(config: TrialConfig, data: TrialData, device: torch.device,
 
     return Fitted(fit_state, evaluate, trainable_params=probe.params,
                   total_params=backbone_params + probe.params,
-                  row={"epochs": 1, "probe_c": kept["c"], "probe_grid_json": json.dumps(curve)})
+                  row={"epochs": 1, "probe_c": kept["c"], "probe_grid_json": json.dumps(curve)},
+                  weights=probe.classifier(model, arch).state_dict())
 
 
 def grid_edge_note(c: float, grid: tuple[float, ...]) -> str | None:

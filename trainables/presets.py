@@ -1,14 +1,32 @@
-"""Named starting points (`paper`, `demo`, `smoke`) and what a run changes from the study.
+"""A run's settings as the user chooses them: named starting points (`paper`, `demo`, `smoke`),
+what a run changes from the study, the user's overrides on top, and the option checks of every CLI.
 
 A preset is a set of `TrialConfig` overrides plus the sweep's default grid. The user's own
 overrides (`--set`, `--config`) go on top. `deviations` lists, in words, everything a run does
 differently from the study: the CLIs print it before training and the report shows it.
+
+The option parsing shared by every entry point (no torch import):
+
+Value checks (numbers, paths, names): each raises `UserError` naming the option and the fix, so
+every entry point ends in one `error: ...` line (exit 2) instead of a traceback, a hang
+(`--cpus-per-trial nan`) or a folder created somewhere unexpected (`--out ''` is the current
+folder).
+
+Overrides of any `TrialConfig` field: `--set KEY=VALUE` and `--config FILE.yaml`. Values are
+parsed by the field's type (int, float, bool, str; a list of numbers as "0.1,1,10" or a YAML
+list); a YAML file is a mapping of field names to values. The grid's own axes (arch, regime,
+seed, train size, preset) have options of their own and cannot be set this way. `--set` wins over
+`--config`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import os
+import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from trainables.archs import ARCHS, STUDY_ARCHS
@@ -163,3 +181,173 @@ class PresetMessage:
         else:
             out.append("no differences from the study's protocol")
         return out
+
+
+NAME_PATTERN = re.compile(r"^\w[\w.+=@,-]*$")
+"""Experiment names: letters (any script), digits and . _ - + = @ , ; not starting with a dot
+or a dash. `?`, `#`, `%`, spaces and `/` would mean something else in a URI or a shell."""
+MAX_NAME = 120
+
+
+def finite(option: str, value: float, minimum: float | None = None, above: bool = False,
+           example: str = "") -> float:
+    """`value` as a finite float, at least (or, with `above`, more than) `minimum`."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if minimum is None:
+        ok = math.isfinite(number)
+    else:
+        ok = math.isfinite(number) and (number > minimum if above else number >= minimum)
+    if not ok:
+        bound = "" if minimum is None else (f" above {minimum:g}" if above else f" of at least "
+                                            f"{minimum:g}")
+        hint = f" (e.g. {example})" if example else ""
+        raise UserError(f"{option} {value!r}: use a finite number{bound}{hint}")
+    return number
+
+
+def whole(option: str, value: int, minimum: int = 0, maximum: int | None = None) -> int:
+    if value < minimum or (maximum is not None and value > maximum):
+        span = f"between {minimum} and {maximum}" if maximum is not None else f"{minimum} or more"
+        raise UserError(f"{option} must be a whole number {span}, got {value}")
+    return value
+
+
+def text_option(option: str, value: str) -> str:
+    """Any text an option passes on: valid UTF-8 (what manifests and Parquet store)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = os.fsencode(value).decode("utf-8", "backslashreplace")
+        raise UserError(f"{option} {shown!r} is not valid UTF-8. Fix: rename the folder (or "
+                        "pass the name in UTF-8)") from None
+    if "\x00" in value:
+        raise UserError(f"{option}: contains a NUL character")
+    return value
+
+
+def path_option(option: str, value: str | None) -> str | None:
+    """A folder or URI option: not empty (an empty path is the current folder), valid UTF-8."""
+    if value is None:
+        return None
+    text_option(option, value)
+    if not value.strip():
+        raise UserError(f"{option} is empty. Fix: pass a folder (or a URI such as s3://bucket/x)")
+    return value
+
+
+def experiment_name(option: str, value: str) -> str:
+    """A name that is one plain folder on every filesystem and in every URI."""
+    text_option(option, value)
+    if not NAME_PATTERN.match(value) or len(value) > MAX_NAME:
+        raise UserError(f"{option} {value!r}: use a plain folder name of letters, digits and "
+                        f". _ - + = @ , (not starting with '.' or '-', at most {MAX_NAME} "
+                        "characters); '/', '?', '#', '%' and spaces would change where results go")
+    return value
+
+
+def cpu_count() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+# ----------------------------------------------------------------- --set and --config
+FIELD_TYPES: dict[str, str] = {f.name: str(f.type) for f in dataclasses.fields(TrialConfig)
+                               if f.name not in IDENTITY_FIELDS}
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def _axis_hint(name: str) -> str:
+    option = {"arch": "--arch/--archs", "regime": "--regime/--regimes", "seed": "--seed/--seeds",
+              "train_size": "--train-size/--train-sizes", "preset": "--preset"}[name]
+    return f"{name} is set with {option}, not --set"
+
+
+def parse_value(name: str, text: Any, source: str) -> Any:
+    """`text` (a CLI string or a YAML scalar) as the type of field `name`."""
+    if name in IDENTITY_FIELDS:
+        raise UserError(f"{source}: {_axis_hint(name)}")
+    if name not in FIELD_TYPES:
+        raise UserError(f"{source}: {name!r} is not a setting; choose from "
+                        f"{', '.join(FIELD_TYPES)}")
+    kind = FIELD_TYPES[name]
+    raw = str(text).strip() if not isinstance(text, bool) else text
+    try:
+        if kind == "bool":
+            if isinstance(raw, bool):
+                return raw
+            if raw.lower() in _TRUE:
+                return True
+            if raw.lower() in _FALSE:
+                return False
+            raise ValueError
+        if kind in ("int", "float") and isinstance(text, bool):
+            raise ValueError  # YAML's `yes`/`true` is not a number
+        if kind == "int":
+            if isinstance(text, float) and not text.is_integer():
+                raise ValueError
+            return int(str(raw), 10) if not isinstance(text, (int, float)) else int(text)
+        if kind == "float":
+            value = float(raw)
+            if not math.isfinite(value):
+                raise ValueError
+            return value
+        if kind == "tuple[float, ...]":
+            items = text if isinstance(text, (list, tuple)) else str(raw).replace(",", " ").split()
+            values = tuple(float(v) for v in items if not isinstance(v, bool))
+            if not values or len(values) != len(items) or not all(math.isfinite(v) for v in values):
+                raise ValueError
+            return values
+        return str(raw)
+    except (ValueError, TypeError):
+        wanted = {"bool": "true or false", "int": "a whole number",
+                  "float": "a finite number",
+                  "tuple[float, ...]": "a list of numbers (e.g. 0.1,1,10)"}.get(kind, "text")
+        raise UserError(f"{source}: {name}={text!r} is not {wanted}") from None
+
+
+def parse_sets(items: list[str] | None) -> dict[str, Any]:
+    """["epochs=10", "bf16=true"] -> {"epochs": 10, "bf16": True}."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise UserError(f"--set {item!r}: use KEY=VALUE, e.g. --set epochs=10")
+        out[name.strip()] = parse_value(name.strip(), value, f"--set {item}")
+    return out
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """A YAML (or JSON) mapping of settings."""
+    import yaml
+
+    path = Path(path)
+    try:
+        body = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise UserError(f"--config {path}: cannot be read ({exc.strerror or exc})") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise UserError(f"--config {path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if body is None:
+        return {}
+    if not isinstance(body, dict):
+        raise UserError(f"--config {path}: expected a mapping of settings (KEY: VALUE), "
+                        f"found {type(body).__name__}")
+    return {str(k): parse_value(str(k), v, f"--config {path}") for k, v in body.items()}
+
+
+def collect(config_file: str | None, sets: list[str] | None) -> dict[str, Any]:
+    """The user's overrides from both sources; --set wins."""
+    out = load_config_file(config_file) if config_file else {}
+    out.update(parse_sets(sets))
+    return out
+
+
+def add_arguments(parser: Any) -> None:
+    """The two override options, the same in every CLI."""
+    parser.add_argument("--set", action="append", metavar="KEY=VALUE", dest="set_values",
+                        help="override a trial setting (repeatable), e.g. --set epochs=10; "
+                             f"settings: {', '.join(FIELD_TYPES)}")
+    parser.add_argument("--config", metavar="FILE", dest="config_file",
+                        help="YAML file of settings (KEY: VALUE) applied before --set")

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import io
 import json
 import os
 import sys
@@ -25,7 +24,7 @@ from typing import Any
 
 import torch
 
-from trainables import cli_options
+from trainables import presets
 from trainables.archs import ARCHS, resolve, source_of
 from trainables.config import TrialConfig, trial_id
 from trainables.data.dataset import ImageSource, load_trial_data
@@ -44,6 +43,7 @@ from trainables.device import (
 from trainables.engine import EvalResult, FitFunction, FitState, confusion_matrix, per_class_recall
 from trainables.errors import UserError
 from trainables.linear_probe import grid_edge_note
+from trainables.model_file import model_file_bytes
 from trainables.presets import PRESETS, PresetMessage, deviations, get_preset, user_overrides
 from trainables.provenance import code_version, hostname, library_versions, ray_node
 from trainables.regimes import REGIMES, get_regime
@@ -167,12 +167,10 @@ def run_trial(config: TrialConfig, manifest: Manifest, source: ImageSource, out:
 
 
 def save_model(out: str, tid: str, config: TrialConfig, classes: list[str],
-               state_dict: dict[str, torch.Tensor] | None) -> str:
-    """The best epoch's weights (with what is needed to rebuild the model) at OUT/models/."""
+               state_dict: dict[str, torch.Tensor]) -> str:
+    """The kept model (with what is needed to rebuild it) at OUT/models/: trainables/model_file.py."""
     final = storage.join(out, "models", f"{tid}.pt")
-    buf = io.BytesIO()
-    torch.save({"config": config.to_dict(), "classes": classes, "state_dict": state_dict}, buf)
-    storage.write_bytes_atomic(final, buf.getvalue())
+    storage.write_bytes_atomic(final, model_file_bytes(tid, config, classes, state_dict))
     return final if "://" in out else os.path.relpath(final, os.path.abspath(out))
 
 
@@ -207,7 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="trial seed (default 0)")
     p.add_argument("--preset", default="paper", help=f"one of: {', '.join(PRESETS)} "
                    "(default paper: the study's protocol)")
-    cli_options.add_arguments(p)
+    presets.add_arguments(p)
     p.add_argument("--data", default=None, help="pool folder (DATA/<class>/...) or pre-split "
                    "folder (DATA/{train,val,test}/<class>/...); default: the embedded demo set")
     p.add_argument("--ood", default=None, help="OOD folder with the same class subfolders")
@@ -222,7 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-duplicates", action="store_true",
                    help="run although byte-identical images are in train and in val/test/OOD "
                         "(they are recorded in the manifest); refused by default")
-    p.add_argument("--keep-model", action="store_true", help="save the best epoch's weights")
+    p.add_argument("--keep-model", action="store_true", help="save the kept model (the best epoch's "
+                   "weights; the linear probe's backbone and regression) for predict and export")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--dry-run", action="store_true",
                    help="print the trial's full config and differences from the study; train nothing")
@@ -233,17 +232,17 @@ def prepare(args: argparse.Namespace) -> tuple[TrialConfig, Any, Manifest, Prese
     """Options and data checked, nothing written: (config, image source, manifest, message)."""
     if args.seed < 0:
         raise UserError(f"--seed must be a non-negative integer, got {args.seed}")
-    cli_options.whole("--seed", args.seed, 0, MAX_SEED)
-    cli_options.whole("--split-seed", args.split_seed, 0, MAX_SEED)
+    presets.whole("--seed", args.seed, 0, MAX_SEED)
+    presets.whole("--split-seed", args.split_seed, 0, MAX_SEED)
     if args.threads is not None and args.threads < 1:
         raise UserError(f"--threads must be at least 1, got {args.threads}")
     if args.threads is not None:
-        cli_options.whole("--threads", args.threads, 1, 4 * cli_options.cpu_count())
+        presets.whole("--threads", args.threads, 1, 4 * presets.cpu_count())
     for flag, value in (("--data", args.data), ("--ood", args.ood), ("--out", args.out)):
-        cli_options.path_option(flag, value)
+        presets.path_option(flag, value)
     preset = get_preset(args.preset)
     config = preset.trial(args.arch, args.regime, args.seed, args.train_size,
-                          **cli_options.collect(args.config_file, args.set_values))
+                          **presets.collect(args.config_file, args.set_values))
     roots, manifest = prepare_data(args.data, args.ood, args.split_seed, parse_caps(args.cap),
                                    args.skip_bad_images, args.allow_duplicates)
     select_train(manifest.split_entries("train"), manifest.classes, config.train_size,

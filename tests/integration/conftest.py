@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import signal
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -56,3 +57,38 @@ def sweep_on_logical_gpus(monkeypatch, pool: Path, storage: Path, name: str, *ex
               if (root / "results").exists() else [])
     finals = [json.loads(f.read_text().splitlines()[-1]) for f in (root / "ray").glob("*/result.json")]
     return code, trials, finals
+
+
+@dataclass(frozen=True)
+class KeptExperiment:
+    root: Path
+    """The experiment folder (sweep layout: manifest.json, results/ with models/)."""
+    pool: Path
+    ood: Path
+    rows: dict[str, dict]
+    """The trials row of each regime kept (finetune, linear_probe)."""
+
+
+@pytest.fixture(scope="session")
+def kept_experiment(tmp_path_factory, torch_home) -> KeptExperiment:
+    """A tiny experiment with kept models, built once per session: smoke preset, mobilenet_v2
+    with ImageNet weights, fine-tune (seed 0) and the linear probe, on a generated two-class pool
+    with an OOD folder, in the sweep's layout (run_trial, no Ray: seconds, not a Ray start-up)."""
+    from tests.conftest import write_image
+    from trainables.data.demo import prepare_data
+    from trainables.presets import PRESETS
+    from trainables.train import run_trial
+
+    base = tmp_path_factory.mktemp("kept_experiment")
+    colours = {"blue": (40, 40, 200), "red": (200, 40, 40)}
+    for folder, per_class, seed0 in (("pool", 10, 0), ("ood", 3, 500)):
+        for ci, (cls, colour) in enumerate(colours.items()):
+            for i in range(per_class):
+                write_image(base / folder / cls / f"img_{i:03d}.jpg", colour, seed=seed0 + 50 * ci + i)
+    roots, manifest = prepare_data(str(base / "pool"), str(base / "ood"))
+    root = base / "exp"
+    manifest.save(str(root / "manifest.json"))
+    rows = {regime: run_trial(PRESETS["smoke"].trial("mobilenet_v2", regime, 0), manifest, roots,
+                              str(root / "results"), keep_model=True)
+            for regime in ("finetune", "linear_probe")}
+    return KeptExperiment(root, base / "pool", base / "ood", rows)

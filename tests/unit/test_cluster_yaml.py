@@ -151,6 +151,7 @@ def test_setup_installs_the_synced_project_and_sets_s3_storage(config, monkeypat
     assert mounts.get("~/feature-reuse") == "."
     setup = " ".join(config["setup_commands"])
     assert "pip install" in setup and "-e ~/feature-reuse" in setup
+    assert '-e ~/feature-reuse"[cluster]"' in setup, "nodes need the cluster extra (ray[default])"
     match = re.search(r"FEATURE_REUSE_STORAGE=(s3://\S+?)'", setup)
     assert match, "setup must export the S3 storage for the sweep"
     # ... which is what `python -m sweep.run` uses as --storage when none is given

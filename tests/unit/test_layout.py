@@ -61,6 +61,31 @@ def test_the_import_graph_has_no_cycles():
             visit(m)
 
 
+LAYERS = {"trainables": 0, "analysis": 1, "sweep": 2, "feature_reuse": 3}
+"""Who may import whom: a package imports its own modules and those of lower layers only (the
+sweep's triage reads analysis; nothing below reads the sweep or the console command)."""
+
+
+def test_no_module_imports_upward():
+    modules = _modules()
+    upward = sorted(f"{m} -> {dep}" for m, path in modules.items() for dep in _imports(path, modules)
+                    if LAYERS[dep.split(".")[0]] > LAYERS[m.split(".")[0]])
+    assert not upward, upward
+
+
+def test_each_regime_name_is_written_in_at_most_two_modules():
+    """A regime is one record (trainables/regimes.py): its name as a string literal appears in at
+    most two non-test modules (the table, and at most one other), everything else reads the table."""
+    from trainables.regimes import REGIMES
+
+    paths = [*_modules().values(), *sorted((PROJECT_ROOT / "bench").rglob("*.py"))]
+    literals = {p: {n.value for n in ast.walk(ast.parse(p.read_text()))
+                    if isinstance(n, ast.Constant) and isinstance(n.value, str)} for p in paths}
+    for name in REGIMES:
+        where = [p.relative_to(PROJECT_ROOT).as_posix() for p, found in literals.items() if name in found]
+        assert "trainables/regimes.py" in where and len(where) <= 2, (name, where)
+
+
 IMPORT_EACH_ALONE = """
 import importlib, sys
 failed = []
@@ -96,17 +121,6 @@ def test_leaf_modules_do_not_import_torch(module):
     assert proc.stdout.strip() == "False", proc.stderr[-2000:]
 
 
-def test_no_module_is_long_without_saying_why():
-    """Modules stay small (~300 lines); a longer one says why in its docstring. (trainables/ has
-    the stricter rule below.)"""
-    for name, path in _modules().items():
-        if name.split(".")[0] == "trainables":
-            continue
-        lines = len(path.read_text().splitlines())
-        doc = ast.get_docstring(ast.parse(path.read_text())) or ""
-        assert lines <= 330 or "long because" in doc.lower(), f"{name}: {lines} lines"
-
-
 MAX_LINES = 400
 MAX_TRAINABLES_MODULES = 26
 
@@ -117,9 +131,9 @@ def _trainables_modules() -> dict[str, Path]:
             if name.split(".")[0] == "trainables" and path.name != "__init__.py"}
 
 
-def test_every_trainables_module_is_at_most_400_lines():
+def test_every_module_is_at_most_400_lines():
     """No exception, whatever the docstring says: a module past it is split by idea."""
-    long = {name: n for name, path in _trainables_modules().items()
+    long = {name: n for name, path in _modules().items()
             if (n := len(path.read_text().splitlines())) > MAX_LINES}
     assert not long, f"modules over {MAX_LINES} lines: {long}"
 

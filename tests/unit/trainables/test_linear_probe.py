@@ -10,12 +10,11 @@ import torch
 
 from sweep.grid import GridSpec, build_grid
 from trainables.archs import ARCHS
-from trainables.cli_options import parse_sets
 from trainables.config import PROBE_C_GRID, TrialConfig
 from trainables.errors import UserError
 from trainables.linear_probe import choose, grid_edge_note, penultimate_extractor
 from trainables.models import build_model
-from trainables.presets import PRESETS, deviations
+from trainables.presets import PRESETS, deviations, parse_sets
 from trainables.regimes import STUDY_REGIMES
 
 
@@ -85,7 +84,7 @@ def test_deviations_name_the_regime_outside_the_study():
 
 
 def test_c_grid_from_a_yaml_config_file(tmp_path):
-    from trainables.cli_options import load_config_file
+    from trainables.presets import load_config_file
 
     path = tmp_path / "settings.yaml"
     path.write_text("probe_c_grid: [0.1, 1, 10]\nprobe_max_iter: 200\n")
@@ -97,7 +96,7 @@ def test_c_grid_from_a_yaml_config_file(tmp_path):
 
 def test_a_yaml_boolean_is_not_a_number(tmp_path):
     """YAML reads `yes`/`true` as a bool, which Python would silently take as 1."""
-    from trainables.cli_options import load_config_file
+    from trainables.presets import load_config_file
 
     path = tmp_path / "settings.yaml"
     for text in ("epochs: yes\n", "lr: true\n"):
