@@ -3,12 +3,13 @@
 # make test : the whole test suite (what CI runs)
 # make check: the fast unit tests (about 75 s on 2 cores), for local work
 # make browser: headless Chromium (Debian's package) for the report's browser test; CI runs it
+# make sshd: Debian's openssh-server and rsync for the `ray up` test's nodes; CI runs it
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 export TORCH_HOME ?= $(HOME)/.cache/torch
 
-.PHONY: install demo test check lint bench browser clean
+.PHONY: install demo test check lint bench browser sshd clean
 
 install: $(VENV)/.installed
 
@@ -45,6 +46,17 @@ browser:
 	    --no-install-recommends chromium >/dev/null && echo "chromium: installed"; \
 	else echo "make browser: run as root on Debian (apt-get install chromium), or install Chromium" \
 	  "yourself; the report's browser test skips without it" >&2; exit 1; fi
+
+# Debian's openssh-server and rsync (about 5 MB, seconds): the SSH servers the `ray up` test
+# starts inside its own network namespaces (never the machine's), and what Ray's file mounts use.
+# Without them tests/integration/test_ray_up.py skips and says why.
+sshd:
+	@if [ -x /usr/sbin/sshd ] && command -v rsync >/dev/null 2>&1; then echo "sshd: /usr/sbin/sshd"; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    --no-install-recommends openssh-server rsync >/dev/null && echo "sshd: installed"; \
+	else echo "make sshd: run as root on Debian (apt-get install openssh-server rsync), or install" \
+	  "them yourself; the ray up test skips without them" >&2; exit 1; fi
 
 bench: install
 	$(PY) bench/trial_speed.py

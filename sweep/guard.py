@@ -17,6 +17,7 @@ from typing import Any
 
 import pyarrow.fs as pafs
 
+from sweep.cluster_nodes import version_refusal
 from sweep.grid import GridPoint, GridSpec
 from sweep.layout import Experiment
 from trainables import options
@@ -58,9 +59,15 @@ def check_options(args: argparse.Namespace, spec: GridSpec) -> None:
 
 @contextlib.contextmanager
 def joining(address: str | None) -> Iterator[None]:
-    """Errors from starting or joining Ray, as one UserError naming --address."""
+    """Errors from starting or joining Ray (an address that does not answer, a cluster of
+    another Ray version), as one UserError naming --address."""
     try:
         yield
+    except RuntimeError as exc:  # Ray's version check: a driver of another Ray or Python
+        refusal = version_refusal(str(exc), address)
+        if refusal is None:
+            raise
+        raise UserError(refusal) from None
     except (ConnectionError, TimeoutError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
         where = f"--address {address}" if address else "a local Ray"

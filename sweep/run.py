@@ -26,6 +26,7 @@ import os
 import sys
 import time
 
+from sweep import cluster_nodes
 from sweep.checkpoints import forget_finished
 from sweep.datastore import ship_images
 from sweep.grid import GridSpec
@@ -258,6 +259,8 @@ def run_ready(args: argparse.Namespace, spec: GridSpec, preset, experiment: Expe
         if joins_cluster(args):
             with joining(args.address), ray_session(args.address):
                 cluster = ray_cluster_info()
+                for line in cluster_nodes.missing_lines():
+                    say(line)
         require_gpu_nodes(cluster, say)
         say(f"cluster: {cluster.describe()}")
         for warning in ready.warnings:
@@ -282,13 +285,15 @@ def run_ready(args: argparse.Namespace, spec: GridSpec, preset, experiment: Expe
     with contextlib.suppress(Exception):  # best effort: only disk space is at stake
         free_orphan_checkpoints(experiment)
     t_run = time.time()
-    faults, recorded = RunFaults(experiment, args.storage), 0
+    faults, recorded, missing = RunFaults(experiment, args.storage), 0, []
     if ready.todo:
         with contextlib.ExitStack() as stack:
             stack.enter_context(ray_driver_log(experiment))
             with joining(args.address):
                 started_here = stack.enter_context(ray_session(args.address, experiment))
             cluster = ray_cluster_info()
+            for line in cluster_nodes.missing_lines():  # an on-premise cluster's absent machines
+                say(line)
             require_gpu_nodes(cluster, say)  # each GPU node: CUDA usable, same code as here
             measured = probe_memory(spec, cluster, gpus, args.probe, say)
             plan = plan_resources(spec.resolved_archs, cluster, gpus, cpus, args.gpu_memory_gb, measured)
@@ -309,6 +314,7 @@ def run_ready(args: argparse.Namespace, spec: GridSpec, preset, experiment: Expe
             except Exception as exc:  # Ray or the storage failed under the Tuner: summarize
                 faults.stopped = exc
             recorded = faults.after_tuner(ready.todo, ready.manifest)
+            missing = [] if faults.stopped else cluster_nodes.missing_lines()
     t_end = time.time()
 
     summary, rows = summarize_checked(experiment.results, ready.grid)
@@ -322,6 +328,8 @@ def run_ready(args: argparse.Namespace, spec: GridSpec, preset, experiment: Expe
     if recorded:
         say(f"recorded {recorded} failed trial row(s) from Ray's errors")
     for line in faults.lines(summary.complete):
+        say(line)
+    for line in missing:
         say(line)
     if ready.todo:
         for line in outcome.timings(state, t_run, t_end, ready.todo):
