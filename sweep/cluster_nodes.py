@@ -12,16 +12,30 @@ Elsewhere (no such file, a cloud provider whose workers come and go) nothing is 
 Versions. Ray refuses a driver whose Ray or Python version differs from the cluster's with a
 RuntimeError whose text lists both; `version_refusal` turns it into one line naming both and the
 fix.
+
+Stopping the workers. For an on-premise cluster `ray down` runs `ray stop` on the head only and
+marks the workers terminated without connecting to them (ray-project/ray#17022, #43232): their
+raylets exit a minute later, their log monitors never. On the head,
+
+    python -m sweep.cluster_nodes stop-workers
+
+runs `ray stop` on every worker of ~/ray_bootstrap_config.yaml over SSH, with the key and user
+`ray up` left there; docs/cluster.md has it run through `ray exec` before `ray down`.
 """
 
 from __future__ import annotations
 
+import argparse
 import logging
 import re
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import yaml
+
+from trainables.errors import UserError
 
 log = logging.getLogger("sweep")
 
@@ -123,3 +137,51 @@ def version_refusal(error: str, address: str | None) -> str | None:
             "run the sweep on the cluster with its own environment (`ray exec CLUSTER.yaml \"cd "
             "~/feature-reuse && python -m sweep.run ... --address auto\"`, or `ray job submit`), "
             f"or install ray=={cluster_ray} on Python {cluster_py} here")
+
+
+def stop_workers(path: Path = BOOTSTRAP_CONFIG) -> list[str]:
+    """`ray stop` on every worker of the on-premise cluster file, over SSH as `ray up` connects
+    (its key and user on the head; Ray's own host-key options); one line per worker."""
+    try:
+        config = yaml.safe_load(path.expanduser().read_text())
+        provider, auth = config["provider"], config["auth"]
+        workers, user = list(provider.get("worker_ips") or []), auth["ssh_user"]
+    except (OSError, yaml.YAMLError, KeyError, TypeError) as exc:
+        raise UserError(f"{path}: not the cluster file of an on-premise cluster's head "
+                         f"({exc}). Fix: run this on the head, e.g. `ray exec CLUSTER.yaml \"cd "
+                         "~/feature-reuse && python -m sweep.cluster_nodes stop-workers\"`") from None
+    key = ["-i", str(Path(auth["ssh_private_key"]).expanduser())] if auth.get("ssh_private_key") else []
+    lines = []
+    for ip in workers:
+        argv = ["ssh", *key, "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+                "-o", "IdentitiesOnly=yes", "-o", "ConnectTimeout=20", f"{user}@{ip}",
+                "bash --login -c -i 'source ~/.bashrc; ray stop'"]
+        try:
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=180)
+            ok, said = done.returncode == 0, (done.stdout + done.stderr).strip().splitlines()
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            ok, said = False, [str(exc)]
+        lines.append(f"{ip}: " + ("ray stopped" if ok else f"failed ({said[-1] if said else '?'})"))
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m sweep.cluster_nodes",
+                                description="On an on-premise cluster's head: stop Ray on every "
+                                            "worker (`ray down` stops it on the head only).")
+    p.add_argument("command", choices=("stop-workers",))
+    p.add_argument("--config", type=Path, default=BOOTSTRAP_CONFIG,
+                   help="the cluster file `ray up` left on the head (default %(default)s)")
+    args = p.parse_args(argv)
+    try:
+        lines = stop_workers(args.config)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for line in lines:
+        print(line)
+    return 1 if any("failed" in line for line in lines) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

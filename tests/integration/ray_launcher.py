@@ -20,9 +20,7 @@ that node only:
 The machine's own setup is its ~/.bashrc, written here as a user's machine would have it: it
 activates this project's venv (nodes share this machine's disk, and nothing is installed), keeps
 Ray's and Python's temporary files in the node's folder, and tells Ray how many CPUs the node
-has (RAY_OVERRIDE_RESOURCES; every node would otherwise claim the whole machine) and how long
-its Ray outlives a lost head (GCS_LOST_S instead of Ray's 60 s: `ray down` of an on-premise
-cluster stops Ray on the head only, and the workers' Ray exits when it notices).
+has (RAY_OVERRIDE_RESOURCES; every node would otherwise claim the whole machine).
 
 The launcher (`ray up`, `ray exec`, `ray down`) runs in the head's network namespace, with root's
 home its own folder (its ~/.ray/auth_token is the token every node gets; its key pair is made
@@ -68,8 +66,6 @@ from tests.integration.netns import unavailable as namespaces_unavailable
 
 VENV_BIN = Path(sys.executable).parent
 SSHD = Path("/usr/sbin/sshd")
-GCS_LOST_S = 20
-"""How long a node's Ray outlives its head here (Ray's default: 60 s); the test waits for it."""
 PACKAGES = ("sweep", "trainables", "analysis", "feature_reuse")
 """What a node needs of the checkout (with pyproject.toml) and what is covered on every node."""
 
@@ -323,9 +319,6 @@ class SshNodes:
             "export RAY_TMPDIR=$HOME/r TMPDIR=$HOME/tmp RAY_USAGE_STATS_ENABLED=0",
             f"export USER={self.user} LOGNAME={self.user}",
             f"export RAY_OVERRIDE_RESOURCES='{json.dumps(node.resources)}'",
-            # A worker's Ray exits this long after its head is gone (`ray down` of an on-premise
-            # cluster stops Ray on the head only); Ray's default is 60 s.
-            f"export RAY_gcs_rpc_server_reconnect_timeout_s={GCS_LOST_S}",
             node.bashrc_extra, ""])
 
     def _wire(self, prefix: str, cidr: str) -> None:

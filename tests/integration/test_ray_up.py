@@ -10,6 +10,7 @@ git checkout with the project's packages:
     python -m trainables.provenance stamp && ray up -y cluster.yaml
     ray exec cluster.yaml "cd ~/feature-reuse && python -m sweep.run ... --address auto"
     ray exec cluster.yaml "cd ~/feature-reuse && python -m analysis.report --results ..."
+    ray exec cluster.yaml "cd ~/feature-reuse && python -m sweep.cluster_nodes stop-workers"
     ray down -y cluster.yaml
 
 `cluster.yaml` here is cluster.local.yaml with exactly these changes (`cluster_config`): the
@@ -27,8 +28,9 @@ What must hold:
   and the same command: the finished trials are skipped, the interrupted one continues from its
   checkpoint, no epoch row is lost or duplicated;
 - a driver whose Ray version differs from the cluster's is refused with both versions named;
-- the report runs on the head; after the last `ray down` no Ray process is left on any node,
-  and nothing was written outside the test's folders.
+- the report runs on the head; after `stop-workers` (`ray down` of an on-premise cluster stops
+  Ray on the head only) and the last `ray down` no Ray process is left on any node, and nothing
+  was written outside the test's folders.
 
 Small for CI on 2 cores: the smoke preset (2 epochs, 64 px), mobilenet_v2 from scratch, 3 seeds,
 20 generated images. Skipped, with the reason, where namespaces or sshd cannot exist.
@@ -167,8 +169,10 @@ def test_ray_up_sweep_ray_down_midway_ray_up_rerun_report_down(nodes, tmp_path):
     report = nodes.launcher(["ray", "exec", str(config), "cd ~/feature-reuse && python -m "
                              f"analysis.report --results ~/feature-reuse-runs/{NAME}/results "
                              "--out ~/report --no-gradcam"], log, timeout=300)
+    stopped = nodes.launcher(["ray", "exec", str(config), "cd ~/feature-reuse && python -m "
+                              "sweep.cluster_nodes stop-workers"], log)
     nodes.launcher(["ray", "down", "-y", str(config)], log)
-    deadline, left = time.time() + 120, {}
+    deadline, left = time.time() + 60, {}
     while time.time() < deadline:
         left = {n.role: ray_processes(n.netns) for n in nodes.nodes}
         if not any(left.values()):
@@ -184,8 +188,8 @@ def test_ray_up_sweep_ray_down_midway_ray_up_rerun_report_down(nodes, tmp_path):
           f"{len(epochs)} epoch rows")
     print(f"launch-run-teardown {t_end - t0:.0f} s: ray up {t_up - t0:.0f} s, first run until "
           f"ray down {t_down - t_up:.0f} s, driver gone {t_driver_gone - t_down:.0f} s after ray "
-          f"down, ray up + rerun {t_rerun - t_driver_gone:.0f} s, refusal + report + ray down + "
-          f"nodes clean {t_end - t_rerun:.0f} s")
+          f"down, ray up + rerun {t_rerun - t_driver_gone:.0f} s, refusal + report + stop-workers + "
+          f"ray down {t_end - t_rerun:.0f} s")
 
     worker2 = nodes.node("worker2").ip
     assert worker2 in first_log and OTHER_RAY in first_log, first_log[-4000:]
@@ -209,5 +213,7 @@ def test_ray_up_sweep_ray_down_midway_ray_up_rerun_report_down(nodes, tmp_path):
     assert "Traceback" not in refused.stdout
     assert (nodes.head.folder / "report" / "report.html").is_file(), report.stdout[-3000:]
 
+    for worker in nodes.workers:
+        assert f"{worker.ip}: ray stopped" in stopped.stdout, stopped.stdout[-3000:]
     assert not any(left.values()), f"Ray processes left after ray down: {left}"
     assert outside_entries(nodes) == before, "the launch wrote outside the test's folders"

@@ -8,7 +8,7 @@ import ray
 import yaml
 from ray._private.utils import check_version_info
 
-from sweep.cluster_nodes import expected_machines, version_refusal
+from sweep.cluster_nodes import expected_machines, main, version_refusal
 
 
 def write(path, config: dict):
@@ -38,3 +38,9 @@ def test_rays_own_version_refusal_becomes_one_line_naming_both_versions():
                            f"Ray {ray.__version__}")
     assert "install ray==2.59.0 on Python 3.11.2 here" in line and "\n" not in line
     assert version_refusal("some other RuntimeError", "auto") is None
+
+
+def test_stop_workers_off_the_head_is_refused_with_the_fix(tmp_path, capsys):
+    assert main(["stop-workers", "--config", str(tmp_path / "absent.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "run this on the head" in err
