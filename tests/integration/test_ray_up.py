@@ -114,17 +114,21 @@ def head_rows(nodes: SshNodes, table: str = "trials") -> list[dict]:
 
 
 def outside_entries(nodes: SshNodes) -> set[str]:
-    """Entries that Ray's launcher, Ray or an SSH server would leave outside the test's folders
-    (the run's own SSH control folder is one of its folders: teardown removes it)."""
-    found = set()
+    """What Ray's launcher, Ray on a node or an SSH server would leave outside the test's folders
+    if a path escaped them (other runs on this machine may add files of their own, so only these
+    names count). The run's own SSH control folder is one of its folders: teardown removes it."""
+    home, found = Path.home(), set()
     own = ray_ssh_control_dir(nodes.user)
-    for folder in (TMP, Path("/var/tmp"), Path("/dev/shm"), Path.home()):
-        for p in folder.glob("*"):
-            if any(k in p.name.lower() for k in ("ray", "ssh", "feature-reuse")) and p != own:
-                found.add(str(p))
-    for name in (".ssh", ".ray/auth_token", "ray_bootstrap_config.yaml", "ray_bootstrap_key.pem"):
-        if (Path.home() / name).exists():
-            found.add(f"{Path.home() / name} ({(Path.home() / name).stat().st_mtime})")
+    for p in TMP.glob("*"):
+        if p.name.startswith(("ray_ssh", "ray-config", "ray-bootstrap")) and p != own:
+            found.add(str(p))
+    found.update(str(p) for p in (TMP / "ray").glob(f"cluster-{nodes.base.name}*"))
+    for folder in (Path("/var/tmp"), Path("/dev/shm")):
+        found.update(str(p) for p in folder.glob("*") if "ray" in p.name or "ssh" in p.name)
+    for name in (".ssh", ".ray/auth_token", "ray_bootstrap_config.yaml", "ray_bootstrap_key.pem",
+                 "feature-reuse", "feature-reuse-runs", "report", "pool", "fault", "r"):
+        if (home / name).exists():
+            found.add(f"{home / name} (modified {(home / name).stat().st_mtime})")
     return found
 
 
