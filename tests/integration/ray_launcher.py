@@ -358,6 +358,28 @@ class SshNodes:
                 raise AssertionError(f"sshd on {node.role} did not start:\n{log.read_text()}")
             time.sleep(0.1)
 
+    def raylet_up_for(self, node: SshNode, seconds: float) -> bool:
+        """Whether the node's raylet has run for `seconds` (it dies within a second or two when
+        its `ray start` fails, e.g. Ray's version check)."""
+        for line in ray_processes(node.netns):
+            pid = int(line.split(":", 1)[0])
+            if "/raylet " in line:
+                try:
+                    age = time.time() - Path(f"/proc/{pid}").stat().st_mtime
+                except OSError:
+                    continue
+                if age >= seconds:
+                    return True
+        return False
+
+    def autoscaler_gave_up(self, node: SshNode) -> bool:
+        """Whether the head's autoscaler logged that the node's setup or `ray start` failed (it
+        then leaves the node out until the next `ray up`)."""
+        for log in self.head.folder.glob("r/ray/session_*/logs/monitor.log"):
+            if f"ip {node.ip}. (launch failed)" in log.read_text(errors="replace"):
+                return True
+        return False
+
     def logs(self) -> str:
         parts = []
         for log in sorted(self.base.glob("*.log")):

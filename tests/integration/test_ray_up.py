@@ -132,6 +132,21 @@ def outside_entries(nodes: SshNodes) -> set[str]:
     return found
 
 
+def ray_up_until_worker1_joins(nodes: SshNodes, config: Path, log: Path, tries: int = 3) -> None:
+    """`ray up`, until worker1's Ray runs. On a loaded machine its `ray start` can fail (the
+    raylet gives up waiting for the head), and the autoscaler then leaves it out; the fix the
+    sweep names is to run `ray up` again."""
+    worker1 = nodes.node("worker1")
+    for _ in range(tries):
+        nodes.launcher(["ray", "up", "-y", str(config)], log, timeout=400)
+        deadline = time.time() + 300
+        while time.time() < deadline and not nodes.autoscaler_gave_up(worker1):
+            if nodes.raylet_up_for(worker1, 10):
+                return
+            time.sleep(1)
+    raise AssertionError(f"worker1 never joined in {tries} `ray up`s\n{log.read_text()[-5000:]}")
+
+
 def test_ray_up_sweep_ray_down_midway_ray_up_rerun_report_down(nodes, tmp_path):
     log = tmp_path / "launcher.log"
     before = outside_entries(nodes)
@@ -141,11 +156,11 @@ def test_ray_up_sweep_ray_down_midway_ray_up_rerun_report_down(nodes, tmp_path):
     nodes.launcher(["python", "-m", "trainables.provenance", "stamp"], log)
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=nodes.checkout, capture_output=True,
                             text=True, check=True).stdout.strip()[:12]
-    nodes.launcher(["ray", "up", "-y", str(config)], log, timeout=400)
+    ray_up_until_worker1_joins(nodes, config, log)
     t_up = time.time()
 
-    # The first run, at once (worker1 joins while it runs). The trial on the head sleeps after
-    # its first checkpointed epoch, holding the head's one CPU: the other two run on worker1.
+    # The first run. The trial on the head sleeps after its first checkpointed epoch, holding
+    # the head's one CPU: the other two run on worker1.
     # Then ray down, while that trial sleeps.
     first = nodes.launcher_popen(["ray", "exec", str(config), SWEEP.format(env=FAULT)],
                                  tmp_path / "sweep1.log")
