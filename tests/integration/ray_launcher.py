@@ -373,12 +373,12 @@ class SshNodes:
         return False
 
     def autoscaler_gave_up(self, node: SshNode) -> bool:
-        """Whether the head's autoscaler logged that the node's setup or `ray start` failed (it
-        then leaves the node out until the next `ray up`)."""
-        for log in self.head.folder.glob("r/ray/session_*/logs/monitor.log"):
-            if f"ip {node.ip}. (launch failed)" in log.read_text(errors="replace"):
-                return True
-        return False
+        """Whether the head's autoscaler (its latest session) logged that the node's setup or
+        `ray start` failed (it then leaves the node out until the next `ray up`)."""
+        sessions = sorted(self.head.folder.glob("r/ray/session_2*"))  # named by start time
+        log = sessions[-1] / "logs" / "monitor.log" if sessions else None
+        return bool(log and log.is_file()
+                    and f"ip {node.ip}. (launch failed)" in log.read_text(errors="replace"))
 
     def logs(self) -> str:
         parts = []
