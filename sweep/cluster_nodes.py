@@ -72,7 +72,8 @@ def _address(name: str) -> str:
 
 def missing_lines(path: Path = BOOTSTRAP_CONFIG) -> list[str]:
     """What to tell the user about machines of the cluster file that are not in the connected
-    Ray cluster (none when all joined, or when this is not an on-premise cluster's head)."""
+    Ray cluster (none when all joined, when this is not an on-premise cluster's head, or when
+    the sweep runs on a Ray of its own there)."""
     import ray
 
     expected = expected_machines(path)
@@ -82,6 +83,8 @@ def missing_lines(path: Path = BOOTSTRAP_CONFIG) -> list[str]:
         alive = {n.get("NodeManagerAddress") for n in ray.nodes() if n.get("Alive")}
     except Exception as exc:  # Ray itself failing is reported by the sweep's own checks
         log.debug("cannot list the Ray nodes: %s", exc)
+        return []
+    if expected[0] not in alive:  # not that cluster (e.g. a local Ray started on its head)
         return []
     missing = [ip for ip in expected if ip not in alive]
     if not missing:

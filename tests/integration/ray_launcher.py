@@ -39,6 +39,7 @@ import contextlib
 import json
 import os
 import random
+import re
 import secrets
 import shutil
 import subprocess
@@ -108,7 +109,7 @@ def unavailable() -> str | None:
     if not SSHD.is_file():
         return ("needs Debian's openssh-server for the nodes' SSH servers (`make sshd` installs "
                 "it, as CI does)")
-    for tool in ("ssh", "ssh-keygen", "rsync"):
+    for tool in ("ssh", "ssh-keygen", "rsync", "git"):
         if shutil.which(tool) is None:
             return f"needs {tool!r} (`make sshd` installs openssh-server and rsync, as CI does)"
     probe = subprocess.run(["unshare", "--pid", "--fork", "--mount", "--mount-proc", "true"],
@@ -358,27 +359,16 @@ class SshNodes:
                 raise AssertionError(f"sshd on {node.role} did not start:\n{log.read_text()}")
             time.sleep(0.1)
 
-    def raylet_up_for(self, node: SshNode, seconds: float) -> bool:
-        """Whether the node's raylet has run for `seconds` (it dies within a second or two when
-        its `ray start` fails, e.g. Ray's version check)."""
-        for line in ray_processes(node.netns):
-            pid = int(line.split(":", 1)[0])
-            if "/raylet " in line:
-                try:
-                    age = time.time() - Path(f"/proc/{pid}").stat().st_mtime
-                except OSError:
-                    continue
-                if age >= seconds:
-                    return True
-        return False
-
-    def autoscaler_gave_up(self, node: SshNode) -> bool:
-        """Whether the head's autoscaler (its latest session) logged that the node's setup or
-        `ray start` failed (it then leaves the node out until the next `ray up`)."""
+    def worker_start(self, node: SshNode) -> str | None:
+        """What the head's autoscaler (its latest session) logged of the node's `ray start`:
+        "succeeded", "failed" (it then leaves the node out until the next `ray up`), or None
+        while it runs."""
         sessions = sorted(self.head.folder.glob("r/ray/session_2*"))  # named by start time
-        log = sessions[-1] / "logs" / "monitor.log" if sessions else None
-        return bool(log and log.is_file()
-                    and f"ip {node.ip}. (launch failed)" in log.read_text(errors="replace"))
+        log = sessions[-1] / "logs" / "monitor.out" if sessions else None
+        text = log.read_text(errors="replace") if log and log.is_file() else ""
+        found = re.findall(rf"NodeUpdater: {re.escape(node.ip)}: Ray start commands (succeeded|failed)",
+                           text)
+        return found[-1] if found else None
 
     def logs(self) -> str:
         parts = []

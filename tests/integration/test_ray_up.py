@@ -140,10 +140,10 @@ def ray_up_until_worker1_joins(nodes: SshNodes, config: Path, log: Path, tries: 
     for _ in range(tries):
         nodes.launcher(["ray", "up", "-y", str(config)], log, timeout=400)
         deadline = time.time() + 300
-        while time.time() < deadline and not nodes.autoscaler_gave_up(worker1):
-            if nodes.raylet_up_for(worker1, 10):
-                return
+        while time.time() < deadline and nodes.worker_start(worker1) is None:
             time.sleep(1)
+        if nodes.worker_start(worker1) == "succeeded":
+            return
     raise AssertionError(f"worker1 never joined in {tries} `ray up`s\n{log.read_text()[-5000:]}")
 
 
