@@ -30,7 +30,7 @@ removes that folder. SSH host keys are never checked by Ray (it passes StrictHos
 and UserKnownHostsFile=/dev/null itself).
 
 Needs root, iproute2, util-linux's unshare and Debian's openssh-server and rsync (`make sshd`);
-`unavailable()` says what is missing.
+`ssh_machine.unavailable()` says what is missing.
 """
 
 from __future__ import annotations
@@ -58,36 +58,20 @@ from tests.integration.netns import (
     _ip,
     kill_namespace,
     make_base,
-    namespace_pids,
     owned_name,
     ray_ssh_control_dir,
     sweep_stale,
 )
-from tests.integration.netns import unavailable as namespaces_unavailable
+from tests.integration.ssh_machine import (
+    NODE_SH,
+    PACKAGES,
+    SSHD,
+    passwd_with_home,
+    source_folders,
+    sshd_config,
+)
 
 VENV_BIN = Path(sys.executable).parent
-SSHD = Path("/usr/sbin/sshd")
-PACKAGES = ("sweep", "trainables", "analysis", "feature_reuse")
-"""What a node needs of the checkout (with pyproject.toml) and what is covered on every node."""
-
-# A node: one process tree in fresh mount, UTS and PID namespaces (unshare --pid --fork makes
-# this script pid 1's parent side; sshd becomes pid 1 and reaps every orphan, Ray's included).
-_NODE_SH = r"""
-set -e
-hostname "$FR_HOSTNAME"
-mount -t tmpfs -o size=1g,mode=1777 fr-shm /dev/shm
-mount -t tmpfs -o mode=0755 fr-run /run
-mkdir -m 0755 /run/sshd
-mount -t tmpfs -o mode=0755 fr-log /var/log
-mount --bind "$FR_NODE_FOLDER" "$FR_HOME"
-mount --bind "$FR_PASSWD" /etc/passwd
-while [ "$1" != "--" ]; do
-  mount -t tmpfs -o size=64k,mode=0755,ro fr-hidden "$1"
-  shift
-done
-shift
-exec "$@"
-"""
 
 # The launcher: root's home is its own folder (ssh reads ~/.ssh from the passwd entry, Ray
 # expands ~ from HOME).
@@ -96,56 +80,6 @@ set -e
 mount --bind "$FR_PASSWD" /etc/passwd
 exec "$@"
 """
-
-_RAY_MARKERS = ("raylet", "gcs_server", "ray/_private", "ray/dashboard", "ray/autoscaler",
-                "default_worker", "ray::", "log_monitor", "sweep.run", "analysis.report")
-
-
-def unavailable() -> str | None:
-    """Why SSH nodes cannot exist here (None when they can)."""
-    reason = namespaces_unavailable()
-    if reason:
-        return reason
-    if not SSHD.is_file():
-        return ("needs Debian's openssh-server for the nodes' SSH servers (`make sshd` installs "
-                "it, as CI does)")
-    for tool in ("ssh", "ssh-keygen", "rsync", "git"):
-        if shutil.which(tool) is None:
-            return f"needs {tool!r} (`make sshd` installs openssh-server and rsync, as CI does)"
-    probe = subprocess.run(["unshare", "--pid", "--fork", "--mount", "--mount-proc", "true"],
-                           capture_output=True, text=True, timeout=30)
-    if probe.returncode != 0:
-        return f"cannot create PID namespaces: {probe.stderr.strip() or probe.returncode}"
-    return None
-
-
-def source_folders() -> list[Path]:
-    """The project's packages wherever this Python would import them from: the checkout, and
-    the editable install's target when that is another checkout (a worktree sharing a venv)."""
-    folders = {PROJECT_ROOT / p for p in PACKAGES}
-    code = ("import importlib.util as u, os\n"
-            f"for p in {PACKAGES!r}:\n"
-            "    s = u.find_spec(p)\n"
-            "    print(os.path.dirname(s.origin) if s and s.origin else '')\n")
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/",
-                         env=env, timeout=60).stdout
-    folders.update(Path(line) for line in out.split() if line)
-    return sorted(f for f in folders if f.is_dir())
-
-
-def ray_processes(netns: str) -> list[str]:
-    """The command lines of the Ray processes (and sweep/report drivers) in a namespace."""
-    found = []
-    for pid in namespace_pids(netns):
-        try:
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        if any(m in cmd for m in _RAY_MARKERS):
-            found.append(f"{pid}: {cmd[:200]}")
-    return found
-
 
 @dataclass
 class SshNode:
@@ -295,7 +229,7 @@ class SshNodes:
         (self.launcher_home / ".ray" / "auth_token").write_text(secrets.token_hex(32))
         passwd = Path("/etc/passwd").read_text().splitlines()
         for name, home in (("passwd-nodes", self.home), ("passwd-launcher", self.launcher_home)):
-            lines = [_with_home(line, home) if line.startswith("root:") else line
+            lines = [passwd_with_home(line, home) if line.startswith("root:") else line
                      for line in passwd]
             (self.base / name).write_text("\n".join(lines) + "\n")
         self.checkout.mkdir()
@@ -310,7 +244,7 @@ class SshNodes:
             (node.folder / "tmp").mkdir()
             node.hidden = [n.folder for n in self.nodes if n is not node] + covered
             (node.folder / ".bashrc").write_text(self._bashrc(node))
-            (ssh / f"sshd-{node.role}.conf").write_text(_sshd_config(node.ip, ssh, self.home))
+            (ssh / f"sshd-{node.role}.conf").write_text(sshd_config(node.ip, ssh, self.home))
 
     def _bashrc(self, node: SshNode) -> str:
         return "\n".join([
@@ -345,7 +279,7 @@ class SshNodes:
                "FR_NODE_FOLDER": str(node.folder), "FR_HOME": str(self.home),
                "FR_PASSWD": str(self.base / "passwd-nodes")}
         argv = ["ip", "netns", "exec", node.netns, "unshare", "--mount", "--uts", "--pid",
-                "--fork", "--mount-proc", "--propagation", "private", "sh", "-c", _NODE_SH,
+                "--fork", "--mount-proc", "--propagation", "private", "sh", "-c", NODE_SH,
                 "fr-node", *map(str, node.hidden), "--", str(SSHD), "-D", "-e", "-f",
                 str(self.base / "ssh" / f"sshd-{node.role}.conf")]
         log = open(self.base / f"sshd-{node.role}.log", "w")
@@ -398,31 +332,3 @@ class SshNodes:
         assert not left and not leaked and not self.base.exists() and not control.exists(), (
             f"SSH nodes left processes {left}, namespaces {leaked}, {self.base} or {control}")
         assert TMP.is_dir()
-
-
-def _with_home(passwd_line: str, home: Path) -> str:
-    fields = passwd_line.split(":")
-    fields[5] = str(home)
-    return ":".join(fields)
-
-
-def _sshd_config(ip: str, ssh: Path, home: Path) -> str:
-    """One node's sshd: its address only, the test's host key and authorized key, root by key."""
-    return "\n".join([
-        f"ListenAddress {ip}:22",
-        f"HostKey {ssh / 'host_ed25519'}",
-        f"AuthorizedKeysFile {ssh / 'authorized_keys'}",
-        "PidFile none",
-        "PermitRootLogin prohibit-password",
-        "PubkeyAuthentication yes",
-        "PasswordAuthentication no",
-        "KbdInteractiveAuthentication no",
-        "UsePAM no",
-        "PrintMotd no",
-        "PrintLastLog no",
-        "StrictModes no",  # the key files lie under /tmp (world-writable), which it refuses
-        # Ray opens several connections at once (file mounts, setup, the autoscaler's updaters)
-        "MaxStartups 64",
-        "MaxSessions 64",
-        "LogLevel INFO",
-        ""])

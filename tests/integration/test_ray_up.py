@@ -47,7 +47,8 @@ import yaml
 
 from tests.conftest import PROJECT_ROOT, write_image
 from tests.integration.netns import TMP, ray_ssh_control_dir
-from tests.integration.ray_launcher import SshNodes, ray_processes, unavailable
+from tests.integration.ray_launcher import SshNodes
+from tests.integration.ssh_machine import ray_processes, unavailable
 from trainables import results
 
 REASON = unavailable()
