@@ -10,6 +10,7 @@
 # `make install-dev` (tests, lint) adds requirements-dev.lock (the test, timm, cluster and onnx
 # extras). With UV=uv, uv installs the same locks (docs/install.md: it ignores pip's config, so
 # point it at your package index yourself).
+# make sshd: Debian's openssh-server and rsync for the `ray up` test's nodes; CI runs it
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -25,7 +26,7 @@ else
 INSTALL_LOCK = $(UV) pip install --quiet --python $(PY) --require-hashes --no-deps -r
 endif
 
-.PHONY: install install-dev demo test check lint bench browser lock clean
+.PHONY: install install-dev demo test check lint bench browser sshd lock clean
 
 install: $(VENV)/.installed
 
@@ -69,6 +70,17 @@ browser:
 	    --no-install-recommends chromium >/dev/null && echo "chromium: installed"; \
 	else echo "make browser: run as root on Debian (apt-get install chromium), or install Chromium" \
 	  "yourself; the report's browser test skips without it" >&2; exit 1; fi
+
+# Debian's openssh-server and rsync (about 5 MB, seconds): the SSH servers the `ray up` test
+# starts inside its own network namespaces (never the machine's), and what Ray's file mounts use.
+# Without them tests/integration/test_ray_up.py skips and says why.
+sshd:
+	@if [ -x /usr/sbin/sshd ] && command -v rsync >/dev/null 2>&1; then echo "sshd: /usr/sbin/sshd"; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    --no-install-recommends openssh-server rsync >/dev/null && echo "sshd: installed"; \
+	else echo "make sshd: run as root on Debian (apt-get install openssh-server rsync), or install" \
+	  "them yourself; the ray up test skips without them" >&2; exit 1; fi
 
 bench: install
 	$(PY) bench/trial_speed.py

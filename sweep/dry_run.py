@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
+from sweep import cluster_nodes
 from sweep.plan import SweepPlan
 from sweep.preflight import Ready, require_gpu_nodes
 from sweep.ray_session import joining, joins_cluster, ray_session
@@ -28,6 +29,8 @@ def show_dry_run(plan: SweepPlan, ready: Ready) -> int:
     if joins_cluster(plan.resources.address):
         with joining(plan.resources.address), ray_session(plan.resources.address):
             cluster = ray_cluster_info()
+            for line in cluster_nodes.missing_lines():  # an on-premise cluster's absent machines
+                log.info("%s", line)
     require_gpu_nodes(cluster)
     log.info("cluster: %s", cluster.describe())
     for warning in ready.warnings:

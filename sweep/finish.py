@@ -17,8 +17,9 @@ log = logging.getLogger(__name__)
 
 
 def finish(plan: SweepPlan, ready: Ready, failures: RunFailures, timing: list[str]) -> int:
-    """Log what happened to every trial of the grid (and `timing`, the wall-time lines), keep
-    the models --keep-models asks for, compact the results; the exit status."""
+    """Log what happened to every trial of the grid (and `timing`: the cluster file's machines
+    that never joined, the wall-time lines), keep the models --keep-models asks for, compact the
+    results; the exit status."""
     results = plan.experiment.results
     summary, rows = summarize_checked(results, ready.grid)
     failures.merge(summary)

@@ -100,9 +100,17 @@ def joins_cluster(address: str | None) -> bool:
 
 @contextlib.contextmanager
 def joining(address: str | None) -> Iterator[None]:
-    """Errors from starting or joining Ray, as one UserError naming --address."""
+    """Errors from starting or joining Ray (an address that does not answer, a cluster of
+    another Ray version), as one UserError naming --address."""
+    from sweep.cluster_nodes import version_refusal
+
     try:
         yield
+    except RuntimeError as exc:  # Ray's version check: a driver of another Ray or Python
+        refusal = version_refusal(str(exc), address)
+        if refusal is None:
+            raise
+        raise UserError(refusal) from None
     except (ConnectionError, TimeoutError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
         where = f"--address {address}" if address else "a local Ray"

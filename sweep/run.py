@@ -22,6 +22,7 @@ import os
 import sys
 import time
 
+from sweep import cluster_nodes
 from sweep.checkpoints import tidy_before_run
 from sweep.console import console_output
 from sweep.dry_run import show_dry_run
@@ -151,7 +152,7 @@ def run_grid(plan: SweepPlan, ready: Ready) -> int:
                                skipped=len(ready.done))
     tidy_before_run(exp, [p.trial_id for p in ready.done])
     failures = RunFailures(exp, plan.storage)
-    t_run = time.time()
+    t_run, missing = time.time(), []
     if ready.todo:
         with contextlib.ExitStack() as stack:
             for tuner in start_tuners(plan, ready, state, failures, stack):
@@ -161,8 +162,9 @@ def run_grid(plan: SweepPlan, ready: Ready) -> int:
                     failures.stopped = exc
                     break
             failures.after_tuner(ready.todo, ready.manifest)
+            missing = [] if failures.stopped else cluster_nodes.missing_lines()  # Ray still up
     timing = timings(state, t_run, time.time(), ready.todo) if ready.todo else []
-    return finish(plan, ready, failures, timing)
+    return finish(plan, ready, failures, missing + timing)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,6 +23,7 @@ from typing import Any
 
 from ray.tune.search import Searcher
 
+from sweep import cluster_nodes
 from sweep.checkpoints import ResumePointers
 from sweep.datastore import ship_images
 from sweep.failures import RunFailures
@@ -57,6 +58,8 @@ def start_tuners(plan: SweepPlan, ready: Ready, state: SweepState, failures: Run
     with joining(address):
         started_here = stack.enter_context(ray_session(address, exp))
     cluster = ray_cluster_info()
+    for line in cluster_nodes.missing_lines():  # an on-premise cluster's absent machines
+        log.info("%s", line)
     require_gpu_nodes(cluster)  # each GPU node: CUDA usable, same code as here
     local_ray = started_here and not joins_cluster(address)
     resources = size_trials(plan, cluster, local_ray)

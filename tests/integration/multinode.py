@@ -14,6 +14,8 @@ cluster's token in RAY_AUTH_TOKEN (nothing is written to the real ~/.ray).
 Teardown (also when the test fails): every process left in either network namespace is
 SIGKILLed by pid (`ip netns pids`; never `ray stop`, which would stop every Ray on the machine),
 the namespaces are deleted (which deletes the veth pair), and the private folders removed.
+Every name carries the creating process's pid, and `start()` first removes what runs killed
+before their teardown left (tests/integration/netns.py).
 
 Needs root, iproute2's `ip` and util-linux's `unshare`; `unavailable()` says why not.
 """
@@ -28,14 +30,21 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.conftest import PROJECT_ROOT
+from tests.integration.netns import (
+    _ip,
+    kill_namespace,
+    make_base,
+    namespace_pids,
+    owned_name,
+    sweep_stale,
+    unavailable,  # noqa: F401 (the tests import it from here)
+)
 
 VENV_BIN = Path(sys.executable).parent
 GCS_PORT = 6379
@@ -59,42 +68,6 @@ done
 shift
 exec "$@"
 """
-
-
-def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    return subprocess.run(["ip", *args], capture_output=True, text=True, check=check, timeout=30)
-
-
-def unavailable() -> str | None:
-    """Why two-node tests cannot run here (None when they can): root, tools, namespaces."""
-    if sys.platform != "linux":
-        return "network namespaces need Linux"
-    if os.geteuid() != 0:
-        return "needs root to create network and mount namespaces (CI runs as root)"
-    for tool in ("ip", "unshare", "mount", "hostname"):
-        if shutil.which(tool) is None:
-            return f"needs the {tool!r} command (iproute2 / util-linux)"
-    tag = secrets.token_hex(3)
-    probes = [f"frprobe-a-{tag}", f"frprobe-b-{tag}"]
-    try:
-        for ns in probes:
-            made = _ip("netns", "add", ns, check=False)
-            if made.returncode != 0:
-                return f"cannot create a network namespace: {made.stderr.strip() or made.returncode}"
-        veth = _ip("link", "add", f"frp{tag}a", "netns", probes[0], "type", "veth", "peer", "name",
-                   f"frp{tag}b", "netns", probes[1], check=False)
-        if veth.returncode != 0:
-            return f"cannot create a veth pair: {veth.stderr.strip() or veth.returncode}"
-        inner = subprocess.run(["ip", "netns", "exec", probes[0], "unshare", "--mount", "--uts",
-                                "--propagation", "private", "sh", "-c",
-                                "mount -t tmpfs fr-probe /mnt && hostname fr-probe"],
-                               capture_output=True, text=True, timeout=30)
-        if inner.returncode != 0:
-            return f"cannot create mount/UTS namespaces: {inner.stderr.strip() or inner.returncode}"
-    finally:
-        for ns in probes:
-            _ip("netns", "del", ns, check=False)
-    return None
 
 
 @dataclass
@@ -196,8 +169,7 @@ class TwoNodeCluster:
         return self.run(role, [sys.executable, "-c", prelude + code], timeout=timeout, **kw).stdout
 
     def pids(self, node: Node) -> list[int]:
-        out = _ip("netns", "pids", node.netns, check=False).stdout.split()
-        return [int(p) for p in out if p.isdigit()]
+        return namespace_pids(node.netns)
 
     def raylet_pid(self, node: Node) -> int | None:
         for pid in self.pids(node):
@@ -244,14 +216,17 @@ class TwoNodeCluster:
     @contextmanager
     def start(cls, hide_from_worker: Sequence[Path] = (), hide_from_head: Sequence[Path] = (),
               head_cpus: int = 1, worker_cpus: int = 1, hide_source: bool = True,
-              env: dict[str, str] | None = None) -> Iterator[TwoNodeCluster]:
-        # Short paths: Ray's unix sockets live under RAY_TMPDIR and must stay < 108 characters.
-        base = Path(tempfile.mkdtemp(prefix="frmn", dir="/tmp"))
+              env: dict[str, str] | None = None, start_ray: bool = True,
+              ) -> Iterator[TwoNodeCluster]:
+        """The two nodes (and Ray on them unless start_ray is False), after removing what
+        killed earlier runs left (sweep_stale)."""
+        sweep_stale()
         tag = secrets.token_hex(3)
+        base = make_base(tag)
         subnet = f"10.{random.randint(100, 250)}.{random.randint(1, 250)}"
         source = [PROJECT_ROOT / d for d in SOURCE_DIRS] if hide_source else []
-        head = Node("head", f"frmn-h-{tag}", f"{subnet}.1", base / "head")
-        worker = Node("worker", f"frmn-w-{tag}", f"{subnet}.2", base / "worker")
+        head = Node("head", f"{owned_name(tag)}-h", f"{subnet}.1", base / "head")
+        worker = Node("worker", f"{owned_name(tag)}-w", f"{subnet}.2", base / "worker")
         head.hidden = [worker.home, *map(Path, hide_from_head), *source]
         worker.hidden = [head.home, *map(Path, hide_from_worker), *source]
         for node in (head, worker):
@@ -270,7 +245,8 @@ class TwoNodeCluster:
             for node, end in ((head, f"{veth}h"), (worker, f"{veth}w")):
                 _ip("-n", node.netns, "addr", "add", f"{node.ip}/24", "dev", end)
                 _ip("-n", node.netns, "link", "set", end, "up")
-            cluster._start_ray(head_cpus, worker_cpus)
+            if start_ray:
+                cluster._start_ray(head_cpus, worker_cpus)
             yield cluster
         finally:
             cluster._teardown(made)
@@ -296,18 +272,7 @@ class TwoNodeCluster:
     def _teardown(self, namespaces: list[str]) -> None:
         """Kill what runs in our namespaces, delete them, remove our folders; then check that
         nothing is left (a leak fails the test that used the cluster)."""
-        nodes = [n for n in (self.worker, self.head) if n.netns in namespaces]
-        for _ in range(10):
-            running = [pid for node in nodes for pid in self.pids(node)]
-            if not running:
-                break
-            for pid in running:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            time.sleep(0.5)
-        left = [pid for node in nodes for pid in self.pids(node)]
+        left = [pid for ns in namespaces for pid in kill_namespace(ns)]
         for ns in namespaces:
             _ip("netns", "del", ns, check=False)
         shutil.rmtree(self.base, ignore_errors=True)

@@ -264,3 +264,24 @@ def test_a_ray_job_refuses_a_relative_storage_folder(make_pool, tmp_path, torch_
     finally:
         signal.signal(signal.SIGTERM, previous)
     assert not (tmp_path / "runs").exists(), "a dry run writes nothing"
+
+
+# ------------------------------------------------------------------------- ray up's machines
+def test_machines_of_a_cluster_file_are_named_only_for_the_cluster_joined(local_ray, tmp_path):
+    """sweep/cluster_nodes.py on a real Ray: a machine of the cluster file with no Ray node is
+    named; a Ray that is not that cluster's (its head is not among the nodes) names nothing."""
+    import ray
+    import yaml
+
+    from sweep.cluster_nodes import missing_lines
+
+    here = next(n["NodeManagerAddress"] for n in ray.nodes() if n["Alive"])
+    path = tmp_path / "ray_bootstrap_config.yaml"
+    path.write_text(yaml.safe_dump({"provider": {"type": "local", "head_ip": here,
+                                                 "worker_ips": ["10.255.255.1"]}}))
+    lines = missing_lines(path)
+    assert lines[0].startswith("note: 1 of the 2 machines") and "the other 1" in lines[0]
+    assert lines[1] == "  10.255.255.1: its setup or `ray start` failed, or it is still starting"
+    path.write_text(yaml.safe_dump({"provider": {"type": "local", "head_ip": "10.255.255.2",
+                                                 "worker_ips": [here]}}))
+    assert missing_lines(path) == []

@@ -1,10 +1,14 @@
 """cluster.yaml is a valid Ray cluster-launcher config for this project (Ray's own schema), and
-docs/gpu.md gives the AWS account what it needs to start its workers (IAM policy, GPU quota)."""
+docs/gpu.md gives the AWS account what it needs to start its workers (IAM policy, GPU quota).
+cluster.local.yaml (on-premise machines over SSH) is valid too and runs the same commands; the
+differences between the two files are listed here, and tests/integration/test_ray_up.py
+launches it for real."""
 
 from __future__ import annotations
 
 import copy
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -18,6 +22,11 @@ from ray.autoscaler._private.util import prepare_config, validate_config
 from tests.conftest import PROJECT_ROOT
 
 CLUSTER_YAML = PROJECT_ROOT / "cluster.yaml"
+CLUSTER_LOCAL_YAML = PROJECT_ROOT / "cluster.local.yaml"
+SAME_IN_BOTH = ("file_mounts", "rsync_exclude", "initialization_commands", "setup_commands",
+                "worker_setup_commands", "head_start_ray_commands", "worker_start_ray_commands")
+"""What the two cluster files share, word for word, except where results go (below)."""
+STORAGE = re.compile(r"FEATURE_REUSE_STORAGE=(\S+?)'")
 GPU_DOC = PROJECT_ROOT / "docs" / "gpu.md"
 GPU_CAPABILITY = {"g4dn": (7, 5), "g5": (8, 6), "g6": (8, 9), "g6e": (8, 9), "p3": (7, 0),
                   "p4d": (8, 0), "p4de": (8, 0), "p5": (9, 0)}
@@ -160,3 +169,64 @@ def test_setup_installs_the_synced_project_and_sets_s3_storage(config, monkeypat
     assert STORAGE_ENV == "FEATURE_REUSE_STORAGE"
     monkeypatch.setenv(STORAGE_ENV, match.group(1))
     assert build_parser().parse_args([]).storage == match.group(1)
+
+
+# ------------------------------------------------------------------------- cluster.local.yaml
+@pytest.fixture(scope="module")
+def local_config() -> dict:
+    return yaml.safe_load(CLUSTER_LOCAL_YAML.read_text())
+
+
+def test_on_premise_file_validates_as_ray_up_prepares_it(local_config):
+    jsonschema.validate(local_config, rays_schema())
+    prepared = prepare_config(copy.deepcopy(local_config))
+    validate_config(prepared)
+    assert prepared["provider"]["type"] == "local"
+    workers = prepared["available_node_types"][prepared["head_node_type"]]
+    assert workers["min_workers"] == workers["max_workers"] == len(local_config["provider"]["worker_ips"])
+    assert {"ssh_user", "ssh_private_key"} <= set(local_config["auth"])
+
+
+def without_storage(commands: list[str]) -> list[str]:
+    return [STORAGE.sub("FEATURE_REUSE_STORAGE=<storage>'", c) for c in commands]
+
+
+def test_both_files_run_the_same_commands_and_differ_only_in_where_results_go(config, local_config):
+    for key in SAME_IN_BOTH:
+        mine, theirs = config[key], local_config[key]
+        if key == "setup_commands":
+            mine, theirs = without_storage(mine), without_storage(theirs)
+        assert mine == theirs, f"{key} differs between cluster.yaml and cluster.local.yaml"
+    aws = STORAGE.search(" ".join(config["setup_commands"])).group(1)
+    local = STORAGE.search(" ".join(local_config["setup_commands"])).group(1)
+    assert aws.startswith("s3://") and local == "$HOME/feature-reuse-runs"
+    # AWS only: the autoscaler's AWS client on the head, Docker images, node types
+    assert local_config["head_setup_commands"] == []
+    assert [c for c in config["head_setup_commands"] if "boto3" not in c] == []
+
+
+def test_the_comparison_sees_a_changed_command(config, local_config):
+    changed = copy.deepcopy(local_config)
+    changed["worker_start_ray_commands"][-1] += " --num-cpus=1"
+    assert changed["worker_start_ray_commands"] != config["worker_start_ray_commands"]
+    assert without_storage(["export FEATURE_REUSE_STORAGE=s3://a/b' >> x"]) == without_storage(
+        ["export FEATURE_REUSE_STORAGE=$HOME/c' >> x"])
+
+
+def test_every_node_turns_token_authentication_on_with_the_launchers_token(config, local_config):
+    for c in (config, local_config):
+        assert c["file_mounts"]["~/.ray/auth_token"] == "~/.ray/auth_token"
+        assert any("export RAY_AUTH_MODE=token" in cmd for cmd in c["setup_commands"])
+        # Ray 2.60's autoscaler v2 never starts an on-premise cluster's workers
+        assert all("RAY_enable_autoscaler_v2=0 ray start --head" in " ".join(cmd.split())
+                   for cmd in c["head_start_ray_commands"] if "ray start" in cmd)
+
+
+def test_on_premise_results_default_to_a_folder_on_the_head(local_config, monkeypatch, tmp_path):
+    from sweep.run import STORAGE_ENV, build_parser
+
+    line = STORAGE.search(" ".join(local_config["setup_commands"])).group(1)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv(STORAGE_ENV, os.path.expandvars(line))  # as ~/.bashrc exports it
+    storage = build_parser().parse_args([]).storage
+    assert storage == str(tmp_path / "feature-reuse-runs") and os.path.isabs(storage)
