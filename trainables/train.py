@@ -117,7 +117,8 @@ def run_trial(config: TrialConfig, manifest: Manifest, source: ImageSource, out:
         apply_determinism(config.deterministic, config.tf32, config.cudnn_benchmark)
         set_memory_fraction(device, gpu_share)
         reset_peak_memory(device)
-        data = load_trial_data(manifest, source, config.train_size)
+        subset_seed = config.subset_seed(manifest.split_seed)
+        data = load_trial_data(manifest, source, config.train_size, subset_seed)
         fit: FitFunction = get_regime(config.regime).fit_function()
         fitted = fit(config, data, device, state, on_epoch)
         state = fitted.state
@@ -149,6 +150,7 @@ def run_trial(config: TrialConfig, manifest: Manifest, source: ImageSource, out:
             "one_class_test": tables.one_class_label(test.preds.tolist(), data.classes),
             "one_class_ood": ood_one_class,
             "train_images": len(data.train), "train_images_per_class": float(counts.float().mean()),
+            "train_subset_seed": subset_seed,
             "trainable_params": fitted.trainable_params, "total_params": fitted.total_params,
             "train_seconds": state.train_seconds, "total_seconds": time.perf_counter() - t0,
             **peak, "peak_memory_mb": peak["peak_allocated_mb"],
