@@ -41,7 +41,7 @@ TRIAL_COLUMNS = KEY_COLUMNS + [
     "preset", "source", "status", "error", "epochs", "best_epoch", "best_val_acc", "best_val_loss",
     "test_acc", "ood_acc", "classes_json", "train_images", "train_images_per_class", "trainable_params",
     "total_params", "ood_kind", "model_path", "split_manifest_hash", "one_class_test",
-    "one_class_ood", "test_confusion_json", "ood_confusion_json"]
+    "one_class_ood", "test_confusion_json", "ood_confusion_json", "train_subset_seed"]
 """What the analysis reads of `trials` (not the large JSON and provenance columns; the confusion
 matrices give the one-class flags their counts: analysis.one_class). Columns an older file lacks
 read as null."""
