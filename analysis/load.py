@@ -27,7 +27,6 @@ from trainables.results.compaction import read_folder
 from trainables.results.storage import join, resolve
 from trainables.results.tables import (
     PREDICTIONS_SCHEMA,
-    TRIALS_SCHEMA,
     check_table,
     read_checked,
     read_table,
@@ -41,11 +40,11 @@ EPOCH_COLUMNS = ["trial_id", "epoch", "val_acc", "lr"]
 TRIAL_COLUMNS = KEY_COLUMNS + [
     "preset", "source", "status", "error", "epochs", "best_epoch", "best_val_acc", "best_val_loss",
     "test_acc", "ood_acc", "classes_json", "train_images", "train_images_per_class", "trainable_params",
-    "total_params", "ood_kind", "model_path", "split_manifest_hash"] + [
-    c for c in ("one_class_test", "one_class_ood", "test_confusion_json", "ood_confusion_json")
-    if "one_class_test" in TRIALS_SCHEMA.names]
+    "total_params", "ood_kind", "model_path", "split_manifest_hash", "one_class_test",
+    "one_class_ood", "test_confusion_json", "ood_confusion_json", "train_subset_seed"]
 """What the analysis reads of `trials` (not the large JSON and provenance columns; the confusion
-matrices only where the schema has the one-class flags they count: analysis.one_class)."""
+matrices give the one-class flags their counts: analysis.one_class). Columns an older file lacks
+read as null."""
 ANTS_BEES_CAVEAT = ("the classes are ants and bees: these photos most likely come from ImageNet "
                     "itself, so ImageNet-pretrained models have seen photos like them and "
                     "transfer looks better here than on a truly new domain")

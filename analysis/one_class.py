@@ -21,7 +21,9 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-THRESHOLD = 0.95
+from trainables.results.tables import ONE_CLASS_SHARE
+
+THRESHOLD = ONE_CLASS_SHARE
 SPLITS = ("test", "ood")
 FLAG_COLUMNS = {split: f"one_class_{split}" for split in SPLITS}
 """The trials columns read when present (see the module docstring)."""

@@ -265,7 +265,7 @@ def _context(res: Results, report: Report, t2: tables.Table2, comparisons_tab: t
         "figures": figs,
         "comparisons": comparisons_tab,
         "conditional": answer_mod.CONDITIONAL,
-        "claims_fixed": claims_mod.FIXED_IN_ADVANCE,
+        "claims_fixed": claims_mod.CLAIMS_NOTE,
         "claims": render.claims_context(claims),
         "gradcam": gradcam,
         "provenance": report.provenance,

@@ -324,3 +324,38 @@ def crossed_accuracy(correct: np.ndarray, confidence: float = CONFIDENCE) -> Eff
     c = crossed_mean(x, floor=adjusted * (1 - adjusted) / (s * (i + 2)))
     h = c.half(confidence)
     return Effect(c.mean, max(c.mean - h, 0.0), min(c.mean + h, 1.0), math.nan, s, i, c.se, METHOD)
+
+
+LOG_ODDS_METHOD = ("log-odds: each group's pooled accuracy (k + 1/2) / (n + 1) on the logit scale, "
+                   "the crossed seeds x images interval of its delta-method linearisation")
+
+
+def log_odds_contrast(correct: np.ndarray, signs: Sequence[int], *,
+                      confidence: float = CONFIDENCE) -> Effect:
+    """sum_g signs[g] * logit(accuracy of group g), with the crossed-design interval and p.
+
+    `correct` is seeds x groups x images of 0/1 (row s of every group: one seed's models, on the
+    same images). Each group's accuracy is smoothed to (k + 1/2) / (n + 1) over its n = S I
+    answers, so a group at 100% has a finite log-odds; each (seed, image) cell is replaced by its
+    delta-method value logit(p_g) + (x - mean_g) / (p_g (1 - p_g)), whose mean is the contrast,
+    and the crossed-design interval (`crossed_mean`) of those values is the contrast's. The image
+    part's variance is at least the binomial one of each smoothed p_g over I + 2 images, on the
+    logit scale, so a group at the ceiling (where the log-odds are barely determined) widens the
+    interval instead of narrowing it. A difference of differences at the ceiling is squeezed on
+    the accuracy scale; this scale is not."""
+    x = np.asarray(correct, dtype=float)
+    if x.ndim != 3 or x.shape[1] != len(signs):
+        raise ValueError(f"need seeds x {len(signs)} groups x images, got shape {x.shape}")
+    s, _, i = x.shape
+    values = np.zeros((s, i))
+    floor = 0.0
+    for g, sign in enumerate(signs):
+        cells = x[:, g, :]
+        p = (cells.sum() + 0.5) / (cells.size + 1)
+        slope = 1.0 / (p * (1 - p))
+        values += sign * (math.log(p / (1 - p)) + (cells - cells.mean()) * slope)
+        floor += slope / (s * (i + 2))
+    c = crossed_mean(values, floor=floor)
+    h = c.half(confidence)
+    return Effect(c.mean, c.mean - h, c.mean + h, c.level(c.mean), s, i, c.se,
+                  LOG_ODDS_METHOD if s > 1 else "one seed: " + LOG_ODDS_METHOD)

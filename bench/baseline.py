@@ -75,8 +75,9 @@ def datasets(manifest: Manifest, roots: DataRoots, config: TrialConfig
     """The four splits as ImageFolder-style datasets (train subset as the project selects it),
     each eval split with its own transform from the config."""
     classes = manifest.classes
+    subset_seed = config.subset_seed(manifest.split_seed)  # None at "all": no subset drawn
     train = select_train(manifest.split_entries("train"), classes, config.train_size,
-                         manifest.split_seed)
+                         manifest.split_seed if subset_seed is None else subset_seed)
     out = {"train": ManifestImageFolder(roots.data, train, classes, roots,
                                         study_train_transform(config.train_crop))}
     for split in ("val", "test", "ood"):

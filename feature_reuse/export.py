@@ -4,11 +4,12 @@
     feature-reuse export --experiment runs/demo --model 0b8fcb594117a265 --format onnx --out model.onnx
 
 The file takes a float32 image batch (N, 3, H, W) with values in [0, 1] (RGB, a uint8 image / 255)
-at the model's crop size (H = W = the config's test_crop), normalises it with the model's own
+at the model's crop size (H = W = the test crop: `TrialConfig.eval_transform("test")`, which for
+the linear probe is its validation transform), normalises it with the model's own
 mean and std inside, and returns the logits (N, classes) of the eval-mode model (Inception: the
 main head; the auxiliary head is a training device). Softmax gives the probabilities that
-`feature-reuse predict` prints. Resizing and cropping stay outside: Resize(test_resize) (the
-shorter side, with the config's interpolation) then CenterCrop(test_crop), as predict does. The
+`feature-reuse predict` prints. Resizing and cropping stay outside: Resize(test resize) (the
+shorter side, with the config's interpolation) then CenterCrop(test crop), as predict does. The
 file carries that recipe and the class names as metadata: TorchScript in the extra file
 `feature_reuse.json` (torch.jit.load(path, _extra_files={"feature_reuse.json": ""})), ONNX in its
 metadata_props. Before returning, the written file is loaded back and its logits compared with
@@ -61,10 +62,11 @@ class NormalizedClassifier(nn.Module):
 def metadata(kept: KeptModel) -> dict[str, Any]:
     """What a user of the file needs besides the weights."""
     c = kept.config
-    return {"classes": kept.classes, "input": {"shape": ["N", 3, c.test_crop, c.test_crop],
+    resize, crop = c.eval_transform("test")  # the linear probe: its validation transform
+    return {"classes": kept.classes, "input": {"shape": ["N", 3, crop, crop],
                                                 "dtype": "float32", "range": [0.0, 1.0],
                                                 "channels": "RGB"},
-            "preprocess": {"resize_shorter_side": c.test_resize, "center_crop": c.test_crop,
+            "preprocess": {"resize_shorter_side": resize, "center_crop": crop,
                            "interpolation": c.interpolation},
             "normalisation_inside": {"mean": list(c.mean), "std": list(c.std)},
             "output": "logits (softmax gives probabilities)", "arch": c.arch, "regime": c.regime,
@@ -72,7 +74,7 @@ def metadata(kept: KeptModel) -> dict[str, Any]:
 
 
 def example_batch(kept: KeptModel, n: int = 2, seed: int = 0) -> torch.Tensor:
-    crop = kept.config.test_crop
+    crop = kept.config.eval_transform("test")[1]
     return torch.rand(n, 3, crop, crop, generator=torch.Generator().manual_seed(seed))
 
 
@@ -169,8 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     checked = ("not run here (no onnxruntime)" if diff is None
                else f"logits equal the kept model's to {diff:.2g} of the largest |logit|")
     c, tid = kept.config, kept.trial_id or (choice.row or {}).get("trial_id")
+    resize, crop = c.eval_transform("test")
     print(f"{args.out}: {c.arch} {c.regime} (trial {tid}) as {args.format}; input "
-          f"float32 (N, 3, {c.test_crop}, {c.test_crop}) in [0, 1], resized to {c.test_resize} "
+          f"float32 (N, 3, {crop}, {crop}) in [0, 1], resized to {resize} "
           f"and center-cropped first; classes {', '.join(kept.classes)}; check: {checked}")
     return 0
 

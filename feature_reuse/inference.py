@@ -7,10 +7,12 @@ What `feature-reuse predict` (feature_reuse/predict.py) runs, usable from Python
     probs = predictor.probs_of(["ant.jpg", "bee.png"])          # (2, classes) tensor
 
 Each image is decoded as in training (`trainables.images.decode_pil`: EXIF orientation, RGB,
-huge images capped), then transformed exactly as the trial's test split was: Resize(test_resize)
-+ CenterCrop(test_crop) with the config's interpolation and backend, normalised with its mean and
-std. Forward passes in float32 and eval mode (a model trained under bf16 autocast runs in float32
-here), on CUDA when it works on this machine, else the CPU (`trainables.device.select_device`).
+huge images capped), then transformed exactly as the trial's test split was: Resize + CenterCrop
+of `TrialConfig.eval_transform("test")` (test_resize/test_crop; the linear probe's validation
+transform, which it sees every split through) with the config's interpolation and backend,
+normalised with its mean and std. Forward passes in float32 and eval mode (a model trained under
+bf16 autocast runs in float32 here), on CUDA when it works on this machine, else the CPU
+(`trainables.device.select_device`).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from trainables.model_file import KeptModel, read_model_file
 
 
 def eval_transform(config: TrialConfig) -> Callable[[Image.Image], torch.Tensor]:
-    """The trial's test transform: decoded PIL image -> uint8 (3, test_crop, test_crop)."""
+    """The trial's test transform: decoded PIL image -> uint8 (3, crop, crop)."""
     resize, crop = config.eval_transform("test")
     return ClassificationPresetEval(resize_size=resize, crop_size=crop, backend=config.backend,
                                     interpolation=config.interpolation)

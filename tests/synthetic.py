@@ -20,10 +20,10 @@ def write_synthetic_trial(root: Path | str, arch: str, regime: str, seed: int, *
                           params: int | None = None, status: str = "ok", error: str | None = None,
                           classes: tuple[str, ...] = ("alpha", "beta"), best_val_loss: float = 0.3,
                           model_path: str | None = None, manifest_hash: str = "m0",
-                          config: dict | None = None) -> str:
+                          config: dict | None = None, row: dict | None = None) -> str:
     """One trial's three tables. `test`/`ood` are accuracies or per-image correctness lists (the
     predictions table then has one row per image, paths shared across trials). `config` becomes
-    the trial's config_json."""
+    the trial's config_json; `row` adds or replaces trials columns."""
     val = val if val is not None else [0.5, 0.7, 0.8]
     lr = lr if lr is not None else [1e-3] * len(val)
     tid = f"{arch}-{regime}-{seed}-{train_size}"
@@ -60,6 +60,6 @@ def write_synthetic_trial(root: Path | str, arch: str, regime: str, seed: int, *
              "train_images": int(per_class * len(classes)), "train_images_per_class": per_class,
              "trainable_params": params, "total_params": 1_000_000, "model_path": model_path,
              "split_manifest_hash": manifest_hash,
-             "config_json": json.dumps(config) if config is not None else None}
+             "config_json": json.dumps(config) if config is not None else None, **(row or {})}
     results.write_trial(str(root), tid, epochs, trial, preds)
     return tid

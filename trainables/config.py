@@ -36,6 +36,13 @@ BACKENDS: tuple[str, ...] = ("pil", "tensor")
 operations, bit for bit) or "tensor" (torchvision.transforms.v2 kernels on uint8 tensors; resampling
 differs from Pillow's by about a grey level, so numbers differ)."""
 
+SUBSET_SEED_POLICIES: tuple[str, ...] = ("per_seed", "split")
+"""Which training images a trial below train size "all" keeps (`TrialConfig.subset_seed`):
+"per_seed" draws its own N-per-class subset from the split seed and the trial seed, so which
+images were drawn is part of the seed noise; "split" draws one subset from the split seed for
+every trial seed (what rows written before this field existed did; their ids are unchanged)."""
+SUBSET_POLICY_FIELD = "subset_seed_policy"
+
 SELECT_ON_ACCURACY = "val_acc"
 SELECT_ON_RECALL = "recall:"
 """Model selection: the epoch kept is the best on validation accuracy (the paper), or with
@@ -60,6 +67,9 @@ class TrialConfig:
     seed: int = 0
     train_size: str = "all"
     """Training images kept per class: "all", an integer count ("20") or a fraction ("0.5")."""
+    subset_seed_policy: str = "per_seed"
+    """Below train size "all": "per_seed" (each seed its own training subset) or "split" (one
+    subset for every seed), `SUBSET_SEED_POLICIES`."""
     epochs: int = 30
     batch_size: int = 6
     lr: float = 0.001
@@ -176,8 +186,23 @@ class TrialConfig:
             return self.select_on[len(SELECT_ON_RECALL):]
         return None
 
+    def subset_seed(self, split_seed: int) -> int | None:
+        """The seed of this trial's training subset (trainables.data.manifest.select_train):
+        None at train size "all" (no subset is drawn); the split seed under policy "split";
+        else a 32-bit number derived from the split seed and the trial seed (the same pair, the
+        same subset; smaller sizes of one seed are prefixes of its permutation)."""
+        if parse_train_size(self.train_size) is None:
+            return None
+        if self.subset_seed_policy == "split":
+            return split_seed
+        digest = hashlib.sha256(f"train-subset:{split_seed}:{self.seed}".encode()).digest()
+        return int.from_bytes(digest[:4], "big")
+
     def eval_transform(self, split: str) -> tuple[int, int]:
-        """(resize, crop) of the deterministic transform for "val", "test" or "ood"."""
+        """(resize, crop) of the deterministic transform for "val", "test" or "ood": the split's
+        own, or for a regime that sees every split through one (`Regime.eval_split`: the linear
+        probe, the validation one) that one, here and in predict, export and Grad-CAM alike."""
+        split = REGIMES[self.regime].eval_split or split
         return getattr(self, f"{split}_resize"), getattr(self, f"{split}_crop")
 
 
@@ -229,7 +254,8 @@ def validate_fields(config: TrialConfig) -> list[str]:
                             f"{', each above 0' if name == 'std' else ''}), got {value!r}")
     if config.regime not in REGIMES:
         problems.append(f"--regime {config.regime!r} is unknown; choose from {', '.join(REGIMES)}")
-    for name, choices in (("bn_mode", BN_MODES), ("backend", BACKENDS)):
+    for name, choices in (("bn_mode", BN_MODES), ("backend", BACKENDS),
+                          (SUBSET_POLICY_FIELD, SUBSET_SEED_POLICIES)):
         if getattr(config, name) not in choices:
             problems.append(f"{name} {getattr(config, name)!r} is unknown; choose from "
                             f"{', '.join(choices)}")
@@ -326,6 +352,11 @@ def canonical_train_size(value: str | int | float) -> str:
 
 
 def trial_id(config: TrialConfig, manifest_hash: str) -> str:
-    """A trial's identity: its config and the split it trains on. Same inputs, same id."""
-    payload = json.dumps({"config": config.to_dict(), "manifest": manifest_hash}, sort_keys=True)
+    """A trial's identity: its config and the split it trains on. Same inputs, same id.
+    `subset_seed_policy` counts only where it draws a subset of its own (below train size "all",
+    policy "per_seed"): elsewhere it changes nothing, and ids written before it existed hold."""
+    fields = config.to_dict()
+    if config.subset_seed_policy == "split" or parse_train_size(config.train_size) is None:
+        del fields[SUBSET_POLICY_FIELD]
+    payload = json.dumps({"config": fields, "manifest": manifest_hash}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]

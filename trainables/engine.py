@@ -346,7 +346,8 @@ class Fitted:
     state: FitState
     """The `epochs` rows and the kept model's validation numbers (best_epoch, best_acc, ...)."""
     evaluate: Callable[[DecodedSplit, str], EvalResult]
-    """The kept model on a whole split ("test" or "ood"), with that split's eval transform."""
+    """The kept model on a whole split ("test" or "ood"), with that split's eval transform (the
+    linear probe: the validation transform for every split, trainables/linear_probe.py)."""
     trainable_params: int
     total_params: int
     row: dict[str, Any] = field(default_factory=dict)

@@ -7,9 +7,13 @@ for fixed features, on this project's splits:
    at its penultimate layer: the input of the registry entry's main head, spatially averaged when
    it is a feature map (SqueezeNet). `trainables.cached_features.frozen_extractor` builds it
    (torch.fx, BatchNorm folded into the convolutions).
-2. Features of every image computed once, without augmentation: validation, test and OOD images
-   with their split's eval transform (config val/test/ood resize and crop), training images with
-   the validation transform.
+2. Features of every image computed once, without augmentation, through ONE eval transform, the
+   validation one (config val_resize / val_crop; `PROBE_TRANSFORM`, recorded in
+   `probe_grid_json`): training, validation, test and OOD images alike. The regression is scored
+   through the lens it was fitted and chosen through; with no augmentation it has no robustness
+   to a change of zoom between splits (the study's test transform resizes to the crop itself,
+   its validation transform to 8/7 of it), which would otherwise cost it tens of points on some
+   data. The SGD regimes keep the study's per-split transforms (docs/linear_probe.md).
 3. Optionally (config `probe_standardize`, default on) each feature standardised with the
    training split's mean and standard deviation.
 4. scikit-learn's `LogisticRegression` (L-BFGS, L2 penalty; multinomial for three or more classes,
@@ -68,9 +72,13 @@ from trainables.engine import (
 from trainables.errors import DataError
 from trainables.model_file import probe_classifier, regression_linear
 from trainables.models import build_model, count_params, set_submodule
+from trainables.regimes import LINEAR_PROBE, REGIMES
 
-TRAIN_TRANSFORM = "val"
-"""The eval transform the training images' features use (no augmentation)."""
+PROBE_TRANSFORM = REGIMES[LINEAR_PROBE].eval_split
+"""The one eval transform every split's features use (no augmentation): the validation one, which
+the regression is fitted and its C chosen through (module docstring, step 2; the regime record's
+`eval_split`, so `TrialConfig.eval_transform` gives it for "test" and "ood" too, and predict,
+export and Grad-CAM see a kept probe's inputs as its trial did)."""
 
 
 def penultimate_extractor(model: nn.Module, arch: Arch) -> nn.Module:
@@ -168,11 +176,11 @@ def fit_probe(config: TrialConfig, data: TrialData, device: torch.device,
         p.numel() for path in arch.heads for p in model.get_submodule(path).parameters())
     extractor = penultimate_extractor(model, arch).to(device)
 
-    def split_features(split: DecodedSplit, transform: str) -> tuple[np.ndarray, np.ndarray]:
-        return features(extractor, eval_loader(split, transform, config, device), device, config)
+    def split_features(split: DecodedSplit) -> tuple[np.ndarray, np.ndarray]:
+        return features(extractor, eval_loader(split, PROBE_TRANSFORM, config, device), device, config)
 
-    x_train, y_train = split_features(data.train, TRAIN_TRANSFORM)
-    x_val, y_val = split_features(data.val, "val")
+    x_train, y_train = split_features(data.train)
+    x_val, y_val = split_features(data.val)
     if len(np.unique(y_train)) < 2:
         raise DataError("linear probe: the training split has images of one class only; a "
                         "classifier needs two or more")
@@ -198,12 +206,15 @@ def fit_probe(config: TrialConfig, data: TrialData, device: torch.device,
     curve = {"val_images": int(len(y_val)), "train_images": int(len(y_train)),
              "features": int(x_train.shape[1]), "kept": best,
              **{k: [g[k] for g in grid] for k in grid[0]},
+             "transform": dict(zip(("split", "resize", "crop"),
+                                   (PROBE_TRANSFORM, *config.eval_transform(PROBE_TRANSFORM)), strict=True)),
              # the kept regression on each validation image, in manifest order: what the triage's
              # paired comparison of architectures needs (analysis/probe_triage.py)
              "val_correct": (probe.probs(x_val).argmax(1) == y_val).astype(int).tolist()}
 
     def evaluate(split: DecodedSplit, name: str) -> EvalResult:
-        x, y = split_features(split, name)
+        """Any split ("test", "ood") through PROBE_TRANSFORM, whatever its own eval transform."""
+        x, y = split_features(split)
         return as_result(probe.probs(x), y)
 
     return Fitted(fit_state, evaluate, trainable_params=probe.params,

@@ -22,16 +22,20 @@ TRAINS: tuple[str, ...] = ("all", "heads", "none")
 """What SGD updates: every parameter, only the new head(s), or nothing in the model (the linear
 probe fits a logistic regression on the model's features instead)."""
 
-INPUT_FIELDS: tuple[str, ...] = ("weights", "mean", "std", "interpolation", "backend",
+INPUT_FIELDS: tuple[str, ...] = ("subset_seed_policy", "weights", "mean", "std", "interpolation", "backend",
                                  "eval_batch_size", "channels_last", "bf16", "tf32",
                                  "cudnn_benchmark", "deterministic")
-"""Fields every regime reads: the model's weights and input pipeline, and the device settings
-that can change a forward pass's bits."""
+"""Fields every regime reads: which training images it keeps below train size "all"
+(`subset_seed_policy`; trainables.config.trial_id leaves it out at "all", where no subset is
+drawn), the model's weights and input pipeline, and the device settings that can change a
+forward pass's bits."""
 EVAL_SIZES: tuple[str, ...] = ("val_resize", "val_crop", "test_resize", "test_crop", "ood_resize",
                                "ood_crop")
 SGD_FIELDS: tuple[str, ...] = ("epochs", "batch_size", "lr", "momentum", "step_size", "gamma",
                                "aux_loss_weight", "train_crop", "select_on")
 """The SGD loop's fields (trainables.engine): schedule, batch, augmentation crop, epoch choice."""
+PROBE_SIZES: tuple[str, ...] = ("val_resize", "val_crop")
+"""The linear probe sees every split through the validation transform (trainables/linear_probe.py)."""
 PROBE_FIELDS: tuple[str, ...] = ("probe_c_grid", "probe_standardize", "probe_max_iter", "select_on")
 
 
@@ -62,6 +66,10 @@ class Regime:
     backward as far as it reaches: 3 when everything trains, 1 when only the head does)."""
     uses_epochs: bool = True
     """Trains for `epochs` passes (False: one pass over every image, as the probe's features)."""
+    eval_split: str = ""
+    """The eval transform every split is seen through ("val": the linear probe, which has no
+    augmentation and is scored through the lens it was fitted through); "" each split its own
+    (the study's per-split transforms). `TrialConfig.eval_transform` reads it."""
     in_study: bool = True
     """One of the study's three regimes."""
     transfer: bool = False
@@ -101,8 +109,8 @@ SCRATCH = register(Regime(
     description="random init (weights=None), every parameter trains")).name
 LINEAR_PROBE = register(Regime(
     "linear_probe", "Linear probe", "LP", "^", "#7b3fa0", pretrained=True, trains="none",
-    fit="trainables.linear_probe:fit_probe", reads=INPUT_FIELDS + EVAL_SIZES + PROBE_FIELDS,
-    seedless=True, passes_per_image=1.0, uses_epochs=False, in_study=False,
+    fit="trainables.linear_probe:fit_probe", reads=INPUT_FIELDS + PROBE_SIZES + PROBE_FIELDS,
+    seedless=True, passes_per_image=1.0, uses_epochs=False, eval_split="val", in_study=False,
     description="the pretrained backbone's features once per image, then an L2-regularised "
                 "logistic regression with C chosen on validation (docs/linear_probe.md)")).name
 

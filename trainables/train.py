@@ -117,7 +117,8 @@ def run_trial(config: TrialConfig, manifest: Manifest, source: ImageSource, out:
         apply_determinism(config.deterministic, config.tf32, config.cudnn_benchmark)
         set_memory_fraction(device, gpu_share)
         reset_peak_memory(device)
-        data = load_trial_data(manifest, source, config.train_size)
+        subset_seed = config.subset_seed(manifest.split_seed)
+        data = load_trial_data(manifest, source, config.train_size, subset_seed)
         fit: FitFunction = get_regime(config.regime).fit_function()
         fitted = fit(config, data, device, state, on_epoch)
         state = fitted.state
@@ -125,13 +126,14 @@ def run_trial(config: TrialConfig, manifest: Manifest, source: ImageSource, out:
         test = fitted.evaluate(data.test, "test")
         test_cm = confusion_matrix(test.labels, test.preds, len(data.classes))
         predictions = _prediction_rows(key, "test", data.test.paths, test, data.classes)
-        ood_acc = ood_cm = ood_recall = None
+        ood_acc = ood_cm = ood_recall = ood_one_class = None
         if data.ood is not None:
             ood = fitted.evaluate(data.ood, "ood")
             ood_acc = ood.acc
             ood_cm = confusion_matrix(ood.labels, ood.preds, len(data.classes))
             ood_recall = per_class_recall(ood_cm, data.classes)
             predictions += _prediction_rows(key, "ood", data.ood.paths, ood, data.classes)
+            ood_one_class = tables.one_class_label(ood.preds.tolist(), data.classes)
         model_path = None
         if keep_model and fitted.weights is not None:
             model_path = save_model(out, tid, config, data.classes, fitted.weights)
@@ -145,7 +147,10 @@ def run_trial(config: TrialConfig, manifest: Manifest, source: ImageSource, out:
             "ood_recall_json": json.dumps(ood_recall) if ood_recall else None,
             "test_confusion_json": json.dumps(test_cm),
             "ood_confusion_json": json.dumps(ood_cm) if ood_cm else None,
+            "one_class_test": tables.one_class_label(test.preds.tolist(), data.classes),
+            "one_class_ood": ood_one_class,
             "train_images": len(data.train), "train_images_per_class": float(counts.float().mean()),
+            "train_subset_seed": subset_seed,
             "trainable_params": fitted.trainable_params, "total_params": fitted.total_params,
             "train_seconds": state.train_seconds, "total_seconds": time.perf_counter() - t0,
             **peak, "peak_memory_mb": peak["peak_allocated_mb"],

@@ -47,8 +47,16 @@ def test_loop_learns_on_smoke_data(colour_pool, torch_home, tmp_path):
 def test_scratch_trains_every_parameter(small_pool, tmp_path):
     pool, manifest = small_pool
     config = SMOKE.trial("resnet18", "scratch", seed=0, epochs=1)
-    row = run_trial(config, manifest, DataRoots(str(pool)), str(tmp_path / "out"))
+    out = str(tmp_path / "out")
+    row = run_trial(config, manifest, DataRoots(str(pool)), out)
     assert row["trainable_params"] == row["total_params"] > 11_000_000
+    # the one-class flag on the row agrees with the predictions it was computed from
+    preds = results.read_table(out, "predictions").to_pandas()
+    test = preds.loc[preds["split"] == "test", "pred_label"].value_counts()
+    flagged = test.index[0] if test.iloc[0] >= 0.95 * test.sum() else None
+    stored = results.read_table(out, "trials").to_pylist()[0]
+    assert stored["one_class_test"] == row["one_class_test"] == flagged
+    assert stored["one_class_ood"] is None  # no OOD set
 
 
 def test_same_seed_identical_metrics_different_seed_not(small_pool, torch_home):

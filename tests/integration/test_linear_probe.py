@@ -72,6 +72,22 @@ def test_same_seed_same_numbers_and_the_seed_changes_nothing(demo):
     assert torch.equal(probs[0], probs[1]) and torch.equal(probs[0], probs[2])
 
 
+def test_every_split_is_seen_through_the_validation_transform(demo):
+    """Training, validation, test and OOD features come from the one validation transform, so
+    the per-split test/OOD resize and crop (which the SGD regimes use) change nothing, and the
+    validation images scored as "test" get the validation accuracy the choice saw."""
+    base = fit_probe(SMOKE, demo, CPU)
+    val_resize, val_crop = SMOKE.eval_transform("val")
+    assert json.loads(base.row["probe_grid_json"])["transform"] == {
+        "split": "val", "resize": val_resize, "crop": val_crop}
+    zoomed = SMOKE.replace(test_resize=2 * val_resize, test_crop=val_crop + 16,
+                           ood_resize=2 * val_resize, ood_crop=val_crop + 16)
+    other = fit_probe(zoomed, demo, CPU)
+    for split, name in ((demo.test, "test"), (demo.ood, "ood")):
+        assert torch.equal(base.evaluate(split, name).probs, other.evaluate(split, name).probs)
+    assert base.evaluate(demo.val, "test").acc == base.state.best_acc
+
+
 def test_regularisation_is_chosen_on_validation_only(demo):
     """Test and OOD labels (and images) cannot move the choice; validation data does."""
     base = fit_probe(SMOKE, demo, CPU)

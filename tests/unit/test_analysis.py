@@ -183,6 +183,43 @@ def test_one_class_flags_recorded_on_the_rows_win(tmp_path):
     assert flags[("t0", "test")].text() == "predicts 'bees' for 45 of 46 test images"
 
 
+def test_one_class_label_is_the_class_of_95_percent_of_the_predictions():
+    classes = ["ants", "bees"]
+    assert results.one_class_label([1] * 46, classes) == "bees"
+    assert results.one_class_label([0] * 44 + [1] * 2, classes) == "ants"  # 95.7%
+    assert results.one_class_label([0] * 43 + [1] * 3, classes) is None  # 93.5%
+    assert results.one_class_label([], classes) is None
+
+
+def test_one_class_columns_are_read_and_files_without_them_still_load(tmp_path):
+    """Rows of schema 4 carry the flag (read even without predictions); a trials file of an older
+    schema, without the columns, loads and the flag is counted from the predictions."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    new, old = tmp_path / "new", tmp_path / "old"
+    collapsed = [i % 2 == 0 for i in range(20)]  # answers "alpha" for every image
+    tid = write_synthetic_trial(new, "resnet18", "scratch", 0, test=[True] * 20, ood=None, ood_kind="none")
+    row = results.read_table(str(new), "trials").to_pylist()[0]
+    row.update(one_class_test="beta", test_confusion_json=json.dumps([[1, 9], [0, 10]]))
+    results.write_table_atomic(str(new), "trials", tid, [row])
+    res = load_results(str(new))
+    assert res.trials["one_class_test"].tolist() == ["beta"]
+    flag = Correctness(res, [tid]).one_class[(tid, "test")]
+    assert flag.text() == "predicts 'beta' for 19 of 20 test images"  # the row's, not a recount
+
+    tid = write_synthetic_trial(old, "resnet18", "scratch", 0, test=collapsed, ood=None, ood_kind="none")
+    path = old / "trials" / f"{tid}.parquet"
+    v3 = pq.read_table(path).drop_columns(["one_class_test", "one_class_ood", "train_subset_seed"])
+    pq.write_table(v3.replace_schema_metadata(None), path)
+    assert "one_class_test" not in pq.read_schema(path).names
+    res = load_results(str(old))
+    assert res.trials["one_class_test"].isna().all()
+    counted = Correctness(res, [tid]).one_class[(tid, "test")]
+    assert counted.text() == "predicts 'alpha' for 20 of 20 test images"
+
+
 def test_predictions_fall_back_to_a_filtered_scan(tmp_path):
     tid = write_synthetic_trial(tmp_path, "resnet18", "finetune", 0, test=[True, False, True])
     other = write_synthetic_trial(tmp_path, "resnet18", "scratch", 0, test=[False, False])

@@ -79,3 +79,15 @@ def test_headline_accuracy_covers_and_is_never_zero_width():
     assert one.lo == pytest.approx(0.9229, abs=1e-3)  # Wilson, 46 of 46
     same = crossed_accuracy(np.tile(np.r_[np.ones(43), np.zeros(3)], (3, 1)))
     assert same.lo < same.estimate < same.hi and math.isclose(same.estimate, 43 / 46)
+
+
+@pytest.mark.parametrize("name", ["unstable scratch", "near the ceiling"])
+def test_the_data_starved_claims_log_odds_interval_covers_the_truth(name):
+    """bench/log_odds_calibration.py, small: 3 seeds x 46 images, 200 data sets."""
+    from bench.log_odds_calibration import CELLS as LOG_ODDS_CELLS
+    from bench.log_odds_calibration import coverage
+
+    cell = {c.name: c for c in LOG_ODDS_CELLS}[name]
+    odds, acc = coverage(cell, 3, 46, 200, np.random.default_rng(5))
+    se = math.sqrt(0.95 * 0.05 / 200)
+    assert odds >= TARGET_COVERAGE - MC_Z * se and acc >= TARGET_COVERAGE - MC_Z * se, (odds, acc)

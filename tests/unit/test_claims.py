@@ -217,17 +217,33 @@ def test_overparameterisation_needs_both_architectures(tmp_path):
     assert claim.verdict == V.UNTESTABLE and "squeezenet1_0 and vgg11_bn" in claim.evidence
 
 
-def test_gap_larger_with_less_data(tmp_path):
+@pytest.mark.parametrize("per_seed", [True, False])
+def test_gap_larger_with_less_data(tmp_path, per_seed):
+    """The difference of differences on the accuracy scale (the verdict) and on the log-odds
+    scale, and whether the seeds drew their own training subsets (older rows did not)."""
+    import math
+
     for seed in range(3):
         for size, per_class, (t, s) in (("5", 5.0, (40, 10)), ("all", 60.0, (44, 40))):
-            write_synthetic_trial(tmp_path, "resnet18", "finetune", seed, val=[0.8], test=hits(t, 46),
-                                  train_size=size, per_class=per_class)
-            write_synthetic_trial(tmp_path, "resnet18", "scratch", seed, val=[0.6], test=hits(s, 46),
-                                  train_size=size, per_class=per_class)
+            subset = 1000 + seed if per_seed and size != "all" else None
+            for regime, val, right in (("finetune", 0.8, t), ("scratch", 0.6, s)):
+                write_synthetic_trial(tmp_path, "resnet18", regime, seed, val=[val], test=hits(right, 46),
+                                      train_size=size, per_class=per_class,
+                                      row={"train_subset_seed": subset})
     gap = _claims(tmp_path)["transfer_gap_larger_with_less_data"]
     # (40 - 10) - (44 - 40) = 26 images of 46
     assert gap.verdict == V.HOLDS and gap.effects[0].effect.estimate == pytest.approx(26 / 46)
     assert "train size 5 vs all" in gap.evidence
+
+    def log_odds(k: int) -> float:  # 3 seeds x 46 answers, k right each, smoothed
+        p = (3 * k + 0.5) / (3 * 46 + 1)
+        return math.log(p / (1 - p))
+
+    expected = log_odds(40) - log_odds(10) - log_odds(44) + log_odds(40)
+    assert f"log-odds {expected:+.2f} [" in gap.evidence
+    assert "conditional on the one train/val/test split" in gap.test
+    recorded = "no per-seed training subsets recorded" in gap.evidence
+    assert recorded != per_seed and ("each seed its own training subset" in gap.evidence) == per_seed
 
 
 def test_gap_needs_two_sizes(tmp_path):
@@ -250,6 +266,7 @@ def test_claims_markdown_lists_verdict_evidence_and_test(tmp_path):
     res = load_results(str(tmp_path))
     md = C.claims_markdown(C.check_claims(res))
     assert md.startswith(V.FIXED_IN_ADVANCE)
+    assert "conditional on the one train/val/test split" in md.splitlines()[0]
     assert "- **holds** — Transfer learning beats training from scratch on test accuracy." in md
     assert "  - Test: per architecture, the transfer regime" in md
 

@@ -188,10 +188,13 @@ def load_split(entries: list[Entry], classes: list[str], source: ImageSource,
     return DecodedSplit(images, labels, [e.path for e in entries])
 
 
-def load_trial_data(manifest: Manifest, source: ImageSource, train_size: str = "all") -> TrialData:
+def load_trial_data(manifest: Manifest, source: ImageSource, train_size: str = "all",
+                    subset_seed: int | None = None) -> TrialData:
+    """The trial's decoded splits; below train size "all" the training subset drawn with
+    `subset_seed` (None: the split seed; trials pass `TrialConfig.subset_seed`)."""
     classes = manifest.classes
     train_entries = select_train(manifest.split_entries("train"), classes, train_size,
-                                 manifest.split_seed)
+                                 manifest.split_seed if subset_seed is None else subset_seed)
     ood_entries = manifest.split_entries("ood")
     return TrialData(
         classes=classes,

@@ -197,8 +197,9 @@ class DataRoots:
 
 def select_train(entries: list[Entry], classes: list[str], train_size: str, seed: int
                  ) -> list[Entry]:
-    """Shrink only the train split: N images per class or a fraction of each class. Subsets are
-    nested (smaller sizes are prefixes of a fixed permutation drawn with the split seed)."""
+    """Shrink only the train split: N images per class or a fraction of each class, drawn with
+    `seed` (a trial's `TrialConfig.subset_seed`: its own per seed by default). For one seed the
+    subsets are nested (smaller sizes are prefixes of the permutation that seed draws)."""
     size = parse_train_size(train_size)
     if size is None:
         return entries

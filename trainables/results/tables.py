@@ -24,7 +24,8 @@ reads only footers).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import pyarrow as pa
@@ -36,9 +37,13 @@ from trainables.errors import UserError
 from trainables.results.compaction import read_folder
 from trainables.results.storage import atomic_output, is_temporary, join, resolve
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """3: trials gained source (study, torchvision or timm), node (the Ray node), probe_c and
-probe_grid_json (the linear probe); older files read with them null."""
+probe_grid_json (the linear probe); 4: one_class_test, one_class_ood and train_subset_seed.
+Older files read with the newer columns null."""
+ONE_CLASS_SHARE = 0.95
+"""A trial that predicts one class for at least this share of a split's images is flagged on its
+row (`one_class_<split>`: that class; analysis.one_class reads it)."""
 
 # Columns that identify a trial; repeated in every table so each can be read alone.
 _KEY_FIELDS = [
@@ -92,6 +97,9 @@ TRIALS_SCHEMA = pa.schema(_KEY_FIELDS + [
     pa.field("model_path", pa.string()),
     pa.field("probe_c", pa.float64()),  # linear_probe: the C chosen on validation; else null
     pa.field("probe_grid_json", pa.string()),  # linear_probe: the validation curve over the C grid
+    pa.field("one_class_test", pa.string()),  # the class predicted for >= ONE_CLASS_SHARE of test; else null
+    pa.field("one_class_ood", pa.string()),  # the same on OOD; null when not one-class or no OOD
+    pa.field("train_subset_seed", pa.int64()),  # seed of the N-per-class training subset; null at "all"
     # provenance
     pa.field("split_manifest_hash", pa.string()),
     pa.field("code_version", pa.string()),
@@ -119,6 +127,15 @@ BEST_TRIAL_ORDER: tuple[tuple[str, bool], ...] = (
 """Which of several trials is "the best model" (the report, and the sweep's --keep-models best):
 (column, ascending): highest best-val accuracy, then lower val loss, then the earlier epoch, then
 trial id. Chosen on validation only; the seed never decides."""
+
+
+def one_class_label(preds: Sequence[int], classes: list[str]) -> str | None:
+    """The class predicted for at least ONE_CLASS_SHARE of the images, else None."""
+    if not len(preds):
+        return None
+    counts = Counter(int(p) for p in preds)
+    top, n = max(counts.items(), key=lambda kv: (kv[1], -kv[0]))
+    return classes[top] if n >= ONE_CLASS_SHARE * len(preds) else None
 
 
 def best_trial_key(row: dict[str, Any]) -> tuple:

@@ -18,7 +18,7 @@ from trainables.data.demo import (
 from trainables.data.folders import build_manifest
 from trainables.data.images import decode_pil
 from trainables.data.manifest import DataRoots, Manifest, select_train
-from trainables.errors import DataError
+from trainables.errors import DataError, UserError
 
 
 def test_same_seed_gives_byte_identical_manifest(make_pool, tmp_path):
@@ -70,6 +70,53 @@ def test_train_size_shrinks_only_train_and_is_nested(make_pool):
     assert {e.path for e in small} <= {e.path for e in half}
     with pytest.raises(DataError, match="only 18 training images"):
         select_train(train, manifest.classes, "19", seed=0)
+
+
+def test_each_seed_draws_its_own_training_subset_recorded_by_its_seed(make_pool):
+    """Below "all", seed s trains on its own N-per-class subset (from the split seed and s), so
+    which images were drawn is part of the seed noise; policy "split" keeps one subset for every
+    seed (the rows written before the policy existed)."""
+    from trainables.config import TrialConfig
+
+    pool = make_pool({"a": 30, "b": 30})
+    manifest = build_manifest(pool, split_seed=3)
+    roots = DataRoots(str(pool))
+    configs = [TrialConfig("resnet18", "scratch", seed=s, train_size="5") for s in range(3)]
+    seeds = [c.subset_seed(manifest.split_seed) for c in configs]
+    assert len(set(seeds)) == 3 and seeds == [c.subset_seed(3) for c in configs]  # same seed, same subset
+    subsets = [load_trial_data(manifest, roots, "5", s).train.paths for s in seeds]
+    assert all(len(p) == 10 for p in subsets) and len({tuple(sorted(p)) for p in subsets}) == 3
+    assert configs[0].replace(train_size="all").subset_seed(3) is None
+    fixed = [c.replace(subset_seed_policy="split").subset_seed(3) for c in configs]
+    assert fixed == [3, 3, 3]
+    assert load_trial_data(manifest, roots, "5", fixed[0]).train.paths == \
+        load_trial_data(manifest, roots, "5").train.paths  # the split seed's subset, as before
+    # one seed's smaller sizes are prefixes of its permutation
+    train = manifest.split_entries("train")
+    small = select_train(train, manifest.classes, "3", seeds[1])
+    assert {e.path for e in small} <= {e.path for e in select_train(train, manifest.classes, "5", seeds[1])}
+
+
+def test_subset_policy_counts_in_the_trial_id_only_where_it_draws_a_subset():
+    """Rows written before `subset_seed_policy` existed keep their ids: at "all" and under policy
+    "split" the id is the hash of the config without the field; per-seed subsets get new ids."""
+    import hashlib
+    import json
+
+    from trainables.config import TrialConfig, trial_id
+
+    def legacy_id(config: TrialConfig) -> str:
+        fields = {k: v for k, v in config.to_dict().items() if k != "subset_seed_policy"}
+        payload = json.dumps({"config": fields, "manifest": "m"}, sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+    full = TrialConfig("resnet18", "scratch", seed=1)
+    small = full.replace(train_size="10")
+    assert trial_id(full, "m") == legacy_id(full) == trial_id(full.replace(subset_seed_policy="split"), "m")
+    assert trial_id(small.replace(subset_seed_policy="split"), "m") == legacy_id(small)
+    assert trial_id(small, "m") != legacy_id(small)
+    with pytest.raises(UserError, match="subset_seed_policy 'each' is unknown; choose from per_seed, split"):
+        small.replace(subset_seed_policy="each")
 
 
 def test_presplit_layout_used_as_given(tmp_path):
