@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 
+from analysis.configurations import check_one_configuration, select
 from analysis.report_inputs import check_results_root, manifest_notes, read_manifest_json
 from trainables.config import parse_train_size
 from trainables.errors import UserError
@@ -190,8 +191,11 @@ def _read_text(root: str, path: str) -> str:
         return f.read().decode("utf-8")
 
 
-def load_results(root: str = DEFAULT_RESULTS, with_manifest: bool = True) -> Results:
-    """Read the trials and epochs tables; clear errors for a missing or empty results root."""
+def load_results(root: str = DEFAULT_RESULTS, with_manifest: bool = True,
+                 where: dict[str, Any] | None = None) -> Results:
+    """Read the trials and epochs tables; clear errors for a missing or empty results root, and
+    for trials of different configurations (analysis/configurations.py), unless `where` (field
+    -> value) keeps one of them."""
     check_results_root(root, PRODUCE_HINT)
     trials_tbl = read_checked(root, "trials", columns=TRIAL_COLUMNS)
     if trials_tbl.num_rows == 0:
@@ -209,8 +213,16 @@ def load_results(root: str = DEFAULT_RESULTS, with_manifest: bool = True) -> Res
         raise UserError(f"all {len(failed)} trial(s) in {root} failed, nothing to analyse; first "
                         f"error(s): {' | '.join(first) or 'not recorded'}. Fix the cause and rerun "
                         "the sweep (it resumes unfinished trials)")
-    epochs = _epochs_of(read_checked(root, "epochs", columns=EPOCH_COLUMNS), ok)
     notes = []
+    if where:
+        ok = select(root, ok, where)
+        chosen = ", ".join(f"{k}={v}" for k, v in where.items())
+        if ok.empty:
+            raise UserError(f"--where {chosen}: no finished trial in {root} has these settings. "
+                            "Fix: use the values the error without --where lists")
+        notes.append(f"only the trials with {chosen} (--where)")
+    check_one_configuration(root, ok)
+    epochs = _epochs_of(read_checked(root, "epochs", columns=EPOCH_COLUMNS), ok)
     presets = sorted(ok["preset"].dropna().unique().tolist())
     if len(presets) > 1:
         notes.append(f"trials of several presets are pooled: {', '.join(presets)}")
