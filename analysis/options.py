@@ -8,8 +8,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from analysis.configurations import parse_where
 from analysis.bands import BAND_RULE_HELP, DEFAULT_RULE, BandRule
+from analysis.configurations import parse_where
 from analysis.stats import ALPHA
 from analysis.verdicts import EQUIVALENCE_MARGIN, ClaimOptions
 from trainables.errors import UserError
