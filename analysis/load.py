@@ -42,7 +42,7 @@ EPOCH_COLUMNS = ["trial_id", "epoch", "val_acc", "lr"]
 TRIAL_COLUMNS = KEY_COLUMNS + [
     "preset", "source", "status", "error", "epochs", "best_epoch", "best_val_acc", "best_val_loss",
     "test_acc", "ood_acc", "classes_json", "train_images", "train_images_per_class", "trainable_params",
-    "total_params", "ood_kind", "model_path", "split_manifest_hash"] + [
+    "total_params", "ood_kind", "model_path", "split_manifest_hash", "finished_at"] + [
     c for c in ("one_class_test", "one_class_ood", "test_confusion_json", "ood_confusion_json")
     if "one_class_test" in TRIALS_SCHEMA.names]
 """What the analysis reads of `trials` (not the large JSON and provenance columns; the confusion
@@ -222,6 +222,7 @@ def load_results(root: str = DEFAULT_RESULTS, with_manifest: bool = True,
                             "Fix: use the values the error without --where lists")
         notes.append(f"only the trials with {chosen} (--where)")
     check_one_configuration(root, ok)
+    ok = once_per_grid_point(ok, notes)
     epochs = _epochs_of(read_checked(root, "epochs", columns=EPOCH_COLUMNS), ok)
     presets = sorted(ok["preset"].dropna().unique().tolist())
     if len(presets) > 1:
@@ -235,6 +236,20 @@ def load_results(root: str = DEFAULT_RESULTS, with_manifest: bool = True,
         notes += manifest_notes(read_manifest_json(root, manifest_path), manifest_path)
     return Results(root=root, trials=ok, failed=failed, epochs=epochs,
                    manifest_path=manifest_path, notes=notes)
+
+
+def once_per_grid_point(ok: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
+    """One row per architecture x regime x seed x train size: a trial of one configuration
+    written twice under two ids (its id before and after ids followed what a regime reads, by
+    `trainables.train` into the same --out) counts once, its newest row."""
+    grid = KEY_COLUMNS[1:]
+    if not ok.duplicated(grid).any():
+        return ok
+    newest = ok.sort_values("finished_at", na_position="first", kind="stable").drop_duplicates(
+        grid, keep="last")
+    notes.append(f"{len(ok) - len(newest)} trial(s) were written twice under different trial ids; "
+                 "the newest row of each counts once")
+    return ok.loc[newest.index.sort_values()].reset_index(drop=True)
 
 
 def _epochs_of(table: pa.Table, trials: pd.DataFrame) -> pd.DataFrame:

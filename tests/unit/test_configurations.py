@@ -14,6 +14,7 @@ from analysis.report import main as report_main
 from tests.synthetic import write_synthetic_trial
 from trainables.errors import UserError
 from trainables.presets import PRESETS
+from trainables.results import tables as results
 
 
 def results_folder(root, epochs: int, seeds: range, **overrides) -> str:
@@ -60,3 +61,14 @@ def test_a_setting_the_regime_does_not_read_is_no_other_configuration(tmp_path, 
     assert len(load_results(str(root), with_manifest=False).trials) == 5
     assert report_main(["--results", str(root), "--where", "probe_iters=5"]) == 2
     assert "error: --where probe_iters=5: 'probe_iters' is not a setting" in capsys.readouterr().err
+
+
+def test_one_trial_written_under_two_ids_counts_once(tmp_path):
+    root = results_folder(tmp_path / "results", 2, range(2))
+    row = {**results.read_table(root, "trials").to_pylist()[0], "finished_at": "2026-01-01"}
+    results.write_table_atomic(root, "trials", row["trial_id"], [row])
+    results.write_table_atomic(root, "trials", "old-id", [{**row, "trial_id": "old-id",
+                                                          "finished_at": "2025-01-01"}])
+    res = load_results(root, with_manifest=False)
+    assert len(res.trials) == 4 and "old-id" not in set(res.trials["trial_id"])
+    assert any("written twice" in note for note in res.notes)
