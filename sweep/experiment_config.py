@@ -158,7 +158,7 @@ def config_problem(experiment: Experiment, spec: GridSpec) -> str | None:
                     f"configurations (they differ in {', '.join(mixed)}): a report of it would "
                     "average them as seeds. Fix: sweep into a new experiment with --name NEW or "
                     "--name auto, and report each configuration from its own folder")
-        found = compare(spec, rows)
+        found = compare(spec, [r for r in rows if r[1] in spec.resolved_regimes])
         source = "holds finished trials run with other settings"
     if not found:
         return None

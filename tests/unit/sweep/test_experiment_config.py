@@ -90,6 +90,9 @@ def test_an_experiment_without_a_record_adopts_its_trials_settings_or_refuses_a_
     assert config_problem(exp, spec) is None
     other = GridSpec(PRESETS["smoke"], regimes=tuple(ALL), overrides={"epochs": 3})
     assert "epochs 2 there, 3 now" in config_problem(exp, other)
+    finetune_only = GridSpec(PRESETS["smoke"], regimes=("finetune",),
+                             overrides={"probe_max_iter": 5})  # fine-tuning never reads it
+    assert config_problem(exp, finetune_only) is None
     config = PRESETS["smoke"].trial("mobilenet_v2", "scratch", 0, "4", epochs=3)
     write_synthetic_trial(exp.results, "mobilenet_v2", "scratch", 5, train_size="4",
                           config=json.loads(config.to_json()))
