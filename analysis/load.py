@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 
+from analysis.configurations import check_one_configuration, select
 from analysis.report_inputs import check_results_root, manifest_notes, read_manifest_json
 from trainables.config import parse_train_size
 from trainables.errors import UserError
@@ -41,7 +42,7 @@ TRIAL_COLUMNS = KEY_COLUMNS + [
     "preset", "source", "status", "error", "epochs", "best_epoch", "best_val_acc", "best_val_loss",
     "test_acc", "ood_acc", "classes_json", "train_images", "train_images_per_class", "trainable_params",
     "total_params", "ood_kind", "model_path", "split_manifest_hash", "one_class_test",
-    "one_class_ood", "test_confusion_json", "ood_confusion_json", "train_subset_seed"]
+    "one_class_ood", "test_confusion_json", "ood_confusion_json", "train_subset_seed", "finished_at"]
 """What the analysis reads of `trials` (not the large JSON and provenance columns; the confusion
 matrices give the one-class flags their counts: analysis.one_class). Columns an older file lacks
 read as null."""
@@ -189,8 +190,11 @@ def _read_text(root: str, path: str) -> str:
         return f.read().decode("utf-8")
 
 
-def load_results(root: str = DEFAULT_RESULTS, with_manifest: bool = True) -> Results:
-    """Read the trials and epochs tables; clear errors for a missing or empty results root."""
+def load_results(root: str = DEFAULT_RESULTS, with_manifest: bool = True,
+                 where: dict[str, Any] | None = None) -> Results:
+    """Read the trials and epochs tables; clear errors for a missing or empty results root, and
+    for trials of different configurations (analysis/configurations.py), unless `where` (field
+    -> value) keeps one of them."""
     check_results_root(root, PRODUCE_HINT)
     trials_tbl = read_checked(root, "trials", columns=TRIAL_COLUMNS)
     if trials_tbl.num_rows == 0:
@@ -208,8 +212,17 @@ def load_results(root: str = DEFAULT_RESULTS, with_manifest: bool = True) -> Res
         raise UserError(f"all {len(failed)} trial(s) in {root} failed, nothing to analyse; first "
                         f"error(s): {' | '.join(first) or 'not recorded'}. Fix the cause and rerun "
                         "the sweep (it resumes unfinished trials)")
-    epochs = _epochs_of(read_checked(root, "epochs", columns=EPOCH_COLUMNS), ok)
     notes = []
+    if where:
+        ok = select(root, ok, where)
+        chosen = ", ".join(f"{k}={v}" for k, v in where.items())
+        if ok.empty:
+            raise UserError(f"--where {chosen}: no finished trial in {root} has these settings. "
+                            "Fix: use the values the error without --where lists")
+        notes.append(f"only the trials with {chosen} (--where)")
+    check_one_configuration(root, ok)
+    ok = once_per_grid_point(ok, notes)
+    epochs = _epochs_of(read_checked(root, "epochs", columns=EPOCH_COLUMNS), ok)
     presets = sorted(ok["preset"].dropna().unique().tolist())
     if len(presets) > 1:
         notes.append(f"trials of several presets are pooled: {', '.join(presets)}")
@@ -222,6 +235,20 @@ def load_results(root: str = DEFAULT_RESULTS, with_manifest: bool = True) -> Res
         notes += manifest_notes(read_manifest_json(root, manifest_path), manifest_path)
     return Results(root=root, trials=ok, failed=failed, epochs=epochs,
                    manifest_path=manifest_path, notes=notes)
+
+
+def once_per_grid_point(ok: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
+    """One row per architecture x regime x seed x train size: a trial of one configuration
+    written twice under two ids (its id before and after ids followed what a regime reads, by
+    `trainables.train` into the same --out) counts once, its newest row."""
+    grid = KEY_COLUMNS[1:]
+    if not ok.duplicated(grid).any():
+        return ok
+    newest = ok.sort_values("finished_at", na_position="first", kind="stable").drop_duplicates(
+        grid, keep="last")
+    notes.append(f"{len(ok) - len(newest)} trial(s) were written twice under different trial ids; "
+                 "the newest row of each counts once")
+    return ok.loc[newest.index.sort_values()].reset_index(drop=True)
 
 
 def _epochs_of(table: pa.Table, trials: pd.DataFrame) -> pd.DataFrame:

@@ -6,8 +6,10 @@ from __future__ import annotations
 import argparse
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 from analysis.bands import BAND_RULE_HELP, DEFAULT_RULE, BandRule
+from analysis.configurations import parse_where
 from analysis.stats import ALPHA
 from analysis.verdicts import EQUIVALENCE_MARGIN, ClaimOptions
 from trainables.errors import UserError
@@ -19,6 +21,8 @@ class AnalysisOptions:
     claims: ClaimOptions = field(default_factory=ClaimOptions)
     external_logs: str | None = None
     external_lines: str | None = None
+    where: dict[str, Any] = field(default_factory=dict)
+    """--where: only the trials with these settings (analysis/configurations.py)."""
 
     def describe(self) -> str:
         return (f"--band-from-epoch {self.band_rule.spec} · --equivalence-margin "
@@ -33,6 +37,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "close (the equivalence test) and by which SqueezeNet may trail VGG11 (the "
                    "overparameterisation claim's non-inferiority test); fixed in advance, default "
                    f"{100 * EQUIVALENCE_MARGIN:g} (another value is flagged in the verdicts)")
+    g.add_argument("--where", action="append", metavar="KEY=VALUE",
+                   help="only the trials with this setting (repeatable), e.g. --where epochs=15: "
+                   "for results that mix configurations, which the report refuses to average")
     g.add_argument("--external-logs", default=None, metavar="LOGS.csv",
                    help="per-epoch validation logs from outside the sweep (e.g. the study's "
                    "../shared/data/paper_study/val_curves.csv): their Table II and Fig. 2 are added")
@@ -50,4 +57,4 @@ def from_args(args: argparse.Namespace) -> AnalysisOptions:
     if args.external_lines and not args.external_logs:
         raise UserError("--external-lines needs --external-logs")
     return AnalysisOptions(rule, ClaimOptions(alpha=ALPHA, margin=margin / 100), args.external_logs,
-                           args.external_lines)
+                           args.external_lines, parse_where(getattr(args, "where", None)))

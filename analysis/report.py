@@ -144,7 +144,7 @@ def build(results: str = DEFAULT_RESULTS, out: str | None = None, gradcam_n: int
         clock[0] = now
 
     env = render.environment(template)  # a bad --template fails before any work
-    res = load_results(results)
+    res = load_results(results, where=options.where)
     lap("read")
     out_dir = prepare_out_dir(out or default_out_dir(results))
     corr = Correctness(res, res.trials["trial_id"].astype(str).tolist())  # one pass over predictions

@@ -1,6 +1,7 @@
-"""`feature-reuse sweep|report|train|weights|predict|export ...`: the same CLIs as
+"""`feature-reuse sweep|report|train|weights|predict|export|results ...`: the same CLIs as
 `python -m sweep.run`, `python -m analysis.report`, `python -m trainables.train`,
-`python -m trainables.weights`, `python -m feature_reuse.predict` and `python -m feature_reuse.export`.
+`python -m trainables.weights`, `python -m feature_reuse.predict`, `python -m feature_reuse.export`
+and `python -m feature_reuse.results`.
 
 Each subcommand hands the rest of the command line to that module's own `main`, so options,
 `--help` and exit statuses are exactly the module's.
@@ -18,6 +19,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "weights": ("trainables.weights", "the pretrained-weights cache (python -m trainables.weights)"),
     "predict": ("feature_reuse.predict", "classify images with a kept model (docs/predict.md)"),
     "export": ("feature_reuse.export", "a kept model as TorchScript or ONNX (docs/predict.md)"),
+    "results": ("feature_reuse.results",
+                "each results table's current rows as one Parquet file (docs/results.md)"),
 }
 
 

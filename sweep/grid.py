@@ -9,7 +9,7 @@ get seed 0 only: more seeds would repeat the same numbers and fake a zero-width 
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -111,9 +111,19 @@ def with_ids(configs: Sequence[TrialConfig], manifest_hash: str) -> list[GridPoi
     return [GridPoint(c, trial_id(c, manifest_hash)) for c in configs]
 
 
-def split_done(points: Sequence[GridPoint], finished: Collection[str]
+def split_done(points: Sequence[GridPoint], finished: Collection[str],
+               stored_as: Mapping[str, str] | None = None
                ) -> tuple[list[GridPoint], list[GridPoint]]:
-    """(already finished with an ok row, still to run)."""
-    done = [p for p in points if p.trial_id in finished]
-    todo = [p for p in points if p.trial_id not in finished]
+    """(already finished with an ok row, still to run). `stored_as` maps a trial id to the id an
+    older row of the same trial is stored under (written when the id hashed every field); such a
+    point is done, and carries the stored id from here on."""
+    stored_as = stored_as or {}
+    done, todo = [], []
+    for p in points:
+        if p.trial_id in finished:
+            done.append(p)
+        elif stored_as.get(p.trial_id) in finished:
+            done.append(GridPoint(p.config, stored_as[p.trial_id]))
+        else:
+            todo.append(p)
     return done, todo

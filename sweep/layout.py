@@ -1,6 +1,9 @@
 """Where an experiment keeps its files, on a local path or any pyarrow filesystem URI (s3://...).
 
     <storage>/<name>/manifest.json      the split manifest, built once on the driver
+    <storage>/<name>/experiment.json    its configuration (preset + overrides), recorded by the
+                                        first sweep: a sweep with other settings is refused
+                                        (sweep/experiment_config.py)
     <storage>/<name>/data_roots.json    the data and OOD folders the manifest's paths are
                                         relative to (absolute, as the driver saw them), so that
                                         the report finds the images by itself
@@ -45,6 +48,10 @@ class Experiment:
     @property
     def manifest(self) -> str:
         return join(self.root, "manifest.json")
+
+    @property
+    def config(self) -> str:
+        return join(self.root, "experiment.json")
 
     @property
     def data_roots(self) -> str:

@@ -74,6 +74,19 @@ class SweepPlan:
     started: float = field(default_factory=time.time)
 
 
+AUTO_NAME = "auto"
+"""--name auto: a name derived from the preset and the overrides (sweep/experiment_config.py)."""
+
+
+def experiment_name(name: str | None, spec: GridSpec) -> str:
+    """--name as given; none: the preset's; "auto": derived from the preset and overrides."""
+    from sweep.experiment_config import auto_name
+
+    if name == AUTO_NAME:
+        return auto_name(spec)
+    return name or spec.preset.name
+
+
 def make_plan(args: argparse.Namespace) -> SweepPlan:
     """The parsed options as a plan; one UserError naming the first bad option."""
     from sweep import triage
@@ -93,7 +106,7 @@ def make_plan(args: argparse.Namespace) -> SweepPlan:
         preset, spec,
         DataChoice(args.data, args.ood, args.split_seed, args.skip_bad_images,
                    args.allow_duplicates),
-        resources, Experiment.at(args.storage, args.name or preset.name), args.storage,
+        resources, Experiment.at(args.storage, experiment_name(args.name, spec)), args.storage,
         order=args.order, keep_models=args.keep_models,
         checkpoint_every_s=60.0 * args.checkpoint_every, max_failures=args.max_failures,
         progress_interval=args.progress_interval, dry_run=args.dry_run, triage=args.triage,

@@ -14,13 +14,16 @@ import os
 import time
 from dataclasses import dataclass, field
 
+import pyarrow as pa
 import pyarrow.compute as pc
 
+from sweep.experiment_config import config_problem, save_record
 from sweep.experiment_lock import ExperimentLock
 from sweep.grid import GridPoint, GridSpec, build_grid, split_done, with_ids
 from sweep.layout import Experiment
 from sweep.plan import DataChoice, SweepPlan
 from sweep.resources import ClusterInfo
+from trainables.config import trial_id_of
 from trainables.data.demo import prepare_data
 from trainables.data.manifest import DataRoots, Manifest, other_split, select_train
 from trainables.errors import UserError
@@ -53,7 +56,8 @@ class Ready:
     """Held from preflight until the sweep ends (None for --dry-run); `release` frees it."""
     notes: list[str] = field(default_factory=list)
     warnings: tuple[str, ...] = ()
-    """Problems a dry run reports without stopping (missing pretrained weights)."""
+    """Problems a dry run reports without stopping (missing pretrained weights, settings other
+    than the experiment's: sweep/experiment_config.py)."""
 
     def release(self) -> None:
         if self.lock is not None:
@@ -129,9 +133,13 @@ def run_preflight(spec: GridSpec, experiment: Experiment, storage_arg: str, data
     note = lock.acquire() if lock is not None else None
     try:
         finished = finished_trials(experiment.results)
-        done, todo = split_done(grid, finished.keys())
+        done, todo = split_done(grid, finished.keys(),
+                                stored_ids(experiment.results, finished, grid))
+        stored = {id(p.config): p for p in done}
+        grid = [stored.get(id(p.config), p) for p in grid]
         if write:
             save_split(experiment, manifest, roots, data)
+            save_record(experiment, spec)
     except BaseException:
         if lock is not None:
             lock.release()
@@ -171,12 +179,24 @@ def checked_inputs(spec: GridSpec, experiment: Experiment, storage_arg: str, dat
         problems.append(storage_problem)
     elif manifest is not None:
         problems += filter(None, [check_existing_manifest(experiment, manifest)])
+        other_config = check_config(experiment, spec)
+        if other_config:
+            (problems if write else missing_weights).append(other_config)
     if problems:
         raise UserError(problems[0] if len(problems) == 1 else
                         f"preflight found {len(problems)} problems:\n" +
                         "\n".join(f"  - {p}" for p in problems))
     assert manifest is not None and roots is not None
     return roots, manifest, missing_weights
+
+
+def check_config(experiment: Experiment, spec: GridSpec) -> str | None:
+    """sweep/experiment_config.py's refusal of other settings; an unreadable trials table is
+    left to `finished_trials`, which names the file."""
+    try:
+        return config_problem(experiment, spec)
+    except (OSError, ValueError):
+        return None
 
 
 def save_split(experiment: Experiment, manifest: Manifest, roots: DataRoots,
@@ -207,6 +227,33 @@ def finished_trials(results_root: str) -> dict[str, dict]:
         check_table(results_root, "trials")  # a file of another schema reads as nulls
     ok = keys.filter(pc.equal(keys["status"], "ok")).select(list(FINISHED_COLUMNS))
     return {row["trial_id"]: row for row in ok.to_pylist()}
+
+
+def stored_ids(results_root: str, finished: dict[str, dict], grid: list[GridPoint]
+               ) -> dict[str, str]:
+    """Trial id -> the id its finished row is stored under, for rows whose stored id is not the
+    one `trial_id` gives today (written when the id hashed every field, or a setting the regime
+    does not read differed): recomputed from each such row's config_json and split hash, so
+    those trials count as finished and nothing is rerun or rewritten."""
+    grid_ids = {p.trial_id for p in grid}
+    wanted = grid_ids - finished.keys()
+    others = [tid for tid in finished if tid not in grid_ids]
+    if not wanted or not others:
+        return {}
+    rows = results.read_table(results_root, "trials",
+                              columns=["trial_id", "status", "config_json", "split_manifest_hash"],
+                              filter=pc.field("trial_id").isin(pa.array(others, pa.string())))
+    out: dict[str, str] = {}
+    for row in rows.to_pylist():
+        if row["status"] != "ok" or not row["config_json"]:
+            continue
+        try:
+            tid = trial_id_of(json.loads(row["config_json"]), row["split_manifest_hash"] or "")
+        except (ValueError, TypeError, AttributeError):
+            continue  # not a config this code reads: that trial runs again
+        if tid in wanted:
+            out.setdefault(tid, row["trial_id"])
+    return out
 
 
 def report(plan: SweepPlan, ready: Ready) -> None:

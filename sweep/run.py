@@ -128,7 +128,10 @@ def add_output_options(g: argparse._ArgumentGroup) -> None:
                         f"(default ${STORAGE_ENV} if set, else ./runs). On a Ray cluster a "
                         "local folder is the driver's, served to the other nodes through Ray; "
                         "file:///mnt/nfs/... names a folder every node mounts")
-    g.add_argument("--name", help="experiment name under --storage (default: the preset name)")
+    g.add_argument("--name", help="experiment name under --storage (default: the preset name); "
+                   "'auto': derived from the preset and the --set/--config overrides "
+                   "(demo-epochs10-bnfrozen). One experiment holds one configuration: a sweep "
+                   "with other settings into an existing one is refused (the grid's axes may grow)")
     g.add_argument("--keep-models", default="best", choices=KEEP_MODELS,
                    help="save trained weights: none, the best seed of each arch x regime x "
                         "train size (default), or all")

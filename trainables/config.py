@@ -1,7 +1,8 @@
 """The study's fixed configuration: the single source of truth for every trial setting.
 
 `TrialConfig` is frozen and holds every setting that can change a trial's numbers: all of it is
-written to each result row (`config_json`) and hashed into the trial id. Nothing else (no
+written to each result row (`config_json`); the trial id hashes the grid point and the fields the
+trial's regime reads (`trial_id`, `trainables.regimes.Regime.reads`). Nothing else (no
 environment variable, no module global) decides how a trial computes. Presets (`trainables.presets`)
 are named starting points; any field can be overridden from both CLIs (`--set KEY=VALUE`, or a
 YAML file with `--config`).
@@ -19,7 +20,7 @@ from typing import Any
 from trainables.arch_record import INTERPOLATIONS, Arch
 from trainables.archs import ARCHS, arch_problem, resolve
 from trainables.errors import UserError
-from trainables.regimes import REGIMES
+from trainables.regimes import GRID_FIELDS, REGIMES
 
 PROBE_C_GRID: tuple[float, ...] = (1e-4, 3e-4, 1e-3, 3e-3, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0,
                                    30.0, 100.0, 300.0, 1e3, 3e3, 1e4)
@@ -351,10 +352,41 @@ def canonical_train_size(value: str | int | float) -> str:
     return "all" if size is None else repr(size)
 
 
+def identity_fields(regime: str) -> tuple[str, ...]:
+    """The fields a trial of `regime` is identified by: its grid point and what the regime reads
+    (trainables.regimes: `Regime.reads`); a regime the table does not know: every field."""
+    if regime not in REGIMES:
+        return tuple(f.name for f in dataclasses.fields(TrialConfig))
+    return tuple(dict.fromkeys(GRID_FIELDS + REGIMES[regime].reads))
+
+
+def trial_id_of(fields: dict[str, Any], manifest_hash: str) -> str:
+    """`trial_id` of a config as a dict of fields (a row's config_json); a field the dict lacks
+    (a row written before the field existed) counts as its default, except `subset_seed_policy`:
+    such rows drew the split's one subset ("split"). The policy counts only where it draws a subset
+    of its own (below train size "all", policy "per_seed"): elsewhere it changes nothing."""
+    defaults = {f.name: f.default for f in dataclasses.fields(TrialConfig)}
+    defaults[SUBSET_POLICY_FIELD] = "split"  # rows from before per-seed subsets drew the split's
+    picked = {name: fields.get(name, defaults.get(name))
+              for name in identity_fields(str(fields.get("regime")))}
+    policy = picked.get(SUBSET_POLICY_FIELD)
+    if policy == "split" or parse_train_size(str(picked.get("train_size", "all"))) is None:
+        picked.pop(SUBSET_POLICY_FIELD, None)  # no subset of its own: the policy changes nothing
+    payload = json.dumps({"config": picked, "manifest": manifest_hash}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
 def trial_id(config: TrialConfig, manifest_hash: str) -> str:
-    """A trial's identity: its config and the split it trains on. Same inputs, same id.
-    `subset_seed_policy` counts only where it draws a subset of its own (below train size "all",
-    policy "per_seed"): elsewhere it changes nothing, and ids written before it existed hold."""
+    """A trial's identity: its grid point, the fields its regime reads, and the split it trains
+    on. Same inputs, same id; a setting the regime never reads leaves it alone."""
+    return trial_id_of(json.loads(config.to_json()), manifest_hash)
+
+
+def legacy_trial_id(config: TrialConfig, manifest_hash: str) -> str:
+    """The id results written before identity followed the regime's reads carry (every field
+    hashed; `subset_seed_policy` only where it draws a subset of its own). The sweep recomputes
+    ids from rows' config_json (`trial_id_of`), so such rows stay finished without being rerun or
+    rewritten."""
     fields = config.to_dict()
     if config.subset_seed_policy == "split" or parse_train_size(config.train_size) is None:
         del fields[SUBSET_POLICY_FIELD]

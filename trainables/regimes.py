@@ -22,8 +22,8 @@ TRAINS: tuple[str, ...] = ("all", "heads", "none")
 """What SGD updates: every parameter, only the new head(s), or nothing in the model (the linear
 probe fits a logistic regression on the model's features instead)."""
 
-INPUT_FIELDS: tuple[str, ...] = ("subset_seed_policy", "weights", "mean", "std", "interpolation", "backend",
-                                 "eval_batch_size", "channels_last", "bf16", "tf32",
+INPUT_FIELDS: tuple[str, ...] = ("subset_seed_policy", "weights", "mean", "std", "interpolation",
+                                 "crop_scale", "backend", "eval_batch_size", "channels_last", "bf16", "tf32",
                                  "cudnn_benchmark", "deterministic")
 """Fields every regime reads: which training images it keeps below train size "all"
 (`subset_seed_policy`; trainables.config.trial_id leaves it out at "all", where no subset is
@@ -37,6 +37,18 @@ SGD_FIELDS: tuple[str, ...] = ("epochs", "batch_size", "lr", "momentum", "step_s
 PROBE_SIZES: tuple[str, ...] = ("val_resize", "val_crop")
 """The linear probe sees every split through the validation transform (trainables/linear_probe.py)."""
 PROBE_FIELDS: tuple[str, ...] = ("probe_c_grid", "probe_standardize", "probe_max_iter", "select_on")
+GRID_FIELDS: tuple[str, ...] = ("arch", "regime", "seed", "train_size")
+"""The grid point: hashed into every trial id (with the split's hash)."""
+UNHASHED_FIELDS: dict[str, str] = {
+    "preset": "names the starting point a run came from; its settings are the fields themselves",
+}
+"""Fields no trial reads, with why: kept on each row (config_json), never in the trial id. A
+speed-only setting proven bit-identical (tests/integration/test_equivalence.py) goes here too.
+
+Every `TrialConfig` field is in GRID_FIELDS, in some regime's `reads` or here
+(tests/unit/trainables/test_trial_id.py checks it): a trial's id (`trainables.config.trial_id`)
+is what can change its numbers, so changing a setting one regime never reads (probe_max_iter for
+fine-tuning) reuses that regime's finished trials."""
 
 
 @dataclass(frozen=True)

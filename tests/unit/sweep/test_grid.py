@@ -6,7 +6,7 @@ import pytest
 
 from sweep.grid import GridSpec, build_grid, split_done, with_ids
 from sweep.layout import Experiment
-from trainables.config import trial_id
+from trainables.config import legacy_trial_id, trial_id
 from trainables.errors import UserError
 from trainables.presets import PRESETS
 from trainables.regimes import REGIMES
@@ -33,15 +33,18 @@ def test_grid_runs_the_probe_once_per_train_size_whatever_the_seeds():
 
 
 def test_trial_ids_stay_what_they_were():
-    """The id hashes the whole config and the split: the same trial keeps its id across
-    versions, so a rerun skips it (ids of the smoke preset's scratch trials on the embedded
-    demo split, as the sweep before issue 21 wrote them). Below "all" those trials trained every
-    seed on one subset: policy "split" keeps their ids; the default per-seed subsets change the
-    numbers, so they are new trials."""
+    """The id hashes the grid point, the fields the regime reads and the split: the same trial
+    keeps its id across versions, so a rerun skips it. Ids of the smoke preset's scratch trials on
+    the embedded demo split; `legacy_trial_id` gives those the sweep before issue 22 wrote (every
+    field hashed), which the sweep recognises from the rows' config_json. Below "all" those
+    trials trained every seed on one subset: policy "split" is that trial; the default per-seed
+    subsets change the numbers, so they are new trials."""
     configs = [PRESETS["smoke"].trial("mobilenet_v2", "scratch", seed, "2") for seed in (0, 1)]
-    old = [trial_id(c.replace(subset_seed_policy="split"), "056fcb4752075fa6") for c in configs]
-    assert old == ["f18ad3c915169122", "ae82676a78f14b68"]
-    assert not {trial_id(c, "056fcb4752075fa6") for c in configs} & set(old)
+    split = [c.replace(subset_seed_policy="split") for c in configs]
+    assert [legacy_trial_id(c, "056fcb4752075fa6") for c in split] == ["f18ad3c915169122",
+                                                                       "ae82676a78f14b68"]
+    assert [trial_id(c, "056fcb4752075fa6") for c in split] == ["d20c0e0c378e8f15", "b4e7ec9277423581"]
+    assert not {trial_id(c, "056fcb4752075fa6") for c in configs} & {"d20c0e0c378e8f15", "b4e7ec9277423581"}
 
 
 def test_grid_crosses_archs_regimes_train_sizes_and_seeds():

@@ -99,11 +99,12 @@ def test_each_seed_draws_its_own_training_subset_recorded_by_its_seed(make_pool)
 
 def test_subset_policy_counts_in_the_trial_id_only_where_it_draws_a_subset():
     """Rows written before `subset_seed_policy` existed keep their ids: at "all" and under policy
-    "split" the id is the hash of the config without the field; per-seed subsets get new ids."""
+    "split" the legacy id is the hash of the config without the field, and a row without the
+    field is the "split" trial; per-seed subsets below "all" are new trials."""
     import hashlib
     import json
 
-    from trainables.config import TrialConfig, trial_id
+    from trainables.config import TrialConfig, legacy_trial_id, trial_id, trial_id_of
 
     def legacy_id(config: TrialConfig) -> str:
         fields = {k: v for k, v in config.to_dict().items() if k != "subset_seed_policy"}
@@ -112,9 +113,12 @@ def test_subset_policy_counts_in_the_trial_id_only_where_it_draws_a_subset():
 
     full = TrialConfig("resnet18", "scratch", seed=1)
     small = full.replace(train_size="10")
-    assert trial_id(full, "m") == legacy_id(full) == trial_id(full.replace(subset_seed_policy="split"), "m")
-    assert trial_id(small.replace(subset_seed_policy="split"), "m") == legacy_id(small)
-    assert trial_id(small, "m") != legacy_id(small)
+    assert trial_id(full, "m") == trial_id(full.replace(subset_seed_policy="split"), "m")
+    assert legacy_trial_id(full, "m") == legacy_id(full)
+    assert legacy_trial_id(small.replace(subset_seed_policy="split"), "m") == legacy_id(small)
+    assert trial_id(small, "m") != trial_id(small.replace(subset_seed_policy="split"), "m")
+    old_row = {k: v for k, v in json.loads(small.to_json()).items() if k != "subset_seed_policy"}
+    assert trial_id_of(old_row, "m") == trial_id(small.replace(subset_seed_policy="split"), "m")
     with pytest.raises(UserError, match="subset_seed_policy 'each' is unknown; choose from per_seed, split"):
         small.replace(subset_seed_policy="each")
 
