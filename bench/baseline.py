@@ -3,9 +3,10 @@
 As the PyTorch transfer-learning tutorial (which the study followed) writes it: an ImageFolder-
 style dataset decoding every image with PIL on every access, torchvision.transforms v1, a
 DataLoader with batch 6, one `for phase in ("train", "val")` loop per epoch, SGD + StepLR, the
-best-val-accuracy weights kept (the earliest epoch on ties). Only the model builder, the fixed
-configuration and the split are the project's, so that both loops train the same experiment.
-bench/trial_speed.py times it against trainables.train.run_trial.
+best-val-accuracy weights kept (the earliest epoch on ties). Only the model builder, the
+tutorial's Inception loss (`training_loss`), the fixed configuration and the split are the
+project's, so that both loops train the same experiment. bench/trial_speed.py times it against
+trainables.train.run_trial.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from trainables.config import TrialConfig
 from trainables.data.dataset import study_eval_transform, study_train_transform
 from trainables.data.demo import shift_for_manifest
 from trainables.data.manifest import DataRoots, Entry, Manifest, select_train
-from trainables.engine import seed_everything
+from trainables.engine import seed_everything, training_loss
 from trainables.models import build_model
 
 
@@ -90,17 +91,6 @@ def datasets(manifest: Manifest, roots: DataRoots, config: TrialConfig
     return out
 
 
-def _outputs_and_loss(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor,
-                      criterion: nn.Module, train: bool, aux_weight: float
-                      ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The tutorial's Inception special case: in training, loss = main + 0.4 * auxiliary."""
-    outputs = model(inputs)
-    if train and isinstance(outputs, tuple):
-        logits, aux = outputs
-        return logits, criterion(logits, labels) + aux_weight * criterion(aux, labels)
-    return outputs, criterion(outputs, labels)
-
-
 def accuracy(model: nn.Module, loader: DataLoader, device: torch.device) -> float:
     model.eval()
     correct, seen = 0, 0
@@ -114,7 +104,6 @@ def accuracy(model: nn.Module, loader: DataLoader, device: torch.device) -> floa
 
 def run_baseline_trial(config: TrialConfig, manifest: Manifest, roots: DataRoots,
                        device: torch.device | None = None, pretrained: bool | None = None,
-                       num_workers: int = 0,
                        on_epoch: Callable[[dict[str, Any]], None] | None = None) -> BaselineResult:
     """One trial in the study's style. `pretrained=False` builds a transfer regime with random
     weights (timing only: architectures whose ImageNet weights are not available here).
@@ -124,14 +113,12 @@ def run_baseline_trial(config: TrialConfig, manifest: Manifest, roots: DataRoots
     data = datasets(manifest, roots, config)
     seed_everything(config.seed)
     model = build_model(config, len(manifest.classes), pretrained=pretrained).to(device)
-    loaders = {name: DataLoader(ds, batch_size=config.batch_size, shuffle=name == "train",
-                                num_workers=num_workers)
+    loaders = {name: DataLoader(ds, batch_size=config.batch_size, shuffle=name == "train")
                for name, ds in data.items()}
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.step_size,
                                                 gamma=config.gamma)
-    criterion = nn.CrossEntropyLoss()
     best_wts, best_acc, best_epoch = copy.deepcopy(model.state_dict()), -1.0, 0
     rows: list[dict[str, Any]] = []
     train_seconds = 0.0
@@ -146,8 +133,7 @@ def run_baseline_trial(config: TrialConfig, manifest: Manifest, roots: DataRoots
                 inputs, labels = inputs.to(device), labels.to(device)
                 optimizer.zero_grad()
                 with torch.set_grad_enabled(training):
-                    logits, loss = _outputs_and_loss(model, inputs, labels, criterion, training,
-                                                     config.aux_loss_weight)
+                    loss, logits = training_loss(model(inputs), labels, config.aux_loss_weight)
                     if training:
                         loss.backward()
                         optimizer.step()

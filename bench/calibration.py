@@ -1,17 +1,14 @@
 """Does the report's 95% interval cover the truth, and does its p reject a true null only 5% of
 the time, for the designs people run (2-10 seeds, 46 test images, an unstable scratch baseline)?
 
-    python bench/calibration.py [--sets 2000] [--seeds 2 3 5 10] [--images 46] [--only NAME ...]
+    python bench/calibration.py [--sets 2000] [--seeds 2 3 5 10] [--images 46]
 
-Simulates per-image correctness from a logistic model with a seed, an image and a seed x image
-effect per model, runs `analysis.stats.paired_effect` (transfer minus scratch) and
-`analysis.stats.crossed_accuracy` (one regime's accuracy, the report's headline numbers) on each
-simulated data set, and prints, per cell of the grid and number of seeds, how often the 95%
-interval covers the true value and how often p < 0.05 (the false-rejection rate in null cells,
-the power elsewhere), with the Monte-Carlo standard error. The true value is the population
-one: the expected accuracy (difference) over new seeds and new images drawn from the same model.
-docs/analysis.md ("Calibration") shows the table and why the method was chosen;
-tests/unit/test_calibration.py runs a small version of it.
+Runs `analysis.stats.paired_effect` (transfer minus scratch) and `crossed_accuracy` (one
+regime's accuracy, the report's headline numbers) on data sets simulated from the model below and
+prints, per cell and number of seeds, how often the 95% interval covers the true value (the
+population one: over new seeds and new images) and how often p < 0.05 (false rejections in null
+cells, power elsewhere). docs/analysis.md ("Calibration") shows the table and why the method was
+chosen; tests/unit/test_calibration.py runs a small version of it.
 
 The model, per model X (A = transfer, B = scratch), seed s and image i:
 
@@ -25,11 +22,10 @@ Bernoulli draw adds to it).
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +35,7 @@ from scipy.special import expit
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from analysis.stats import ALPHA, crossed_accuracy, paired_effect  # noqa: E402
+from bench.harness import parser  # noqa: E402
 
 MC_Z = 2.0
 """A cell passes when coverage >= TARGET_COVERAGE - MC_Z * its Monte-Carlo standard error, and
@@ -113,20 +110,6 @@ CELLS: tuple[Cell, ...] = (
          2.0),
 )
 
-Method = Callable[[np.ndarray, np.ndarray], tuple[float, float, float, float]]
-"""(a, b) -> (estimate, lo, hi, p) for one data set (seeds x images)."""
-
-
-def paired_method(a: np.ndarray, b: np.ndarray) -> tuple[float, float, float, float]:
-    e = paired_effect(a, b)
-    return e.estimate, e.lo, e.hi, e.p_value
-
-
-def accuracy_method(a: np.ndarray) -> tuple[float, float, float]:
-    e = crossed_accuracy(a)
-    return e.estimate, e.lo, e.hi
-
-
 @dataclass(frozen=True)
 class Row:
     cell: str
@@ -153,48 +136,37 @@ class Row:
         return ok
 
 
-def run_paired(cell: Cell, seeds: int, images: int, sets: int, rng: np.random.Generator,
-               method: Method = paired_method) -> Row:
+def run_paired(cell: Cell, seeds: int, images: int, sets: int, rng: np.random.Generator) -> Row:
+    """`sets` simulated data sets through analysis.stats.paired_effect (transfer - scratch)."""
     a, b = cell.draw(rng, sets, seeds, images)
     truth = cell.true_difference
-    got = np.array([method(a[k], b[k]) for k in range(sets)])
-    est, lo, hi, p = got.T
+    lo, hi, p = np.array([(e.lo, e.hi, e.p_value) for k in range(sets)
+                          for e in [paired_effect(a[k], b[k])]]).T
     return Row(cell.name, seeds, truth, float(np.mean((lo <= truth) & (truth <= hi))),
                float(np.mean(p < ALPHA)), float(np.median(hi - lo)), sets)
 
 
-def run_accuracy(cell: Cell, which: str, seeds: int, images: int, sets: int, rng: np.random.Generator,
-                 method: Callable[[np.ndarray], tuple[float, float, float]] = accuracy_method) -> Row:
-    a, b = cell.draw(rng, sets, seeds, images)
-    x = a if which == "a" else b
+def run_accuracy(cell: Cell, which: str, seeds: int, images: int, sets: int, rng: np.random.Generator
+                 ) -> Row:
+    """`sets` simulated data sets through analysis.stats.crossed_accuracy (model `which`)."""
+    x = cell.draw(rng, sets, seeds, images)[which == "b"]
     truth = cell.true_accuracy(which)
-    got = np.array([method(x[k]) for k in range(sets)])
-    _, lo, hi = got.T
+    lo, hi = np.array([(e.lo, e.hi) for k in range(sets) for e in [crossed_accuracy(x[k])]]).T
     return Row(f"{cell.name} ({'transfer' if which == 'a' else 'scratch'})", seeds, truth,
                float(np.mean((lo <= truth) & (truth <= hi))), math.nan, float(np.median(hi - lo)), sets)
 
 
 def paired_table(cells: Sequence[Cell], seed_counts: Sequence[int], images: int, sets: int,
-                 seed: int = 0, method: Method = paired_method) -> list[tuple[Cell, Row]]:
-    rows = []
-    for i, cell in enumerate(cells):
-        for j, s in enumerate(seed_counts):
-            rng = np.random.default_rng([seed, i, j])
-            rows.append((cell, run_paired(cell, s, images, sets, rng, method)))
-    return rows
+                 seed: int = 0) -> list[tuple[Cell, Row]]:
+    return [(cell, run_paired(cell, s, images, sets, np.random.default_rng([seed, i, j])))
+            for i, cell in enumerate(cells) for j, s in enumerate(seed_counts)]
 
 
 def accuracy_table(cells: Sequence[Cell], seed_counts: Sequence[int], images: int, sets: int,
                    seed: int = 0) -> list[Row]:
-    rows = []
-    for i, cell in enumerate(cells):
-        if cell.null:
-            continue
-        for which in ("a", "b"):
-            for j, s in enumerate(seed_counts):
-                rng = np.random.default_rng([seed, i, j, 1 if which == "a" else 2])
-                rows.append(run_accuracy(cell, which, s, images, sets, rng))
-    return rows
+    return [run_accuracy(cell, which, s, images, sets, np.random.default_rng([seed, i, j, k]))
+            for i, cell in enumerate(cells) if not cell.null
+            for k, which in ((1, "a"), (2, "b")) for j, s in enumerate(seed_counts)]
 
 
 def _markdown(header: list[str], rows: list[list[str]]) -> str:
@@ -222,15 +194,11 @@ def accuracy_markdown(rows: list[Row]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python bench/calibration.py", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = parser(__file__, __doc__)
     p.add_argument("--sets", type=int, default=2000, help="simulated data sets per cell (default 2000)")
     p.add_argument("--seeds", type=int, nargs="+", default=[2, 3, 5, 10])
     p.add_argument("--images", type=int, default=46)
-    p.add_argument("--only", nargs="+", default=None, help="cell names to run (default: all)")
-    p.add_argument("--no-accuracy", action="store_true", help="skip the headline-accuracy table")
-    args = p.parse_args(argv)
-    cells = [c for c in CELLS if args.only is None or c.name in args.only]
+    args, cells = p.parse_args(argv), CELLS
     print("Cells (46 images unless --images):")
     for c in cells:
         print(f"  {c.name}: {c.what}; true difference {100 * c.true_difference:+.1f} pp")
@@ -241,14 +209,12 @@ def main(argv: list[str] | None = None) -> int:
           f"{100 * math.sqrt(0.0475 / args.sets):.1f} pp)\n")
     print(paired_markdown(rows))
     print(f"\n({time.perf_counter() - t0:.0f} s)")
-    ok = all(r.passes(c.null) for c, r in rows)
-    if not args.no_accuracy:
-        t0 = time.perf_counter()
-        acc = accuracy_table(cells, args.seeds, args.images, args.sets)
-        print(f"\nOne regime's accuracy: analysis.stats.crossed_accuracy, {args.sets} data sets per row\n")
-        print(accuracy_markdown(acc))
-        print(f"\n({time.perf_counter() - t0:.0f} s)")
-        ok = ok and all(r.passes(False) for r in acc)
+    t0 = time.perf_counter()
+    acc = accuracy_table(cells, args.seeds, args.images, args.sets)
+    print(f"\nOne regime's accuracy: analysis.stats.crossed_accuracy, {args.sets} data sets per row\n")
+    print(accuracy_markdown(acc))
+    print(f"\n({time.perf_counter() - t0:.0f} s)")
+    ok = all(r.passes(c.null) for c, r in rows) and all(r.passes(False) for r in acc)
     print(f"\n{'every cell passes' if ok else 'some cells miss'} (coverage >= {TARGET_COVERAGE} and "
           f"null rejection <= {ALPHA:g} within {MC_Z:g} Monte-Carlo standard errors)")
     return 0 if ok else 1

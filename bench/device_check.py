@@ -24,22 +24,22 @@ import sys
 import tempfile
 import threading
 import time
-import traceback
 import warnings
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from bench.harness import parser, project_trial, run, run_pool, standin_data  # noqa: E402
+from bench import harness  # noqa: E402
+from bench.harness import ROOT, project_trial, run_pool, write_json  # noqa: E402
+from sweep.resources import fraction_for, trials_per_gpu  # noqa: E402
 from trainables import device as dev  # noqa: E402
 from trainables.archs import STUDY_ARCHS, resolve  # noqa: E402
 from trainables.errors import UserError  # noqa: E402
 from trainables.presets import get_preset  # noqa: E402
-from trainables.provenance import CudaFacts  # noqa: E402
+from trainables.provenance import CudaFacts, code_version, library_versions  # noqa: E402
 from trainables.regimes import SCRATCH  # noqa: E402
 
 DATA = {False: ({"target": 100, "other": 130}, {"target": 40, "other": 40}, (500, 375)),
@@ -51,16 +51,15 @@ SECTION_ESTIMATE_S = {"trials": 30.0, "syncs": 25.0, "concurrent": 150.0, "repea
 
 def trial_config(arch: str, dry: bool, epochs: int = 2, **changes: Any):
     """The paper preset's trial from random weights, shortened; in --dry also tiny crops."""
-    tiny = {"epochs": 1, "train_crop": max(64, resolve(arch).min_input_size)} if dry else {}
+    tiny = {"epochs": 1, "train_crop": harness.crop(arch, 64)} if dry else {}
     return get_preset("paper").trial(arch, SCRATCH, 0, **{"epochs": epochs, **tiny, **changes})
 
 
 def trial_result(config, manifest, roots, out: str) -> dict[str, Any]:
-    t0 = time.perf_counter()
     row = project_trial(config, manifest, roots, out)
     return {"arch": config.arch, "epochs": config.epochs, "train_crop": config.train_crop,
             "batch_size": config.batch_size, "train_images": row["train_images"],
-            "trial_seconds": time.perf_counter() - t0, "seconds_per_epoch": row["epoch_seconds"],
+            "trial_seconds": row["seconds"], "seconds_per_epoch": row["epoch_seconds"],
             "train_loss": row["epoch_train_loss"], "peak_allocated_mb": row["peak_allocated_mb"],
             "peak_reserved_mb": row["peak_reserved_mb"], "device": row["device"]}
 
@@ -68,8 +67,6 @@ def trial_result(config, manifest, roots, out: str) -> dict[str, Any]:
 def table_check(result: dict[str, Any], gpu_memory_gb: float | None) -> dict[str, Any]:
     """The measured peak against the table's figure, and against the share the `auto` plan gives
     this architecture on this GPU and on a 24 GB A10G (sweep.resources, the one sizing rule)."""
-    from sweep.resources import trials_per_gpu
-
     table_gb = resolve(result["arch"]).peak_memory_gb
     measured_gb = (result["peak_reserved_mb"] or result["peak_allocated_mb"]) / 1024
     out = {"table_peak_memory_gb": table_gb, "measured_peak_gb": round(measured_gb, 3),
@@ -115,31 +112,22 @@ def measure_syncs(manifest, roots, out: str, device, dry: bool) -> dict[str, Any
             "by_function": dict(sorted(by_function.items(), key=lambda kv: -kv[1]))}
 
 
-class GpuMemorySampler(threading.Thread):
-    """GPU memory in use by every process (total - free), every 0.25 s, from this process."""
-
-    def __init__(self, device) -> None:
-        super().__init__(daemon=True)
-        self.device, self.peak_mb, self.stop = device, 0.0, threading.Event()
-
-    def run(self) -> None:
-        while not self.stop.wait(0.25):
-            free, total = torch.cuda.mem_get_info(self.device)
-            self.peak_mb = max(self.peak_mb, (total - free) / 2**20)
-
-
 def run_concurrent(arch: str, n: int, manifest, roots, scratch: Path, device, dry: bool,
                    env: dict[str, str] | None = None) -> dict[str, Any]:
-    """n trials at once in n processes, each capped to 1/n of the GPU (the `auto` plan's share)."""
-    from sweep.resources import fraction_for
+    """n trials at once in n processes, each capped to 1/n of the GPU (the `auto` plan's share),
+    with the GPU memory in use by every process (total - free) sampled every 0.25 s."""
+    share, config, stop, peak = fraction_for(n), trial_config(arch, dry, epochs=1), threading.Event(), [0.0]
 
-    share, config = fraction_for(n), trial_config(arch, dry, epochs=1)
-    sampler = GpuMemorySampler(device)
+    def sample() -> None:
+        while not stop.wait(0.25):
+            free, total = torch.cuda.mem_get_info(device)
+            peak[0] = max(peak[0], (total - free) / 2**20)
+
     if device.type == "cuda":
-        sampler.start()
+        threading.Thread(target=sample, daemon=True).start()
     out = tempfile.mkdtemp(dir=scratch, prefix=f"concurrent-{arch}-")
     results, wall, _ = run_pool([config.to_dict()] * n, n, 1, manifest, roots, out, env=env, share=share)
-    sampler.stop.set()
+    stop.set()
     ok = [r for r in results if r["ok"]]
     return {"arch": arch, "processes": n, "share": share, "epochs": config.epochs,
             "all_ok": len(ok) == n, "oom": sum(bool(r.get("oom")) for r in results),
@@ -147,7 +135,7 @@ def run_concurrent(arch: str, n: int, manifest, roots, scratch: Path, device, dr
             "max_peak_allocated_mb": max((r["peak_allocated_mb"] for r in ok), default=None),
             "max_peak_reserved_mb": max((r["peak_reserved_mb"] for r in ok
                                          if r["peak_reserved_mb"] is not None), default=None),
-            "gpu_memory_in_use_peak_mb": sampler.peak_mb if device.type == "cuda" else None,
+            "gpu_memory_in_use_peak_mb": peak[0] if device.type == "cuda" else None,
             "seconds_per_epoch": [r["epoch_seconds"] for r in ok],
             "errors": [r["error"] for r in results if not r["ok"]]
             + [f"{n - len(results)} process(es) died without a result"] * (len(results) < n)}
@@ -196,20 +184,18 @@ def measure_repeat(manifest, roots, out: str, dry: bool) -> dict[str, Any]:
 def main(args) -> int:
     t_start = time.perf_counter()
     archs = tuple(args.archs or (("resnet18",) if args.dry else STUDY_ARCHS))
-    for arch in archs:
-        resolve(arch)
+    largest = max(archs, key=lambda a: resolve(a).peak_memory_gb)  # refuses an unknown name
     n_concurrent = args.concurrent or (2 if args.dry else 8)
     if n_concurrent < 1:
         raise UserError("--concurrent must be >= 1")
-    out_path = Path(args.out)
     report: dict[str, Any] = {"schema": 1, "dry": args.dry, "budget_s": args.budget_s,
                               "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
                               "sections": {}, "checks": {}}
+    sections, checks = report["sections"], report["checks"]
 
     def save() -> None:
         report["elapsed_s"] = round(time.perf_counter() - t_start, 1)
-        out_path.parent.mkdir(parents=True, exist_ok=True)
-        out_path.write_text(json.dumps(report, indent=1, default=str) + "\n")
+        write_json(args.out, report)
 
     def fits(name: str) -> bool:
         return args.dry or time.perf_counter() - t_start + SECTION_ESTIMATE_S[name] <= args.budget_s
@@ -217,7 +203,7 @@ def main(args) -> int:
     def section(name: str) -> bool:
         """Whether to run a section: asked for, and ending within the budget (else marked)."""
         if name in args.skip or not fits(name):
-            report["sections"].update({} if name in args.skip else {name: {"skipped": "budget"}})
+            sections.update({} if name in args.skip else {name: {"skipped": "budget"}})
             return False
         return True
 
@@ -226,14 +212,10 @@ def main(args) -> int:
     dev.apply_determinism(False, tf32=False, cudnn_benchmark=False)
     facts = CudaFacts.read()
     report["cuda"] = facts.to_dict()
-    if not args.dry and not facts.usable:
-        report["checks"]["cuda"] = False
+    if not checks.setdefault("cuda", args.dry or facts.usable):
         save()
-        raise UserError(f"CUDA is unusable here: {facts.diagnosis()} [{facts.summary()}]")
+        harness.require_cuda(facts)
     device = torch.device("cpu") if args.dry else dev.select_device(None, facts)
-    report["checks"]["cuda"] = True
-    from trainables.provenance import code_version, library_versions
-
     report["device"] = {"label": dev.describe_device(device), "type": device.type,
                         "cudnn": torch.backends.cudnn.version() if device.type == "cuda" else None}
     report["code_version"], report["library_versions"] = code_version(), json.loads(library_versions())
@@ -242,44 +224,41 @@ def main(args) -> int:
     save()
     with tempfile.TemporaryDirectory(prefix="device-check-") as tmp:
         scratch = Path(tmp)
-        roots, manifest = standin_data(scratch, *DATA[args.dry])
-        out = str(scratch)
+        roots, manifest = harness.standin_data(scratch, *DATA[args.dry])
         report["data"] = {"counts": manifest.counts(), "generated": True}
         if "trials" not in args.skip:
             trials, skipped = [], []
-            report["sections"]["trials"] = {"trials": trials, "skipped": skipped}
+            sections["trials"] = {"trials": trials, "skipped": skipped}
             for arch in archs:
                 if not fits("trials"):
                     skipped.append(arch)
                     continue
                 try:
-                    result = {**trial_result(trial_config(arch, args.dry), manifest, roots, out), "ok": True}
+                    result = {**trial_result(trial_config(arch, args.dry), manifest, roots, tmp), "ok": True}
                     result.update(table_check(result, gpu_memory_gb))
                 except Exception as exc:
-                    result = {"arch": arch, "ok": False, "error": "".join(
-                        traceback.format_exception_only(type(exc), exc)).strip()}
+                    result = {"arch": arch, "ok": False, "error": harness.error_line(exc)}
                 trials.append(result)
                 print(f"trial {arch}: " + (f"{result['seconds_per_epoch']} s/epoch, peak allocated "
                                            f"{result['peak_allocated_mb']:.0f} MiB, reserved "
                                            f"{result['peak_reserved_mb']}" if result["ok"]
                                            else f"FAILED {result['error']}"), flush=True)
                 save()
-            report["checks"]["trials_ok"] = bool(trials) and all(r["ok"] for r in trials)
+            checks["trials_ok"] = bool(trials) and all(r["ok"] for r in trials)
             if device.type == "cuda":
-                report["checks"]["table_covers_measured_peaks"] = all(
-                    r.get("table_covers_measured", False) for r in trials)
+                checks["table_covers_measured_peaks"] = all(r.get("table_covers_measured", False)
+                                                            for r in trials)
         if section("syncs"):
-            syncs = report["sections"]["syncs"] = measure_syncs(manifest, roots, out, device, args.dry)
+            syncs = sections["syncs"] = measure_syncs(manifest, roots, tmp, device, args.dry)
             print(f"syncs: {syncs['syncs_total']} over {syncs['train_steps']} training steps "
                   f"(measured: {syncs['measured']})", flush=True)
         save()
-        largest = max(archs, key=lambda a: resolve(a).peak_memory_gb)
         if section("concurrent"):
-            conc = report["sections"]["concurrent"] = {
+            conc = sections["concurrent"] = {
                 "no_mps": run_concurrent(largest, n_concurrent, manifest, roots, scratch, device, args.dry)}
             print(f"concurrent {n_concurrent} x {largest}: all ok {conc['no_mps']['all_ok']}, "
                   f"{conc['no_mps']['oom']} OOM", flush=True)
-            report["checks"]["concurrent_no_oom"] = conc["no_mps"]["all_ok"]
+            checks["concurrent_no_oom"] = conc["no_mps"]["all_ok"]
             save()
             if device.type != "cuda":
                 conc["mps"] = {"skipped": "no GPU"}
@@ -291,26 +270,26 @@ def main(args) -> int:
                         conc["mps"] = {"available": True, **run_concurrent(  # this container)
                             largest, n_concurrent, manifest, roots, scratch, device, args.dry, env)}
                         conc["mps"]["usable"] = conc["mps"]["all_ok"]  # are not memory failures
-                        report["checks"]["concurrent_mps_no_oom"] = conc["mps"]["oom"] == 0
+                        checks["concurrent_mps_no_oom"] = conc["mps"]["oom"] == 0
             else:
                 conc["mps"] = {"skipped": "budget"}
             save()
         if section("repeat"):
-            repeat = report["sections"]["repeat"] = measure_repeat(manifest, roots, out, args.dry)
-            report["checks"]["deterministic_repeats_bit_identical"] = repeat["deterministic"]["bit_identical"]
+            repeat = sections["repeat"] = measure_repeat(manifest, roots, tmp, args.dry)
+            checks["deterministic_repeats_bit_identical"] = repeat["deterministic"]["bit_identical"]
             print(f"repeat: deterministic identical {repeat['deterministic']['bit_identical']}, "
                   f"defaults identical {repeat['defaults']['bit_identical']}", flush=True)
             save()
-    failed = sorted(k for k, v in report["checks"].items() if not v)
+    failed = sorted(k for k, v in checks.items() if not v)
     report["all_checks_passed"] = not failed
     save()
-    print(f"wrote {out_path} in {report['elapsed_s']:.0f} s; "
+    print(f"wrote {args.out} in {report['elapsed_s']:.0f} s; "
           + (f"FAILED: {', '.join(failed)}" if failed else "all checks passed"), flush=True)
     return 1 if failed else 0
 
 
-def build_parser():
-    p = parser("device_check.py", __doc__)
+if __name__ == "__main__":
+    p = harness.parser(__file__, __doc__)
     p.add_argument("--out", default="device_check.json", help="the JSON to write")
     p.add_argument("--dry", action="store_true", help="CPU, tiny sizes: checks the script itself")
     p.add_argument("--budget-s", type=float, default=420.0,
@@ -319,8 +298,4 @@ def build_parser():
     p.add_argument("--concurrent", type=int, help="trials at once on the GPU (default 8; --dry: 2)")
     p.add_argument("--skip", nargs="+", default=[], choices=tuple(SECTION_ESTIMATE_S),
                    help="sections to leave out")
-    return p
-
-
-if __name__ == "__main__":
-    sys.exit(run(main, build_parser(), None))
+    sys.exit(harness.run(main, p))

@@ -8,14 +8,15 @@ A training step (the trial's model, regime, batch, crop and loss; SGD with momen
 step) and an eval pass at the config's eval batch are traced on fake tensors (FakeTensorMode:
 shapes, no data, no device) under PyTorch's MemTracker; FlopCounterMode counts the forward GFLOP.
 No GPU and no real memory needed. The last table is what the architecture table's
-`peak_memory_gb` and `forward_gflop` hold (tests/integration/test_footprint_registry.py compares
-them with a fresh trace). The trace counts every tensor an operator returns, not the scratch a
-kernel allocates inside itself (tests/unit/test_footprint.py measures both on the CPU; on a GPU
-the sweep's memory check measures the real peak, sweep/memory_check.py).
+`peak_memory_gb` and `forward_gflop` hold (tests/integration/test_footprint_registry.py). The
+trace counts every tensor an operator returns, not the scratch a kernel allocates inside itself
+(tests/unit/test_footprint.py measures both; on a GPU, sweep/memory_check.py the real peak).
 """
 
 from __future__ import annotations
 
+import copy
+import io
 import math
 import sys
 import time
@@ -23,14 +24,19 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 from bench.harness import parser, run, write_json  # noqa: E402
-from trainables.engine import training_loss  # noqa: E402
+from trainables.archs import ARCHS, resolve  # noqa: E402
+from trainables.device import cpu_copy  # noqa: E402
+from trainables.engine import FitState, frozen_state_keys, training_loss  # noqa: E402
+from trainables.models import build_model  # noqa: E402
+from trainables.presets import get_preset  # noqa: E402
+from trainables.regimes import STUDY_REGIMES  # noqa: E402
+from trainables.weights import weights_file  # noqa: E402
 
 GB, MIB = 1e9, 2**20
 
@@ -70,24 +76,22 @@ def _bytes(tensors: Any) -> int:
     return sum(t.numel() * t.element_size() for t in tensors)
 
 
-def _model(arch: str, regime: str, preset: str = "paper", num_classes: int = 2):
-    from trainables.models import build_model
-    from trainables.presets import get_preset
-
-    config = get_preset(preset).trial(arch, regime, 0, "all")
+def _model(arch: str, regime: str):
+    """The paper preset's trial config and its two-class model (random weights)."""
+    config = get_preset("paper").trial(arch, regime, 0, "all")
     torch.manual_seed(0)  # built for real: some initialisers (Inception's) branch on their draws
-    return config, build_model(config, num_classes, pretrained=False)
+    return config, build_model(config, 2, pretrained=False)
 
 
-def trace(arch: str, regime: str, batch: int | None = None, input_size: int | None = None,
-          eval_batch: int | None = None, preset: str = "paper") -> Footprint:
-    """Trace `arch` in `regime` with the preset's batch, crops and eval batch (or these)."""
+def trace(arch: str, regime: str, input_size: int | None = None, eval_batch: int | None = None
+          ) -> Footprint:
+    """Trace `arch` in `regime` with the paper preset's batch, crops and eval batch (or these)."""
     from torch._subclasses.fake_tensor import FakeTensorMode
     from torch.distributed._tools.mem_tracker import MemTracker
     from torch.utils.flop_counter import FlopCounterMode
 
-    config, model = _model(arch, regime, preset)
-    batch, size = batch or config.batch_size, input_size or config.train_crop
+    config, model = _model(arch, regime)
+    batch, size = config.batch_size, input_size or config.train_crop
     eval_size, eval_batch = input_size or config.val_crop, eval_batch or config.eval_batch_size
     fake_mode = FakeTensorMode()
     for module in model.modules():  # every parameter and buffer becomes a fake of its shape
@@ -144,20 +148,12 @@ def _by_kind(snapshot: dict) -> dict[str, int]:
     return out
 
 
-def checkpoint_bytes(arch: str, regime: str) -> tuple[int, int, int]:
+def checkpoint_bytes(arch: str, regime: str) -> tuple[int, int]:
     """torch.save bytes of a trial's checkpoint after one SGD step (random weights: the sizes are
-    what matter): `before`, the whole training state, what each epoch's checkpoint held before;
-    `now`, what sweep/checkpoints.py's payload holds (what training changes: feature extraction
-    leaves out the frozen backbone, rebuilt from the ImageNet weights on resume); and the same
-    when the best epoch is the current one (its weights stored once)."""
-    import copy
-    import io
-
-    from sweep.checkpoints import checkpoint_payload
-    from trainables.archs import resolve
-    from trainables.device import cpu_copy
-    from trainables.engine import FitState, frozen_state_keys
-    from trainables.weights import weights_file
+    what matter), as sweep/checkpoints.py's payload holds it (what training changes: feature
+    extraction leaves out the frozen backbone, rebuilt from the ImageNet weights on resume): at a
+    later epoch than the best one, and when the best epoch is the current one (weights once)."""
+    from sweep.checkpoints import checkpoint_payload  # imports Ray: only for --checkpoints
 
     def saved(obj: Any) -> int:
         sink = io.BytesIO()
@@ -168,9 +164,8 @@ def checkpoint_bytes(arch: str, regime: str) -> tuple[int, int, int]:
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=config.lr,
                                 momentum=config.momentum)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, config.step_size, config.gamma)
-    out = model.train()(torch.randn(2, 3, config.train_crop, config.train_crop))
-    nn.functional.cross_entropy(out[0] if isinstance(out, tuple) else out, torch.zeros(2, dtype=torch.long)
-                                ).backward()
+    training_loss(model.train()(torch.randn(2, 3, config.train_crop, config.train_crop)),
+                  torch.zeros(2, dtype=torch.long), config.aux_loss_weight)[0].backward()
     optimizer.step()
     scheduler.step()
     state = FitState(epoch=1, rows=[{"epoch": 1}], best_acc=0.5, best_loss=0.7, best_epoch=1,
@@ -178,21 +173,15 @@ def checkpoint_bytes(arch: str, regime: str) -> tuple[int, int, int]:
                      optimizer_state=copy.deepcopy(optimizer.state_dict()),
                      scheduler_state=scheduler.state_dict(), frozen_keys=frozen_state_keys(model, config))
     weights = weights_file(resolve(arch))
-    before = saved({"trial_id": "0" * 16, "state": {
-        k: v for k, v in state.to_dict().items() if k != "frozen_keys"}})
     state.epoch = 2  # a later epoch than the best one: both weights in the checkpoint
     now = saved(checkpoint_payload(state, "0" * 16, weights))
     state.epoch = state.best_epoch
-    return before, now, saved(checkpoint_payload(state, "0" * 16, weights))
+    return now, saved(checkpoint_payload(state, "0" * 16, weights))
 
 
 def main(args) -> int:
-    from trainables.archs import ARCHS
-    from trainables.presets import get_preset
-    from trainables.regimes import STUDY_REGIMES
-
     regimes = args.regimes or list(STUDY_REGIMES)
-    eval_batch = args.eval_batch or get_preset("paper").trial(args.archs[0], regimes[0]).eval_batch_size
+    eval_batch = get_preset("paper").trial(args.archs[0], regimes[0]).eval_batch_size
     rows = []
     print(f"torch {torch.__version__}; paper config, batch 6, fp32; eval batch {eval_batch}; MiB")
     print(f"{'arch':14s} {'regime':16s} {'px':>3s} {'params':>7s} {'grads':>7s} {'act@peak':>8s} "
@@ -213,27 +202,19 @@ def main(args) -> int:
               f"{mine[0]['forward_gflop_per_image']:6.2f}   table now {ARCHS[arch].peak_memory_gb:4.1f} "
               f"{ARCHS[arch].forward_gflop}")
     if args.checkpoints:
-        print(f"\nbytes per checkpoint, MiB: {'before':>8s} {'now':>8s} {'(best=now)':>10s} ratio")
+        print(f"\nbytes per checkpoint, MiB: {'now':>8s} {'(best=now)':>10s}")
         for arch in args.archs:
             for regime in regimes:
-                before, now, best_now = checkpoint_bytes(arch, regime)
-                print(f"  {arch:14s} {regime:16s} {before / MIB:8.1f} {now / MIB:8.3f} "
-                      f"{best_now / MIB:10.3f} {before / now:6.1f}x", flush=True)
+                now, best_now = checkpoint_bytes(arch, regime)
+                print(f"  {arch:14s} {regime:16s} {now / MIB:8.3f} {best_now / MIB:10.3f}", flush=True)
     write_json(args.json, {"torch": torch.__version__, "eval_batch": eval_batch, "rows": rows})
     return 0
 
 
-def build_parser():
-    from trainables.archs import ARCHS
-
-    p = parser("footprint.py", __doc__)
+if __name__ == "__main__":
+    p = parser(__file__, __doc__)
     p.add_argument("--archs", nargs="+", default=list(ARCHS), help="default: every table architecture")
     p.add_argument("--regimes", nargs="+", help="default: the study's")
-    p.add_argument("--eval-batch", type=int, help="evaluation batch (default: the preset's)")
     p.add_argument("--json", help="also write every row to this file")
     p.add_argument("--checkpoints", action="store_true", help="also: bytes per trial checkpoint")
-    return p
-
-
-if __name__ == "__main__":
-    sys.exit(run(main, build_parser(), None))
+    sys.exit(run(main, p))

@@ -24,20 +24,24 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.harness import RANDOM, load_data, parser, run, run_pool, write_json  # noqa: E402
+import torch  # noqa: E402
+
+from bench import harness  # noqa: E402
+from bench.harness import RANDOM, mean_sd, run_pool  # noqa: E402
+from sweep.resources import trials_per_gpu  # noqa: E402
+from sweep.schedule import expected_gflop  # noqa: E402
+from trainables.archs import resolve  # noqa: E402
+from trainables.errors import UserError  # noqa: E402
+from trainables.presets import get_preset  # noqa: E402
+from trainables.regimes import SCRATCH  # noqa: E402
+from trainables.weights import preflight  # noqa: E402
 
 MAX_WORKERS = 8
 
 
 def default_workers(archs: list[str], cpus: int) -> tuple[int, str]:
-    import torch
-
-    from sweep.resources import trials_per_gpu
-    from trainables.archs import resolve
-
     if not torch.cuda.is_available():
         return max(1, min(cpus // 2, MAX_WORKERS)), f"CPU: {cpus} cores / 2 threads per trial"
     memory = torch.cuda.get_device_properties(0).total_memory / 2**30
@@ -70,8 +74,6 @@ def summary(done: list[dict[str, Any]], wall: float, total: int, not_started: in
 
 def bf16_lines(done: list[dict[str, Any]]) -> list[str]:
     """fp32 against bf16 autocast per metric, over seeds (Welch's t-test)."""
-    from scipy import stats
-
     lines = ["bf16 autocast vs fp32 (mean +- sd over seeds; Welch p):"]
     for arch in sorted({r["arch"] for r in done if r["ok"]}):
         cols = []
@@ -79,41 +81,26 @@ def bf16_lines(done: list[dict[str, Any]]) -> list[str]:
             a, b = ([r[metric] for r in done if r["ok"] and r["arch"] == arch and r["bf16"] == bf16]
                     for bf16 in (False, True))
             if len(a) > 1 and len(b) > 1 and a[0] is not None:
-                cols.append(f"{metric} fp32 {statistics.mean(a):.3f}+-{statistics.stdev(a):.3f} bf16 "
-                            f"{statistics.mean(b):.3f}+-{statistics.stdev(b):.3f} "
-                            f"p={stats.ttest_ind(a, b, equal_var=False).pvalue:.2f}")
+                cols.append(f"{metric} fp32 {mean_sd(a)} bf16 {mean_sd(b)} "
+                            f"p={harness.p_values(a, b)[0].strip()}")
         lines.append(f"  {arch}: " + "; ".join(cols))
     return lines
 
 
 def main(args) -> int:
-    import torch
-
-    from sweep.schedule import expected_gflop
-    from trainables.archs import resolve
-    from trainables.errors import UserError
-    from trainables.presets import get_preset
-    from trainables.regimes import SCRATCH
-
     if args.require_cuda:
-        from trainables.provenance import CudaFacts
-
-        if not (facts := CudaFacts.read()).usable:
-            raise UserError(f"CUDA is unusable here: {facts.diagnosis()} [{facts.summary()}]")
+        harness.require_cuda()
+    # --tiny: the smoke preset's regimes, 1 epoch, 32 px crops, 2 images per class
+    tiny, size = ({"epochs": 1}, 32) if args.tiny else ({}, None)
     if args.tiny:
-        args.preset, args.epochs, args.input_size, args.train_size = "smoke", 1, 32, "2"
+        args.preset, args.random_weights = "smoke", True
         args.archs, args.seeds = args.archs or ["resnet18", "squeezenet1_0"], args.seeds or 1
-        args.random_weights = True
     preset = get_preset(args.preset)
     archs = args.archs or list(preset.archs)
     regimes = [SCRATCH] if args.bf16_check else (args.regimes or list(preset.regimes))
     precisions = [False, True] if args.bf16_check else [args.bf16]
-
-    def crop(arch: str) -> dict[str, int]:
-        return {"train_crop": max(args.input_size, resolve(arch).min_input_size)} if args.input_size else {}
-
-    configs = [preset.trial(a, r, s, args.train_size, bf16=b, **crop(a),
-                            **({"epochs": args.epochs} if args.epochs else {}))
+    configs = [preset.trial(a, r, s, "2" if args.tiny else "all", bf16=b, **tiny,
+                            **({"train_crop": harness.crop(a, size)} if size else {}))
                for a in archs for r in regimes for s in range(args.seeds or preset.seeds) for b in precisions]
     cpus = len(os.sched_getaffinity(0))
     workers, why = (args.workers, "--workers") if args.workers else default_workers(archs, cpus)
@@ -123,14 +110,12 @@ def main(args) -> int:
                if args.random_weights else "ImageNet weights from $TORCH_HOME")
     pretrained = sorted({c.arch for c in configs if c.pretrained})
     if pretrained and not args.random_weights:
-        from trainables.weights import preflight
-
         if problems := preflight(pretrained):
             raise UserError("; ".join(map(str, problems)) + " (or pass --random-weights)")
     header = [f"grid: preset {preset.name}, {len(archs)} archs x {len(regimes)} regimes x "
               f"{args.seeds or preset.seeds} seeds" + (" x {fp32, bf16}" if args.bf16_check else "")
               + f" = {len(configs)} trials; epochs {configs[0].epochs}, crop "
-              f"{args.input_size or 'arch default'} (Inception at least 299)",
+              f"{size or 'arch default'} (Inception at least 299)",
               f"device: {device}; {workers} workers x {threads} threads ({why})", f"weights: {weights}"]
     print("\n".join(header), flush=True)
     if args.dry_run:
@@ -138,7 +123,7 @@ def main(args) -> int:
         return 0
     scratch = Path(tempfile.mkdtemp(prefix="grid-timing-"))
     t_data = time.perf_counter()
-    roots, manifest, data_label = load_data(scratch, args.standin)
+    roots, manifest, data_label = harness.load_data(scratch, args.standin)
     print(f"data: {data_label} ({time.perf_counter() - t_data:.1f} s to prepare)", flush=True)
     configs = sorted(configs, key=lambda c: -expected_gflop(c, manifest.counts()))  # longest first
     if args.limit:
@@ -157,20 +142,17 @@ def main(args) -> int:
     lines = summary(done, wall, len(configs), not_started, label)
     lines += bf16_lines(done) if args.bf16_check else []
     print("\n" + "\n".join(lines), flush=True)
-    write_json(args.json, {"header": header, "summary": lines, "trials": done, "wall_s": wall})
+    harness.write_json(args.json, {"header": header, "summary": lines, "trials": done, "wall_s": wall})
     shutil.rmtree(scratch, ignore_errors=True)
     return 1 if any(not r["ok"] for r in done) else 0
 
 
-def build_parser():
-    p = parser("grid_timing.py", __doc__)
+if __name__ == "__main__":
+    p = harness.parser(__file__, __doc__)
     p.add_argument("--preset", default="paper")
     p.add_argument("--archs", nargs="+", help="default: the preset's")
     p.add_argument("--regimes", nargs="+", help="default: the preset's")
     p.add_argument("--seeds", type=int, help="default: the preset's (paper: 5)")
-    p.add_argument("--epochs", type=int, help="override the preset's epochs")
-    p.add_argument("--input-size", type=int, help="override the crop size")
-    p.add_argument("--train-size", default="all")
     p.add_argument("--workers", type=int, default=0, help="trials at once (0: automatic)")
     p.add_argument("--threads", type=int, default=0, help="torch threads per trial (0: cpus/workers)")
     p.add_argument("--random-weights", action="store_true", help="pretrained regimes with random weights")
@@ -186,8 +168,4 @@ def build_parser():
                    help="exit 2, naming the cause, when CUDA is unusable (so as not to time a CPU)")
     p.add_argument("--dry-run", action="store_true", help="print the plan, run nothing")
     p.add_argument("--json", help="write the results here")
-    return p
-
-
-if __name__ == "__main__":
-    sys.exit(run(main, build_parser(), None))
+    sys.exit(harness.run(main, p))

@@ -1,10 +1,10 @@
-"""What the benchmarks share: options and errors, data, random weights, running project trials.
+"""What the benchmarks share: the command line, data, random weights, timed trials, statistics.
 
-Every benchmark times `trainables.train.run_trial` (the project's trial, what Ray runs), either
-in this process against a baseline run in the same process (bench/trial_speed.py: ratios, never
-absolute targets, as docs/performance.md explains) or packed several at a time in worker
-processes (`run_pool`: bench/grid_timing.py, bench/device_check.py). A benchmark without a GPU
-or without ImageNet weights says so on every line it prints: RANDOM WEIGHTS are for timing only.
+Every benchmark that trains times `trainables.train.run_trial` (the project's trial, what Ray
+runs): in this process against a baseline run in the same process (bench/trial_speed.py: ratios,
+never absolute targets, as docs/performance.md explains), or packed several at a time in worker
+processes (`run_pool`: bench/grid_timing.py, bench/device_check.py). A benchmark without ImageNet
+weights says so on every line it prints: RANDOM WEIGHTS are for timing only.
 """
 
 from __future__ import annotations
@@ -15,28 +15,44 @@ import json
 import multiprocessing as mp
 import os
 import shutil
+import statistics
 import sys
 import tempfile
 import time
 import traceback
 from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from scipy import stats
+
+from trainables.archs import resolve
+from trainables.config import TrialConfig
+from trainables.data.demo import locate, prepare_data
+from trainables.data.manifest import DataRoots, Manifest
+from trainables.errors import DataError, UserError
+from trainables.models import build_model
+from trainables.provenance import CudaFacts
+from trainables.train import run_trial
+from trainables.weights import is_cached
 
 ROOT = Path(__file__).resolve().parent.parent
 RANDOM = "RANDOM WEIGHTS"
 
 
-def parser(prog: str, doc: str | None) -> argparse.ArgumentParser:
-    return argparse.ArgumentParser(prog=f"python bench/{prog}", description=doc,
+# ------------------------------------------------------------------------- the command line
+def parser(script: str, doc: str | None) -> argparse.ArgumentParser:
+    return argparse.ArgumentParser(prog=f"python bench/{Path(script).name}", description=doc,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
 def run(main: Callable[[argparse.Namespace], int], p: argparse.ArgumentParser,
-        argv: list[str] | None) -> int:
+        argv: list[str] | None = None) -> int:
     """`main(args)`; bad input (a UserError) is `error: ...` and exit 2, without a traceback."""
-    from trainables.errors import UserError
-
     try:
         return main(p.parse_args(argv))
     except UserError as exc:
@@ -44,9 +60,43 @@ def run(main: Callable[[argparse.Namespace], int], p: argparse.ArgumentParser,
         return 2
 
 
-def write_json(path: str | None, obj: Any) -> None:
+def write_json(path: str | Path | None, obj: Any) -> None:
     if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
         Path(path).write_text(json.dumps(obj, indent=1, default=str) + "\n")
+
+
+def require_cuda(facts: Any = None) -> Any:
+    """This machine's CudaFacts; a UserError naming the cause when CUDA is unusable (a benchmark
+    that would otherwise time a CPU)."""
+    if not (facts := facts or CudaFacts.read()).usable:
+        raise UserError(f"CUDA is unusable here: {facts.diagnosis()} [{facts.summary()}]")
+    return facts
+
+
+def error_line(exc: BaseException) -> str:
+    return "".join(traceback.format_exception_only(type(exc), exc)).strip()
+
+
+def crop(arch: str, size: int) -> int:
+    """`size`, or the architecture's smallest input where that is larger (Inception: 299)."""
+    return max(size, resolve(arch).min_input_size)
+
+
+# ------------------------------------------------------------------------------ statistics
+def mean_sd(values: list[float]) -> str:
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.3f}+-{sd:.3f}" if values else "n/a"
+
+
+def p_values(a: list[float], b: list[float]) -> list[str]:
+    """Two-sided p of Welch's t-test and of Mann-Whitney U (unpaired seeds), as `0.12`."""
+    if len(a) < 2 or len(b) < 2:
+        return ["  n/a"] * 2
+    if statistics.pstdev(a) == 0 and statistics.pstdev(b) == 0:
+        return [f"{float(a[0] == b[0]):5.2f}"] * 2
+    return [f"{stats.ttest_ind(a, b, equal_var=False).pvalue:5.2f}",
+            f"{stats.mannwhitneyu(a, b, alternative='two-sided').pvalue:5.2f}"]
 
 
 # ------------------------------------------------------------------------------------ data
@@ -56,11 +106,6 @@ def standin_data(root: Path, pool: dict[str, int] | None = None, ood: dict[str, 
     100 + 130 pooled images split 60/20/20, 94 + 74 OOD; its typical 500 x 375 photos, every third
     one upright): noise around a colour per class, a learnable task. For timing where the demo set
     is absent, and for the device check."""
-    import numpy as np
-    from PIL import Image
-
-    from trainables.data.demo import prepare_data
-
     rng = np.random.default_rng(0)
     for folder, counts in (("pool", pool or {"ants": 100, "bees": 130}),
                            ("ood", ood or {"ants": 94, "bees": 74})):
@@ -76,9 +121,6 @@ def standin_data(root: Path, pool: dict[str, int] | None = None, ood: dict[str, 
 
 def load_data(scratch: Path, standin: bool = False) -> tuple[Any, Any, str]:
     """(roots, manifest, label): the embedded demo set, or a labelled stand-in where it is absent."""
-    from trainables.data.demo import locate, prepare_data
-    from trainables.errors import DataError
-
     try:
         if standin:
             raise DataError("stand-in requested")
@@ -91,9 +133,6 @@ def load_data(scratch: Path, standin: bool = False) -> tuple[Any, Any, str]:
 
 # --------------------------------------------------------------------------------- weights
 def weights_available(arch: str) -> bool:
-    from trainables.archs import resolve
-    from trainables.weights import is_cached
-
     return is_cached(resolve(arch))
 
 
@@ -102,8 +141,6 @@ def random_weights(enabled: bool = True) -> Iterator[None]:
     """Trials built with random weights inside the block (architectures whose ImageNet weights
     are not installed: timing only, and labelled RANDOM WEIGHTS). Every module that imported
     `build_model` holds this one function, so its default `pretrained` is what changes."""
-    from trainables.models import build_model
-
     saved = build_model.__defaults__
     if enabled:
         build_model.__defaults__ = (False,)
@@ -117,10 +154,9 @@ def random_weights(enabled: bool = True) -> Iterator[None]:
 def project_trial(config: Any, manifest: Any, roots: Any, out_root: str | Path, random_w: bool = False,
                   on_epoch: Callable[..., None] | None = None, gpu_share: float | None = None
                   ) -> dict[str, Any]:
-    """run_trial in a fresh results folder (removed after): its row, with each epoch's seconds and
-    training loss (`epoch_seconds`, `epoch_train_loss`)."""
-    from trainables.train import run_trial
-
+    """run_trial in a fresh results folder (removed after): its row, with its wall seconds
+    (`seconds`, setup included) and each epoch's seconds and training loss (`epoch_seconds`,
+    `epoch_train_loss`)."""
     epochs: list[dict[str, Any]] = []
 
     def epoch_done(row: dict[str, Any], state: Any) -> None:
@@ -128,19 +164,17 @@ def project_trial(config: Any, manifest: Any, roots: Any, out_root: str | Path, 
         if on_epoch is not None:
             on_epoch(row, state)
 
-    out = tempfile.mkdtemp(dir=out_root, prefix="trial-")
+    out, t0 = tempfile.mkdtemp(dir=out_root, prefix="trial-"), time.perf_counter()
     try:
         with random_weights(random_w):
             row = run_trial(config, manifest, roots, out, on_epoch=epoch_done, gpu_share=gpu_share)
     finally:
         shutil.rmtree(out, ignore_errors=True)
-    return {**row, "epoch_seconds": [e["seconds"] for e in epochs],
+    return {**row, "seconds": time.perf_counter() - t0, "epoch_seconds": [e["seconds"] for e in epochs],
             "epoch_train_loss": [e["train_loss"] for e in epochs]}
 
 
 def _start_worker(threads: int, env: dict[str, str]) -> None:
-    import torch
-
     os.environ.update(env)  # before CUDA starts in this process (the MPS pipe, for one)
     torch.set_num_threads(threads)
 
@@ -149,24 +183,17 @@ def _pool_trial(item: dict[str, Any], manifest_json: str, roots: tuple[str, str 
                 random_w: bool, share: float | None) -> dict[str, Any]:
     """One trial in a pool process: its timing and outcome, or its error (not raised: one failed
     trial must not stop the timing)."""
-    import torch
-
-    from trainables.config import TrialConfig
-    from trainables.data.manifest import DataRoots, Manifest
-
     config = TrialConfig(**item)
     base = {"arch": config.arch, "regime": config.regime, "seed": config.seed, "bf16": config.bf16,
             "worker": os.getpid(), "ok": False}
-    t0 = time.perf_counter()
     try:
         row = project_trial(config, Manifest.from_json(manifest_json), DataRoots(*roots), out,
                             random_w, gpu_share=share)
     except Exception as exc:
-        return {**base, "oom": isinstance(exc, torch.OutOfMemoryError),
-                "error": "".join(traceback.format_exception_only(type(exc), exc)).strip()}
-    return {**base, "ok": True, "seconds": time.perf_counter() - t0, **{k: row[k] for k in (
-        "train_seconds", "peak_allocated_mb", "peak_reserved_mb", "epoch_seconds", "best_val_acc",
-        "test_acc", "ood_acc")}}
+        return {**base, "oom": isinstance(exc, torch.OutOfMemoryError), "error": error_line(exc)}
+    return {**base, "ok": True, **{k: row[k] for k in (
+        "seconds", "train_seconds", "peak_allocated_mb", "peak_reserved_mb", "epoch_seconds",
+        "best_val_acc", "test_acc", "ood_acc")}}
 
 
 def run_pool(configs: list[dict[str, Any]], workers: int, threads: int, manifest: Any, roots: Any,
@@ -177,7 +204,7 @@ def run_pool(configs: list[dict[str, Any]], workers: int, threads: int, manifest
     """Run trial configs (TrialConfig.to_dict()) in order on `workers` spawned processes with
     `threads` torch threads and `env` each, capped to `share` of the GPU when given; none is
     started after `deadline_s`. Returns (results, wall seconds, trials never started)."""
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+
 
     t0, done = time.perf_counter(), []
     with ProcessPoolExecutor(workers, mp.get_context("spawn"), _start_worker, (threads, env or {})) as pool:

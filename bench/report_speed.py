@@ -8,9 +8,8 @@ file per trial per table: 7 architectures x the study's regimes x 5 train sizes 
 the study's StepLR(7, 0.1) rates, test and OOD predictions for every trial (the demo set's 46 +
 168 images) and ~0.5% failed trials. Then, each in a fresh process: `python -m sweep.compact`
 (the sweep's last step); `python -m analysis.report --no-gradcam` on the compacted results (the
-goal); the same after rewriting --fresh trials as new per-trial files (a retried failure). The
-uncompacted layout's read cost is measured on --per-trial-sample trials and extrapolated. Nothing
-is asserted: wall times on a shared machine grow with its load, CPU times much less.
+goal); the same after rewriting --fresh trials as new per-trial files (a retried failure).
+Nothing is asserted: wall times on a shared machine grow with its load, CPU times much less.
 """
 
 from __future__ import annotations
@@ -24,16 +23,15 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
-from bench.harness import parser, run  # noqa: E402
+from bench.harness import ROOT, parser, run  # noqa: E402
 from trainables.regimes import REGIMES, STUDY_REGIMES  # noqa: E402
-from trainables.results.tables import EPOCHS_SCHEMA, PREDICTIONS_SCHEMA, TRIALS_SCHEMA  # noqa: E402
+from trainables.results import tables  # noqa: E402
 
 PARAMS = {  # trainable parameters for 2 classes: every weight, the new head only
     "inception_v3": (25_116_362, 8_196), "densenet161": (26_476_418, 4_418),
@@ -51,8 +49,7 @@ def level(regime: str) -> float:
     return 0.65 if not r.pretrained else 0.93 if r.trains == "all" else 0.9
 
 
-def generate(root: Path, n_trials: int, n_epochs: int, seed: int = 0, predictions: bool = True,
-             ids: slice | None = None) -> None:
+def generate(root: Path, n_trials: int, n_epochs: int, seed: int = 0, ids: slice | None = None) -> None:
     """Write the synthetic trials (or those in `ids`, values drawn from `seed`), one file per
     trial per table, as the sweep writes them."""
     rng = np.random.default_rng(seed)
@@ -82,7 +79,7 @@ def generate(root: Path, n_trials: int, n_epochs: int, seed: int = 0, prediction
                   "train_loss": rng.random(e), "train_acc": rng.random(e), "val_loss": rng.random(e),
                   "val_acc": val.ravel(), "select_score": val.ravel(), "lr": np.tile(lr, n),
                   "seconds": np.full(e, 1.0)}
-        _write(root / "epochs", tids, _table(epochs, EPOCHS_SCHEMA, e).filter(
+        _write(root / "epochs", tids, _table(epochs, tables.EPOCHS_SCHEMA, e).filter(
             pa.array(~np.repeat(failed, n_epochs))), np.where(failed, 0, n_epochs))
         test_acc = np.clip(lvl + rng.normal(0, 0.03, n), 0, 1)
         ood_acc = np.clip(lvl - 0.2 + rng.normal(0, 0.04, n), 0, 1)
@@ -99,9 +96,7 @@ def generate(root: Path, n_trials: int, n_epochs: int, seed: int = 0, prediction
                   "total_params": np.array([PARAMS[a][0] for a in arch]), "ood_kind": ["real"] * n,
                   "split_manifest_hash": ["0123456789abcdef"] * n,
                   "schema_version": np.ones(n, dtype=np.int64)}
-        _write(root / "trials", tids, _table(trials, TRIALS_SCHEMA, n), np.ones(n, dtype=np.int64))
-        if not predictions:
-            continue
+        _write(root / "trials", tids, _table(trials, tables.TRIALS_SCHEMA, n), np.ones(n, dtype=np.int64))
         correct = np.concatenate([rng.random((n, N_TEST)) < test_acc[:, None],
                                   rng.random((n, N_OOD)) < ood_acc[:, None]], axis=1).ravel()
         pred = np.where(correct.reshape(n, m), true[None, :],
@@ -109,7 +104,7 @@ def generate(root: Path, n_trials: int, n_epochs: int, seed: int = 0, prediction
         preds = {**_repeat(key, m), "split": np.tile(np.array(["test"] * N_TEST + ["ood"] * N_OOD), n),
                  "path": np.tile(paths, n), "true_label": np.tile(true, n), "pred_label": pred,
                  "prob": np.full(n * m, 0.8), "true_prob": np.where(correct, 0.8, 0.2), "correct": correct}
-        _write(root / "predictions", tids, _table(preds, PREDICTIONS_SCHEMA, n * m).filter(
+        _write(root / "predictions", tids, _table(preds, tables.PREDICTIONS_SCHEMA, n * m).filter(
             pa.array(np.repeat(~failed, m))), np.where(failed, 0, m))
 
 
@@ -171,35 +166,17 @@ def main(args) -> int:
             print(f"rewrote {n:,} trials as fresh per-trial files; on disk: {on_disk(results)}")
             timed(f"python -m analysis.report (compacted + {n:,} fresh; {size}; goal <= 10 s)", report)
         print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
-        if args.per_trial_sample:
-            from trainables.results.tables import read_table
-
-            with tempfile.TemporaryDirectory() as tmp:
-                generate(Path(tmp), args.per_trial_sample, args.epochs, predictions=False)
-                t0 = time.perf_counter()
-                read_table(tmp, "trials")
-                read_table(tmp, "epochs", columns=["trial_id", "epoch", "val_acc", "lr"])
-                cost = (time.perf_counter() - t0) / args.per_trial_sample
-            print(f"uncompacted (one file per trial per table): reading trials + epochs costs "
-                  f"{1000 * cost:.2f} ms per trial (measured on {args.per_trial_sample:,}), i.e. "
-                  f"~{cost * args.trials:.0f} s for {args.trials:,} trials before any analysis")
     finally:
         if not args.keep:
             shutil.rmtree(base, ignore_errors=True)
     return 0
 
 
-def build_parser():
-    p = parser("report_speed.py", __doc__)
+if __name__ == "__main__":
+    p = parser(__file__, __doc__)
     p.add_argument("--trials", type=int, default=100_000)
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--keep", help="generate into this folder and keep it")
     p.add_argument("--fresh", type=int, default=1000,
                    help="trials rewritten as fresh per-trial files after the compaction (0: skip)")
-    p.add_argument("--per-trial-sample", type=int, default=2000,
-                   help="trials read uncompacted to measure that layout's read cost (0: skip)")
-    return p
-
-
-if __name__ == "__main__":
-    sys.exit(run(main, build_parser(), None))
+    sys.exit(run(main, p))

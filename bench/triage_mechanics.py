@@ -17,25 +17,21 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import torch  # noqa: E402
+
+from analysis import probe_triage  # noqa: E402
 from bench.harness import RANDOM, parser, random_weights, run, weights_available  # noqa: E402
+from trainables.archs import ARCHS, resolve  # noqa: E402
+from trainables.data.demo import prepare_data  # noqa: E402
+from trainables.presets import get_preset  # noqa: E402
+from trainables.regimes import LINEAR_PROBE  # noqa: E402
+from trainables.train import run_trial  # noqa: E402
 
 
 def main(args) -> int:
-    import torch
-
-    from analysis import probe_triage
-    from trainables.archs import resolve
-    from trainables.data.demo import prepare_data
-    from trainables.presets import get_preset
-    from trainables.regimes import LINEAR_PROBE
-    from trainables.train import run_trial
-
-    preset = get_preset(args.preset)
-    for arch in args.archs:
-        resolve(arch)
+    preset, _ = get_preset(args.preset), [resolve(arch) for arch in args.archs]
     torch.set_num_threads(args.threads)
     out = args.out or tempfile.mkdtemp(prefix="triage-mechanics-")
     roots, manifest = prepare_data()
@@ -53,16 +49,10 @@ def main(args) -> int:
     return 0
 
 
-def build_parser():
-    from trainables.archs import ARCHS
-
-    p = parser("triage_mechanics.py", __doc__)
+if __name__ == "__main__":
+    p = parser(__file__, __doc__)
     p.add_argument("--archs", nargs="+", default=list(ARCHS), help="default: every table architecture")
     p.add_argument("--preset", default="demo", help="default demo")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     p.add_argument("--out", help="results folder (default: a temporary one)")
-    return p
-
-
-if __name__ == "__main__":
-    sys.exit(run(main, build_parser(), None))
+    sys.exit(run(main, p))

@@ -5,39 +5,44 @@
     python bench/trial_speed.py --preset paper --epochs 30 --input-size 224 --regimes linear_probe \\
         --interleave trial --seeds 2                             # docs/linear_probe.md
 
-Both loops run in this one process, on the same data, architecture, epochs and seed; only ratios
-within one run mean anything (docs/performance.md). The baseline is bench/baseline.py, the
-study's tutorial-style loop; the project is trainables.train.run_trial with the preset's config
-(and any --set), once per BatchNorm mode for a regime that reads one. A regime without SGD epochs
-(the linear probe) is timed against the study-style loop of the regime it stands in for, the
-study's feature extraction. --interleave epoch (the default) runs each trial of a cell in its own
-thread, paused after every epoch, and advances them one epoch at a time in ABBA order, so that a
-shared machine's changing load hits both loops alike; --interleave trial alternates whole trials.
-Architectures whose ImageNet weights are not installed run with RANDOM WEIGHTS (timing only).
+Both loops run in this one process on the same data, architecture, epochs and seed; only ratios
+within one run mean anything (docs/performance.md). Baseline: bench/baseline.py, the study's
+tutorial-style loop; project: trainables.train.run_trial with the preset's config (and any --set),
+once per BatchNorm mode for a regime that reads one. A regime without SGD epochs (the linear
+probe) is timed against the study's feature extraction. --interleave epoch (the default) advances
+a cell's trials one epoch at a time in ABBA order, so that a shared machine's load hits both loops
+alike; --interleave trial alternates whole trials. Architectures whose ImageNet weights are not
+installed run with RANDOM WEIGHTS (timing only).
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import random
 import shutil
 import statistics
 import sys
 import tempfile
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from bench import harness  # noqa: E402
 from bench.baseline import run_baseline_trial  # noqa: E402
-from bench.harness import RANDOM, parser, project_trial, run, weights_available, write_json  # noqa: E402
+from bench.harness import RANDOM, mean_sd, project_trial  # noqa: E402
+from trainables.archs import ARCHS, resolve  # noqa: E402
+from trainables.data.demo import prepare_data  # noqa: E402
 from trainables.device import peak_memory, reset_peak_memory  # noqa: E402
+from trainables.errors import UserError  # noqa: E402
+from trainables.presets import get_preset, parse_sets  # noqa: E402
 from trainables.regimes import FEATURE_EXTRACT, REGIMES, STUDY_REGIMES, get_regime  # noqa: E402
 
 
@@ -56,8 +61,7 @@ class Run:
     ood: float | None
     peak_mb: float
     growth_mb: float
-    step_seconds: list[float] = field(default_factory=list)
-    """Wall seconds of each step (setup + epoch 1, epoch 2, ..., test/OOD evaluation)."""
+    step_seconds: list[float]  # setup + epoch 1, epoch 2, ..., test/OOD evaluation
 
     def projected(self, epochs: int) -> float:
         """Wall time at `epochs` epochs: the fixed part plus that many measured mean epochs (a
@@ -69,19 +73,16 @@ class Run:
 
 def cell(args, arch: str, regime: str, seed: int) -> list[tuple[str, Any, bool]]:
     """(variant, config, random weights) of one cell: the baseline, then the project's."""
-    from trainables.archs import resolve
-    from trainables.presets import get_preset
-
     def config(r: str, **over: Any):
-        crop = max(args.input_size, resolve(arch).min_input_size)
         return get_preset(args.preset).trial(arch, r, seed, args.train_size, epochs=args.epochs,
-                                             train_crop=crop, **{**args.extra, **over})
+                                             train_crop=harness.crop(arch, args.input_size),
+                                             **{**args.extra, **over})
 
     base = config(regime if get_regime(regime).uses_epochs else FEATURE_EXTRACT)
-    modes = args.bn_modes if "bn_mode" in get_regime(regime).reads else [None]
+    modes = ["frozen", "train"] if "bn_mode" in get_regime(regime).reads else [None]
     project = [(f"project bn={m}" if m else "project", config(regime, **({"bn_mode": m} if m else {})))
                for m in modes]
-    return [(name, c, c.pretrained and not weights_available(arch))
+    return [(name, c, c.pretrained and not harness.weights_available(arch))
             for name, c in [("baseline", base), *project]]
 
 
@@ -90,10 +91,6 @@ class Stepper:
     in alternation. Only one computes at any moment; each keeps its own global RNG state."""
 
     def __init__(self, args, manifest, roots, variant: str, config, random_w: bool) -> None:
-        import random
-
-        import numpy as np
-
         self._go, self._paused = threading.Semaphore(0), threading.Semaphore(0)
         self.result, self.error, self.finished, self.peak_mb, self.growth_mb = {}, None, False, 0.0, 0.0
         self.step_seconds: list[float] = []
@@ -111,14 +108,13 @@ class Stepper:
             try:
                 if variant == "baseline":
                     r = run_baseline_trial(config, manifest, roots, args.device, on_epoch=pause,
-                                           pretrained=False if random_w else None,
-                                           num_workers=args.baseline_workers)
-                    self.result = {"val": r.best_val_acc, "test": r.test_acc, "ood": r.ood_acc,
-                                   "train_seconds": r.train_seconds}
+                                           pretrained=False if random_w else None)
+                    row = {"best_val_acc": r.best_val_acc, "test_acc": r.test_acc, "ood_acc": r.ood_acc,
+                           "train_seconds": r.train_seconds}
                 else:
                     row = project_trial(config, manifest, roots, args.out, random_w, on_epoch=pause)
-                    self.result = {"val": row["best_val_acc"], "test": row["test_acc"],
-                                   "ood": row["ood_acc"], "train_seconds": row["train_seconds"]}
+                self.result = {"val": row["best_val_acc"], "test": row["test_acc"],
+                               "ood": row["ood_acc"], "train_seconds": row["train_seconds"]}
             except BaseException as exc:  # re-raised in the main thread by step()
                 self.error = exc
             finally:
@@ -202,27 +198,16 @@ def table(runs: list[Run], project_to: int = 15) -> list[str]:
 def accuracy_table(runs: list[Run]) -> list[str]:
     """Mean +- sd over seeds per metric, with Welch's t-test and Mann-Whitney U against the
     baseline (two-sided; the loops' seeds are not paired)."""
-    from scipy import stats
-
-    def p_values(a: list[float], b: list[float]) -> list[str]:
-        if len(a) < 2 or len(b) < 2:
-            return ["  n/a"] * 2
-        if statistics.pstdev(a) == 0 and statistics.pstdev(b) == 0:
-            return [f"{float(a[0] == b[0]):5.2f}"] * 2
-        return [f"{stats.ttest_ind(a, b, equal_var=False).pvalue:5.2f}",
-                f"{stats.mannwhitneyu(a, b, alternative='two-sided').pvalue:5.2f}"]
-
     lines = [f"{'arch':13s} {'regime':16s} {'variant':18s} {'n':>2s}  {'val mean+-sd':>13s} "
              f"{'test mean+-sd':>13s} {'OOD mean+-sd':>13s}  p(Welch) val/test/OOD   p(MWU) val/test/OOD"]
     for (arch, regime), base, projects in _cells(runs):
         for name, rs in {"baseline": base, **projects}.items():
             cols, ps = [], []
             for metric in ("val", "test", "ood"):
-                vals = [v for r in rs.values() if (v := getattr(r, metric)) is not None]
-                sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
-                cols.append(f"{statistics.mean(vals):.3f}+-{sd:.3f}" if vals else "n/a")
-                ref = [v for r in base.values() if (v := getattr(r, metric)) is not None]
-                ps.append(p_values(ref, vals))
+                vals, ref = ([v for r in x.values() if (v := getattr(r, metric)) is not None]
+                             for x in (rs, base))
+                cols.append(mean_sd(vals))
+                ps.append(harness.p_values(ref, vals))
             tests = "" if name == "baseline" else "  " + "   ".join(map("/".join, zip(*ps, strict=True)))
             lines.append(f"{arch:13s} {regime:16s} {name:18s} {len(rs):2d}  {cols[0]:>13s} "
                          f"{cols[1]:>13s} {cols[2]:>13s}{tests}")
@@ -230,16 +215,7 @@ def accuracy_table(runs: list[Run]) -> list[str]:
 
 
 def main(args) -> int:
-    from trainables.archs import resolve
-    from trainables.data.demo import prepare_data
-    from trainables.errors import UserError
-    from trainables.presets import get_preset, parse_sets
-
-    get_preset(args.preset)
-    for a in args.archs:
-        resolve(a)
-    for r in args.regimes:
-        get_regime(r)
+    _ = get_preset(args.preset), [resolve(a) for a in args.archs], [get_regime(r) for r in args.regimes]
     if min(args.seeds, args.epochs, args.threads) < 1:
         raise UserError("--seeds, --epochs and --threads must be at least 1")
     torch.set_num_threads(args.threads)
@@ -267,17 +243,16 @@ def main(args) -> int:
           "whole trial; epochs = the epoch loop (train + val); @15ep = the trial projected to the "
           "demo's 15 epochs; +MB = peak memory growth per trial (resident set on the CPU)")
     print("\n".join(speed) + "\n\naccuracy (two-sided p-values against the baseline):\n" + "\n".join(acc))
-    write_json(args.json, {"argv": sys.argv[1:], "device": str(args.device), "threads": args.threads,
-                           "runs": [asdict(r) for r in runs], "speed_table": speed, "accuracy_table": acc,
-                           "total_seconds": round(time.perf_counter() - t_all, 1)})
+    harness.write_json(args.json, {
+        "argv": sys.argv[1:], "device": str(args.device), "threads": args.threads,
+        "runs": [asdict(r) for r in runs], "speed_table": speed, "accuracy_table": acc,
+        "total_seconds": round(time.perf_counter() - t_all, 1)})
     shutil.rmtree(args.out, ignore_errors=True)
     return 0
 
 
-def build_parser():
-    from trainables.archs import ARCHS
-
-    p = parser("trial_speed.py", __doc__)
+if __name__ == "__main__":
+    p = harness.parser(__file__, __doc__)
     p.add_argument("--archs", nargs="+", default=["mobilenet_v2", "resnet18"],
                    help=f"from: {', '.join(ARCHS)} (default mobilenet_v2 resnet18)")
     p.add_argument("--regimes", nargs="+", default=list(STUDY_REGIMES), help="default: the study's")
@@ -287,18 +262,11 @@ def build_parser():
                    help="epochs per trial (default 3: what fits a shared 2-core CPU; @15ep projects)")
     p.add_argument("--input-size", type=int, default=160, help="crop in px (default 160, demo)")
     p.add_argument("--train-size", default="all", help="per class, fraction or 'all' (default all)")
-    p.add_argument("--bn-modes", nargs="+", default=["frozen", "train"],
-                   help="project variants of a regime that reads bn_mode (default: frozen train)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1, as a trial)")
-    p.add_argument("--baseline-workers", type=int, default=0, help="the baseline's DataLoader workers")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", dest="set_values",
                    help="trial settings of the project loop, e.g. --set channels_last=true")
     p.add_argument("--interleave", choices=("epoch", "trial"), default="epoch",
                    help="alternate the loops epoch by epoch (default) or trial by trial")
     p.add_argument("--no-warmup", action="store_true", help="skip the untimed tiny trials first")
     p.add_argument("--json", help="write every run and the tables as JSON here")
-    return p
-
-
-if __name__ == "__main__":
-    sys.exit(run(main, build_parser(), None))
+    sys.exit(harness.run(main, p))

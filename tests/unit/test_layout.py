@@ -123,6 +123,11 @@ def test_leaf_modules_do_not_import_torch(module):
 
 MAX_LINES = 400
 MAX_TRAINABLES_MODULES = 26
+MAX_BENCH_LINES = 2_008
+"""bench/ in lines, every file counted: 2,058 before the benches shared one harness, 1,906 after,
+plus the data-starved claim's log-odds calibration (101). Issue 21 asks for 1,500: what every
+command in docs/ and every test that drives a bench still needs does not fit in it, so this is a
+ratchet: lower it when a bench goes, never raise it."""
 
 
 def _trainables_modules() -> dict[str, Path]:
@@ -144,6 +149,16 @@ def test_trainables_is_at_most_26_modules():
     modules = sorted(_trainables_modules())
     assert any(m.startswith("trainables.data.") for m in modules), "the walk must find subpackages"
     assert len(modules) <= MAX_TRAINABLES_MODULES, f"{len(modules)} modules: {modules}"
+
+
+def test_bench_stays_within_its_line_budget():
+    """Benchmarks share one harness (bench/harness.py) instead of growing their own: every file
+    in bench/ counts, scripts and data alike."""
+    files = [p for p in sorted((PROJECT_ROOT / "bench").rglob("*"))
+             if p.is_file() and "__pycache__" not in p.parts]
+    lines = {p.relative_to(PROJECT_ROOT).as_posix(): len(p.read_text().splitlines()) for p in files}
+    assert "bench/harness.py" in lines, "the walk must find the benches"
+    assert sum(lines.values()) <= MAX_BENCH_LINES, f"{sum(lines.values())} lines: {lines}"
 
 
 def test_console_command_dispatches_to_each_cli(capsys):
