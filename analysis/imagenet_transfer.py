@@ -295,7 +295,8 @@ def figure(out: Outcome, ood_label: str):
                 f" (r {c.pearson:+.2f}, rho {c.spearman:+.2f}, n={c.n})"
                 if c is not None and math.isfinite(c.pearson) else "")
             color = regime_record(regime).colour
-            ax.errorbar(x, y, yerr=np.nan_to_num(err), fmt=regime_record(regime).marker, color=color,
+            err = np.clip(np.nan_to_num(err), 0, None)  # a mean at 0 or 100% can round past its bound
+            ax.errorbar(x, y, yerr=err, fmt=regime_record(regime).marker, color=color,
                         capsize=3, markersize=6, label=label, linestyle="none")
             if len(x) >= 2 and np.ptp(x) > 0:
                 slope, icpt = np.polyfit(x, y, 1)

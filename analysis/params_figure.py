@@ -56,7 +56,8 @@ def params_plot(regimes: pd.DataFrame, ood_label: str) -> Figure:
                 lo = hi = m
             kw = marker_kw(row["regime"])
             kw["color"] = arch_color[row["arch"]]
-            ax.errorbar([row["trainable_params"] * nudge[row["regime"]]], [m], yerr=[[m - lo], [hi - m]],
+            yerr = [[max(0.0, m - lo)], [max(0.0, hi - m)]]  # a mean at 0 or 100% can round past its bound
+            ax.errorbar([row["trainable_params"] * nudge[row["regime"]]], [m], yerr=yerr,
                         linestyle="none", capsize=3, elinewidth=1, **kw)
             lows.append(lo)
         ax.set_xscale("log")
