@@ -118,3 +118,19 @@ def test_export_ends_in_exit_0_or_one_error_line(data, kept_experiment, odd_plac
                                                     "nope", str(odd_places / "fake.pt"), ""]))]
     code, err = _run(main, argv)
     assert_clean_end(code, err, argv)
+
+
+@pytest.mark.parametrize("command", ["export", "predict"])
+@pytest.mark.parametrize("where", ["folder", "under_a_file"])
+def test_an_out_that_cannot_be_a_file_is_refused_first(command, where, odd_places, kept_experiment):
+    """What the export property found: --out naming a folder ended in exit 1 after the export,
+    with the temporary file's name."""
+    from feature_reuse import export, predict
+
+    out = str(odd_places / "empty") if where == "folder" else str(odd_places / "notes.txt" / "x")
+    exp = ["--experiment", str(kept_experiment.root)]
+    argv = ([*exp, "--format", "torchscript", "--out", out] if command == "export"
+            else [str(odd_places / "one"), *exp, "--out", out])
+    code, err = _run(export.main if command == "export" else predict.main, argv)
+    assert code == 2 and "Traceback" not in err, err
+    assert err.startswith(f"error: --out {out}") and "Fix:" in err, err

@@ -292,6 +292,21 @@ def check_storage(option: str, root: str, write: bool = True,
         raise UserError(storage_message(option, root, problem, write))
 
 
+def check_output_file(option: str, path: str) -> None:
+    """A local file to write must not be a folder nor lie under a file (a URI is checked by
+    writing it)."""
+    if "://" in path:
+        return
+    target = Path(os.path.abspath(path))
+    if target.is_dir():
+        raise UserError(f"{option} {path} is a folder. Fix: name the file to write, e.g. "
+                        f"{os.path.join(path, 'out' + (target.suffix or '.bin'))}")
+    above = next((p for p in target.parents if p.exists()), None)
+    if above is not None and not above.is_dir():
+        raise UserError(f"{option} {path}: {above} is a file, not a folder. Fix: name a file in "
+                        "a folder (missing folders are created)")
+
+
 DISK_FULL_TEXTS = ("No space left on device", "Disk quota exceeded")
 DISK_FULL_FIX = ("free space there (or pass another storage location), then run the same "
                  "command again: finished work is kept and nothing is written twice")
