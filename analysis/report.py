@@ -41,6 +41,7 @@ from analysis.load import DEFAULT_RESULTS, Results, default_out_dir, load_result
 from analysis.params_figure import params_missing, params_plot
 from analysis.report_inputs import prepare_out_dir, read_manifest_json
 from trainables.errors import UserError
+from trainables.results.storage import os_error_message
 
 
 @dataclass
@@ -306,6 +307,9 @@ def main(argv: list[str] | None = None) -> int:
                        args.ood, args.gradcam_layer, args.template, options)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a store that answered the start-up check, then failed
+        print(f"error: {os_error_message(exc, args.results)}", file=sys.stderr)
         return 2
     print(report.answer.text())
     for line in report.your_model.lines() if report.your_model else []:

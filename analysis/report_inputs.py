@@ -17,7 +17,7 @@ import pyarrow.fs as pafs
 from trainables.data.manifest import is_leak
 from trainables.errors import UserError
 from trainables.presets import text_option
-from trainables.results.storage import resolve
+from trainables.results.storage import check_storage, resolve
 
 TABLE_NAMES = ("trials", "epochs", "predictions")
 
@@ -33,6 +33,7 @@ def check_results_root(root: str, hint: str) -> None:
         raise UserError("--results is empty. Fix: pass the results folder of a sweep "
                         "(<storage>/<name>/results) or of `trainables.train --out`")
     text_option("--results", root)
+    check_storage("--results", root, write=False)
     fs, base = resolve(root)
     kind = _kind(fs, base)
     if kind == pafs.FileType.NotFound:

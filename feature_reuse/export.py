@@ -152,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        storage.check_output_file("--out", args.out)
         choice = choose(args.experiment, args.model)
         kept = read_model_file(choice.path)
         if kept.note:

@@ -68,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
     options.whole("--batch-size", args.batch_size, 1)
     if args.out is not None:
         options.path_option("--out", args.out)
+        storage.check_output_file("--out", args.out)
     images: ImageList = list_images(args.images)
     for note in images.notes:
         print(f"note: {note}", file=sys.stderr)

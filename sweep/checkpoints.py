@@ -18,11 +18,19 @@ nothing of the old ones; so the driver records, for every checkpoint Ray persist
 `<experiment>/resume/<trial_id>.json`, and a trial without a Ray checkpoint looks there first.
 A finished trial's checkpoint and pointer are deleted (its results are in Parquet; models are
 kept separately with --keep-models).
+
+Verified: Ray uploads a checkpoint with pyarrow's copy_files, which drops an error raised when an
+output stream closes (a full disk), so an upload can end incomplete without a word. Each
+checkpoint therefore carries `fit_state.json` (the state file's size and SHA-256): the driver
+checks the size of every checkpoint Ray reports and records no resume pointer for an incomplete
+one; a trial checks size and checksum before it resumes, and names and discards an incomplete
+checkpoint (it restarts from its first epoch, and says so).
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import tempfile
@@ -38,6 +46,8 @@ from trainables.results import storage
 from trainables.results.storage import delete_file, join, read_text, write_text_atomic
 
 STATE_FILE = "fit_state.pt"
+CHECK_FILE = "fit_state.json"
+"""The state file's size and SHA-256, written beside it (a checkpoint without it is incomplete)."""
 log = logging.getLogger(__name__)
 
 
@@ -98,14 +108,72 @@ def read_pointer(experiment: Experiment, tid: str) -> str | None:
 def report_epoch(metrics: dict[str, Any], state: FitState, tid: str, weights_file: str | None,
                  checkpoint: bool = True) -> None:
     """tune.report, with (`checkpoint`) what is needed to continue after this epoch."""
-    import torch
 
     if not checkpoint:
         tune.report(metrics)
         return
     with tempfile.TemporaryDirectory(prefix="fr-ckpt-") as tmp:
-        torch.save(checkpoint_payload(state, tid, weights_file), Path(tmp) / STATE_FILE)
+        write_checkpoint(Path(tmp), checkpoint_payload(state, tid, weights_file))
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def write_checkpoint(folder: Path, payload: dict[str, Any]) -> None:
+    """The state file and, beside it, its size and checksum (CHECK_FILE)."""
+    import torch
+
+    torch.save(payload, folder / STATE_FILE)
+    check = {"size": (folder / STATE_FILE).stat().st_size, "sha256": _sha256(folder / STATE_FILE)}
+    (folder / CHECK_FILE).write_text(json.dumps(check), encoding="utf-8")
+
+
+def _expected(read: Any) -> tuple[dict[str, Any] | None, str | None]:
+    try:
+        check = json.loads(read())
+        return {"size": int(check["size"]), "sha256": str(check["sha256"])}, None
+    except FileNotFoundError:
+        return None, f"no {CHECK_FILE}: its upload did not finish"
+    except Exception as exc:
+        return None, f"{CHECK_FILE} is unreadable ({exc})"
+
+
+def stored_checkpoint_problem(fs: pafs.FileSystem, path: str) -> str | None:
+    """Why the checkpoint folder `path` on `fs` is incomplete (its state file's size), or None."""
+    def read() -> bytes:
+        with fs.open_input_stream(f"{path}/{CHECK_FILE}") as f:
+            return f.read()
+
+    check, problem = _expected(read)
+    if check is None:
+        return problem
+    info = fs.get_file_info(f"{path}/{STATE_FILE}")
+    if info.type != pafs.FileType.File:
+        return f"no {STATE_FILE}"
+    if info.size != check["size"]:
+        return f"{STATE_FILE} has {info.size} of its {check['size']} bytes"
+    return None
+
+
+def local_checkpoint_problem(folder: Path) -> str | None:
+    """Why the checkpoint in the local `folder` is incomplete (size and SHA-256), or None."""
+    check, problem = _expected(lambda: (folder / CHECK_FILE).read_bytes())
+    if check is None:
+        return problem
+    state = folder / STATE_FILE
+    if not state.is_file():
+        return f"no {STATE_FILE}"
+    if state.stat().st_size != check["size"]:
+        return f"{STATE_FILE} has {state.stat().st_size} of its {check['size']} bytes"
+    if _sha256(state) != check["sha256"]:
+        return f"{STATE_FILE} does not match its SHA-256 (changed or damaged after it was written)"
+    return None
 
 
 def load_state(checkpoint: tune.Checkpoint, tid: str, weights_file: str | None) -> FitState | None:
@@ -115,6 +183,11 @@ def load_state(checkpoint: tune.Checkpoint, tid: str, weights_file: str | None) 
 
     try:
         with checkpoint.as_directory() as folder:
+            problem = local_checkpoint_problem(Path(folder))
+            if problem is not None:
+                log.warning("trial %s: the checkpoint %s is incomplete (%s): discarded; the trial "
+                            "restarts from its first epoch", tid, checkpoint.path, problem)
+                return None
             saved = torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=False)
         if not isinstance(saved, dict) or saved.get("trial_id") != tid:
             return None
@@ -153,6 +226,12 @@ class ResumePointers(tune.Callback):
 
     def on_checkpoint(self, iteration, trials, trial, checkpoint, **info) -> None:
         tid = trial.config["point"]["trial_id"]
+        problem = stored_checkpoint_problem(checkpoint.filesystem, checkpoint.path)
+        if problem is not None:  # never resumed from: no pointer names it
+            log.warning("trial %s: the checkpoint %s is incomplete (%s): discarded, not recorded "
+                        "for resuming", tid, checkpoint.path, problem)
+            _delete_dir(checkpoint.filesystem, checkpoint.path)
+            return
         stale = None if tid in self._seen else self._previous_path(tid)
         self._seen.add(tid)
         try:

@@ -9,6 +9,11 @@ included), so a dead sweep's lock is free at once. Object stores (s3://...) have
 `sweep.lock` is a lease, written and read back (the last writer wins), refreshed every
 HEARTBEAT_S and taken over once older than STALE_AFTER_S.
 
+pyarrow exposes no conditional write (S3 If-None-Match, GCS generation preconditions; see
+apache/arrow#44281), so on an object store two sweeps started within about a second of each other
+can both take the lease; a sweep starting there says so (LEASE_WARNING), and docs/reliability.md
+lists the storage on which two concurrent sweeps are safe.
+
 `sweep.lock` itself (JSON: host, pid, since, command, heartbeat) is written in both cases: it
 names the holder in the refusal, and on a folder that several hosts mount (NFS, whose locks may
 not reach across hosts) a fresh heartbeat from another host still refuses.
@@ -17,6 +22,7 @@ not reach across hosts) a fresh heartbeat from another host still refuses.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import sys
@@ -32,6 +38,13 @@ from trainables.errors import UserError
 from trainables.results import storage
 from trainables.results.storage import join
 
+log = logging.getLogger(__name__)
+
+LEASE_WARNING = (
+    "the experiment {root} is on an object store: its lock is a lease (written, then read back "
+    "0.5 s later), not an exclusive lock, so two sweeps started on this experiment within about "
+    "a second of each other can both run and train the same trials twice. Start one sweep per "
+    "experiment there (docs/reliability.md, 'Two sweeps at once', lists the storage that is safe)")
 LOCK_NAME = "sweep.lock"
 OS_LOCK_NAME = ".sweep.flock"
 HEARTBEAT_S = 20.0
@@ -43,6 +56,7 @@ died."""
 
 class ExperimentLock:
     def __init__(self, experiment: Experiment) -> None:
+        self.root = experiment.root
         self.path = join(experiment.root, LOCK_NAME)
         self.os_lock = (None if experiment.is_remote else
                         filelock.FileLock(os.path.join(experiment.root, OS_LOCK_NAME)))
@@ -110,6 +124,8 @@ class ExperimentLock:
         """Take the lock or raise UserError naming the holder; returns a note when the lock of a
         sweep that died was taken over."""
         since = time.strftime("%Y-%m-%d %H:%M:%S")
+        if self.os_lock is None:
+            log.warning(LEASE_WARNING.format(root=self.root))
         if self.os_lock is not None:
             os.makedirs(os.path.dirname(self.os_lock.lock_file), exist_ok=True)
             try:

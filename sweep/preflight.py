@@ -29,11 +29,15 @@ from trainables.data.manifest import DataRoots, Manifest, other_split, select_tr
 from trainables.errors import UserError
 from trainables.presets import PresetMessage, deviations
 from trainables.results import tables as results
-from trainables.results.storage import STORAGE_FIX, storage_problem, write_text_atomic
+from trainables.results.storage import (
+    storage_message,
+    storage_problem,
+    unparsable_uri_message,
+    write_text_atomic,
+)
 
 log = logging.getLogger(__name__)
 
-STORAGE_TIMEOUT_S = 20.0
 FINISHED_COLUMNS = ("trial_id", "arch", "regime", "best_val_acc")
 MANIFEST_FIX = ("delete it and run the same command again: it is rebuilt from --data and checked "
                 "against the split hash every finished trial's row carries")
@@ -72,7 +76,7 @@ def job_working_dir() -> str | None:
 
 
 def check_storage(experiment: Experiment, storage_arg: str, write: bool = True,
-                  timeout_s: float = STORAGE_TIMEOUT_S) -> str | None:
+                  timeout_s: float | None = None) -> str | None:
     """A problem message, or None when the experiment folder is writable (or, without `write`,
     at least reachable)."""
     if "://" not in storage_arg and not os.path.isabs(storage_arg) and job_working_dir():
@@ -83,7 +87,9 @@ def check_storage(experiment: Experiment, storage_arg: str, write: bool = True,
     problem = storage_problem(experiment.root, write=write, timeout_s=timeout_s)
     if problem is None:
         return None
-    return f"--storage {storage_arg}: cannot write to {experiment.root} ({problem}). {STORAGE_FIX}"
+    if "cannot be parsed" in problem:  # named as the user wrote it
+        return storage_message("--storage", storage_arg, unparsable_uri_message(storage_arg), write)
+    return storage_message(f"--storage {storage_arg}", experiment.root, problem)
 
 
 def check_train_sizes(manifest: Manifest, sizes: tuple[str, ...]) -> list[str]:
@@ -91,7 +97,7 @@ def check_train_sizes(manifest: Manifest, sizes: tuple[str, ...]) -> list[str]:
     train = manifest.split_entries("train")
     for size in sizes:
         try:
-            select_train(train, manifest.classes, size, manifest.split_seed)
+            select_train(train, manifest.classes, size, manifest.split_seed, manifest.set_aside())
         except UserError as exc:
             problems.append(str(exc))
     return problems

@@ -251,7 +251,7 @@ def prepare(args: argparse.Namespace) -> tuple[TrialConfig, Any, Manifest, Prese
     roots, manifest = prepare_data(args.data, args.ood, args.split_seed, parse_caps(args.cap),
                                    args.skip_bad_images, args.allow_duplicates)
     select_train(manifest.split_entries("train"), manifest.classes, config.train_size,
-                 manifest.split_seed)  # a too-large --train-size fails before training
+                 manifest.split_seed, manifest.set_aside())  # a too-large --train-size fails before training
     if config.select_class is not None and config.select_class not in manifest.classes:
         raise UserError(f"select_on {config.select_on}: no class {config.select_class!r}; "
                         f"classes are {', '.join(manifest.classes)}")
@@ -275,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.threads:
             torch.set_num_threads(args.threads)
-        storage.check_writable(args.out)
+        storage.check_storage("--out", args.out)
         check_same_experiment(args.out, manifest)
         if config.pretrained:
             from trainables.weights import ensure_available

@@ -245,7 +245,7 @@ def test_unwritable_out_is_refused_by_the_single_trial_cli(case, pool, tmp_path,
         if case == "read_only_folder":
             storage.chmod(0o755)
     err = capsys.readouterr().err
-    assert code == 2 and err.startswith(f"error: cannot write results to '{storage / 'run'}'"), err
+    assert code == 2 and err.startswith(f"error: --out: cannot write to {storage / 'run'} "), err
     assert "Fix:" in err and not (storage / "run").exists()
 
 

@@ -121,7 +121,7 @@ TRAIN_CASES = {
     "cap_unknown_class": ("--cap", "wasps=3", ["unknown classes ['wasps']; classes are ['a', 'b']"]),
     "unknown_storage_scheme": ("--out", "nosuch://bucket/run", ["unknown URI scheme 'nosuch'",
                                                                *CHOICES["storage"]]),
-    "storage_is_a_file": ("--out", "FILE", ["cannot write results to", "Not a directory", "Fix:"]),
+    "storage_is_a_file": ("--out", "FILE", ["--out: cannot write to", "Not a directory", "Fix:"]),
     "data_missing": ("--data", "/nonexistent/photos", ["--data folder /nonexistent/photos does "
                                                        "not exist"]),
 }

@@ -24,6 +24,7 @@ from trainables.data.manifest import (
     UNUSED,
     Entry,
     Manifest,
+    copies_word,
     duplicate_warnings,
     find_duplicates,
     leak_refusal,
@@ -73,11 +74,20 @@ def stratified_split(files: list[Path], rng: random.Random) -> dict[str, list[Pa
             "test": order[n_train + n_val:]}
 
 
-def _min_split_message(counts: dict[str, int]) -> str | None:
+def _min_split_message(counts: dict[str, int], copies: dict[str, int]) -> str | None:
+    """`copies`: per class, the byte-identical copies set aside, so the count adds up."""
     short = {c: n for c, n in counts.items() if n < 5}
     if not short:
         return None
-    listing = ", ".join(f"{c!r} has {n}" for c, n in short.items())
+
+    def count(c: str, n: int) -> str:
+        k = copies.get(c, 0)
+        if not k:
+            return f"{c!r} has {n}"
+        return (f"{c!r} has {n} distinct images ({n + k} files; {k} byte-identical "
+                f"{copies_word(k)} set aside)")
+
+    listing = ", ".join(count(c, n) for c, n in short.items())
     return (f"too few images for a 60/20/20 split ({listing}); each class needs at least 5 so "
             "that train, val and test each get one. Fix: add images, or provide a pre-split "
             "folder with train/, val/ and test/")
@@ -199,18 +209,19 @@ def build_manifest(data: str | Path, ood: str | Path | None = None, split_seed: 
                 add(entries, "data", data, s, c, good(per_split[s][c]))
         _require_every_class(entries, classes, SPLITS, f"--data {shown(data)}")
     else:
-        counts = {}
+        counts, copies = {}, {}
         kept_by_class = {}
         for c in classes:
             files = good(by_class[c])
             if not allow_duplicates:
                 files, extra = _dedupe_class(files, hashes)
                 add(unused, "data", data, UNUSED, c, extra)
+                copies[c] = len(extra)
             if c in caps and len(files) > caps[c]:
                 files = sorted(rng.sample(files, caps[c]))
             kept_by_class[c] = files
             counts[c] = len(files)
-        message = _min_split_message(counts)
+        message = _min_split_message(counts, copies)
         if message:
             raise DataError(f"--data {shown(data)}: {message}")
         for c in classes:

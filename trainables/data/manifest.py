@@ -126,6 +126,15 @@ class Manifest:
     def split_entries(self, split: str) -> list[Entry]:
         return [e for e in self.entries if e.split == split]
 
+    def set_aside(self) -> dict[str, int]:
+        """Per class, the byte-identical copies set aside (split "unused"); only classes with some."""
+        out: dict[str, int] = {}
+        for group in self.duplicates:
+            for f in group["files"]:
+                if f["split"] == UNUSED:
+                    out[f["label"]] = out.get(f["label"], 0) + 1
+        return out
+
     def counts(self) -> dict[str, dict[str, int]]:
         out: dict[str, dict[str, int]] = {}
         for e in self.entries:
@@ -195,11 +204,12 @@ class DataRoots:
         return base
 
 
-def select_train(entries: list[Entry], classes: list[str], train_size: str, seed: int
-                 ) -> list[Entry]:
+def select_train(entries: list[Entry], classes: list[str], train_size: str, seed: int,
+                 set_aside: dict[str, int] | None = None) -> list[Entry]:
     """Shrink only the train split: N images per class or a fraction of each class, drawn with
     `seed` (a trial's `TrialConfig.subset_seed`: its own per seed by default). For one seed the
-    subsets are nested (smaller sizes are prefixes of the permutation that seed draws)."""
+    subsets are nested (smaller sizes are prefixes of the permutation that seed draws).
+    `set_aside` (Manifest.set_aside): copies per class, named in the error so its count adds up."""
     size = parse_train_size(train_size)
     if size is None:
         return entries
@@ -209,8 +219,11 @@ def select_train(entries: list[Entry], classes: list[str], train_size: str, seed
         random.Random(seed).shuffle(items)
         k = size if isinstance(size, int) else max(1, round(len(items) * size))
         if k > len(items):
+            copies = (set_aside or {}).get(c, 0)
+            note = (f" (distinct images; {copies} byte-identical {copies_word(copies)} of its "
+                    "images set aside, listed in the manifest)") if copies else ""
             raise DataError(f"--train-sizes {train_size}: class {c!r} has only {len(items)} "
-                            f"training images. Fix: use at most {len(items)} or a fraction")
+                            f"training images{note}. Fix: use at most {len(items)} or a fraction")
         chosen.extend(items[:k])
     return chosen
 
@@ -224,6 +237,10 @@ DUPLICATES_SHOWN = 5
 
 def _member(entry: Entry) -> dict[str, str]:
     return {"root": entry.root, "path": entry.path, "label": entry.label, "split": entry.split}
+
+
+def copies_word(n: int) -> str:
+    return "copy" if n == 1 else "copies"
 
 
 def find_duplicates(entries: Iterable[Entry]) -> list[dict]:

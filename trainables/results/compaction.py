@@ -24,9 +24,16 @@ only if it did not change since it was listed). Killed at any point, the folder 
 before: until the new part exists nothing changed; afterwards the new part holds every merged
 row, and a merged file not yet deleted holds the same rows (or, for a fresh file written
 meanwhile, newer ones, which win). The next compaction removes the leftovers; the sweep's
-start-up removes a killed writer's temporary file. Compaction is meant for results no sweep is
-writing into (the sweep compacts its own results after its last trial): a trial that rewrites
-its file in the milliseconds between the unchanged-check and the delete would lose that write.
+start-up removes a killed writer's temporary file.
+
+A concurrent writer's rows are never deleted: only files whose names, sizes and modification
+times are those read into the new part go. On a local folder each is first renamed to
+a hidden name and checked there (a rename is atomic), so a file rewritten at any moment, even
+between the check and the delete, is either the renamed one (it differs: put back under its name,
+unless a newer one is already there) or a new file the compaction never touches. On an object
+store a rename is a copy, so there the check is one listing just before the deletes, and a trial
+that rewrites its file in the milliseconds between them could lose that write: compact an object
+store's results when no sweep writes into them (the sweep compacts its own after its last trial).
 
 This module knows files and the ``trial_id`` column, not the tables' schemas (they come in:
 trainables/results/tables.py).
@@ -34,6 +41,7 @@ trainables/results/tables.py).
 
 from __future__ import annotations
 
+import os
 import re
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -45,7 +53,7 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from trainables.results.storage import atomic_output, join, resolve
+from trainables.results.storage import TMP_PREFIX, atomic_output, join, resolve
 
 PART_PREFIX = "compacted-"
 _PART_RE = re.compile(r"^compacted-(\d{10})-([0-9a-f]{8})\.parquet$")
@@ -308,19 +316,46 @@ def apply_compaction(plan: Plan, schema: pa.Schema) -> CompactionResult:
     result.merged_files, result.merged_parts = len(plan.fresh), len(merged)
     result.bytes_after = fs.get_file_info(path).size or 0
     result.bytes_before = sum(f.size or 0 for f in plan.fresh) + sum(p.size for p in merged)
-    # one listing, not a stat per file (on S3 a LIST returns 1000 files' sizes and times)
-    now = {i.path: i for i in fs.get_file_info(pafs.FileSelector(folder))} if plan.fresh else {}
-    done = []
-    for before in plan.fresh:
-        after = now.get(before.path)
-        if after is None or after.type != pafs.FileType.File:
-            continue
-        if (after.mtime_ns, after.size) != (before.mtime_ns, before.size):
-            result.kept_changed.append(before.path)
-        else:
-            done.append(before.path)
-    _delete_all(fs, done + [p.path for p in merged])
+    if isinstance(fs, pafs.LocalFileSystem):
+        done = [_set_aside_if_read(fs, before, result) for before in plan.fresh]
+    else:  # one listing, not a stat per file (on S3 a LIST returns 1000 files' sizes and times)
+        now = {i.path: i for i in fs.get_file_info(pafs.FileSelector(folder))} if plan.fresh else {}
+        done = []
+        for before in plan.fresh:
+            after = now.get(before.path)
+            if after is None or after.type != pafs.FileType.File:
+                continue
+            if _same(after, before):
+                done.append(before.path)
+            else:
+                result.kept_changed.append(before.path)
+    _delete_all(fs, [p for p in done if p] + [p.path for p in merged])
     return result
+
+
+def _same(a: pafs.FileInfo, b: pafs.FileInfo) -> bool:
+    return (a.mtime_ns, a.size) == (b.mtime_ns, b.size)
+
+
+def _set_aside_if_read(fs: pafs.FileSystem, before: pafs.FileInfo,
+                       result: CompactionResult) -> str | None:
+    """Rename the fresh file to a hidden name; return that name when it is the file that was
+    read (to delete), else put it back (or drop it when a newer file took its name) and keep."""
+    folder, _, name = before.path.rpartition("/")
+    aside = f"{folder}/{TMP_PREFIX}compacted-{name}-{uuid.uuid4().hex[:8]}.tmp"
+    try:
+        fs.move(before.path, aside)
+    except FileNotFoundError:
+        return None
+    if _same(fs.get_file_info(aside), before):
+        return aside
+    result.kept_changed.append(before.path)
+    try:
+        os.link(aside, before.path)  # put back, never over a newer file: its rows win anyway
+    except FileExistsError:
+        pass
+    fs.delete_file(aside)
+    return None
 
 
 def compact_folder(folder_uri: str, schema: pa.Schema, full: bool = False) -> CompactionResult:

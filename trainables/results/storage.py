@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import math
 import os
+import subprocess
+import sys
 import threading
 import uuid
 from collections.abc import Iterator
@@ -28,6 +31,11 @@ URI_SCHEMES = ("file://", "s3://", "gs://", "abfs://", "hdfs://")
 TMP_PREFIX = ".tmp-"
 STORAGE_FIX = ("Fix: pass a writable local folder, or a reachable URI (" + ", ".join(URI_SCHEMES) +
                ") with its credentials set")
+
+
+TIMEOUT_ENV = "FEATURE_REUSE_STORAGE_TIMEOUT"
+"""Seconds a store may take to answer the start-up probe (default DEFAULT_TIMEOUT_S)."""
+DEFAULT_TIMEOUT_S = 20.0
 
 
 _MOUNTS: dict[str, pafs.FileSystem] = {}
@@ -52,6 +60,8 @@ def resolve(root: str) -> tuple[pafs.FileSystem, str]:
         try:
             return pafs.FileSystem.from_uri(root)
         except pa.ArrowInvalid as exc:
+            if "Cannot parse URI" in str(exc):
+                raise UserError(unparsable_uri_message(root)) from None
             if "Unrecognized filesystem type" not in str(exc):
                 raise
             raise UserError(f"storage {root!r}: unknown URI scheme {root.split('://')[0]!r}; use "
@@ -61,6 +71,23 @@ def resolve(root: str) -> tuple[pafs.FileSystem, str]:
         if path == folder or path.startswith(folder.rstrip("/") + "/"):
             return fs, path
     return pafs.LocalFileSystem(), path
+
+
+def unparsable_uri_message(root: str) -> str:
+    """Name the first character a URI may not hold, and the two ways around it."""
+    from urllib.parse import quote
+
+    bad = next((i for i, ch in enumerate(root) if quote(ch, safe=URI_SAFE) != ch), None)
+    where = (f"the character {root[bad]!r} at position {bad} is not allowed in a URI"
+             if bad is not None else "it is not a valid URI")
+    fix = f"write {quote(root[bad])} for it" if bad is not None else "percent-encode it"
+    plain = root.partition("://")[2] if root.startswith("file://") else ""
+    alt = f", or pass the plain path {plain!r}" if plain else ""
+    return f"{root!r} cannot be parsed: {where}. Fix: {fix}{alt}"
+
+
+URI_SAFE = "/:?#[]@!$&'()*+,;=%-._~"
+"""Characters a URI may hold as they are (RFC 3986 reserved and unreserved, and %)."""
 
 
 def join(base: str, *parts: str) -> str:
@@ -149,23 +176,68 @@ def remove_temporaries(folder_uri: str) -> int:
     return removed
 
 
-def storage_problem(root: str, write: bool = True, timeout_s: float = 60.0) -> str | None:
+def storage_timeout_s() -> float:
+    """The user's FEATURE_REUSE_STORAGE_TIMEOUT (seconds), or the default."""
+    text = os.environ.get(TIMEOUT_ENV, "").strip()
+    if not text:
+        return DEFAULT_TIMEOUT_S
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < math.inf:
+        raise UserError(f"{TIMEOUT_ENV}={text!r} is not a number of seconds. Fix: set it to a "
+                        f"positive number (default {DEFAULT_TIMEOUT_S:g}) or unset it")
+    return value
+
+
+def _probe(root: str, write: bool) -> None:
+    fs, base = resolve(root)
+    if write:
+        fs.create_dir(base, recursive=True)
+        write_bytes_atomic(join(root, f"{TMP_PREFIX}write-probe"), b"ok")
+        delete_file(join(root, f"{TMP_PREFIX}write-probe"))
+    else:
+        fs.get_file_info(base)
+
+
+def _first_line(exc: BaseException | str) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+_CHILD = ("import sys; sys.path.insert(0, sys.argv[3]); from trainables.results import storage\n"
+          "try:\n    storage._probe(sys.argv[1], sys.argv[2] == '1')\n"
+          "except Exception as exc:\n    print(storage._first_line(exc), end='')")
+
+
+def storage_problem(root: str, write: bool = True, timeout_s: float | None = None) -> str | None:
     """Why files cannot be written under `root` (None when they can), found in seconds.
 
     Creates the root and writes and deletes a probe file the way `atomic_output` does (with
     `write` off, only checks the root answers). A store that does not answer within `timeout_s`
-    (an unreachable endpoint retries for minutes) counts as unreachable."""
+    (default: storage_timeout_s()) counts as unreachable. A URI is probed in a child process,
+    killed on time: an S3 client stuck on an endpoint that accepts and never answers would
+    otherwise keep this process from exiting."""
+    timeout_s = storage_timeout_s() if timeout_s is None else timeout_s
+    late = (f"did not answer within {timeout_s:g} s (an endpoint that is down, unreachable or "
+            "very slow, or credentials looked up where there are none)")
+    if "://" in root:  # even parsing an s3:// URI may ask the network for the bucket's region
+        package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        try:
+            child = subprocess.run([sys.executable, "-c", _CHILD, root, "1" if write else "0",
+                                    package_root], capture_output=True, text=True,
+                                   timeout=timeout_s, check=False)
+        except subprocess.TimeoutExpired:
+            return late
+        if child.returncode != 0:
+            return _first_line(child.stderr or f"the probe exited with {child.returncode}")
+        return child.stdout.strip() or None
     outcome: list[BaseException | None] = []
 
     def probe() -> None:
         try:
-            fs, base = resolve(root)
-            if write:
-                fs.create_dir(base, recursive=True)
-                write_bytes_atomic(join(root, f"{TMP_PREFIX}write-probe"), b"ok")
-                delete_file(join(root, f"{TMP_PREFIX}write-probe"))
-            else:
-                fs.get_file_info(base)
+            _probe(root, write)
             outcome.append(None)
         except BaseException as exc:  # reported to the caller below
             outcome.append(exc)
@@ -174,21 +246,65 @@ def storage_problem(root: str, write: bool = True, timeout_s: float = 60.0) -> s
     worker.start()
     worker.join(timeout_s)
     if not outcome:
-        return (f"did not answer within {timeout_s:.0f} s (unreachable endpoint or missing "
-                "credentials?)")
+        return late
     exc = outcome[0]
-    if exc is None:
-        return None
-    if isinstance(exc, UserError):
-        return str(exc)
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return None if exc is None else _first_line(exc)
 
 
-def check_writable(root: str, timeout_s: float = 60.0) -> None:
-    """Fail fast, before any training, when results cannot be written under `root`."""
-    problem = storage_problem(root, timeout_s=timeout_s)
+UNREACHABLE_TEXTS = ("could not connect", "connection refused", "network_connection",
+                     "couldn't connect", "could not resolve", "resolve host", "timed out")
+CREDENTIAL_TEXTS = ("access denied", "accessdenied", "invalidaccesskeyid", "signaturedoesnotmatch",
+                    "credential", "forbidden", "unauthorized", "http status 403", "http 403")
+
+
+def storage_fix(problem: str) -> str:
+    """The fix for a storage problem, by its cause."""
+    low = problem.lower()
+    if "did not answer" in low:
+        return (f"Fix: check that the store's endpoint (endpoint_override=host:port in the URI) is "
+                f"up and reachable from this machine and its credentials are set; give a slow "
+                f"store longer with {TIMEOUT_ENV}=<seconds> (now {storage_timeout_s():g})")
+    if any(t in low for t in UNREACHABLE_TEXTS):
+        return ("Fix: check the endpoint in the URI (endpoint_override=host:port, scheme=http or "
+                "https) and that the store runs there and is reachable from this machine")
+    if any(t in low for t in CREDENTIAL_TEXTS):
+        return ("Fix: set the store's credentials (s3://: AWS_ACCESS_KEY_ID and "
+                "AWS_SECRET_ACCESS_KEY, or AWS_PROFILE; gs://: GOOGLE_APPLICATION_CREDENTIALS) "
+                "with the right to read and write there")
+    if "Fix:" in problem:
+        return ""
+    return STORAGE_FIX
+
+
+def storage_message(option: str, root: str, problem: str, write: bool = True) -> str:
+    """One line: the option and path, the cause, the fix."""
+    verb = "cannot write to" if write else "cannot read"
+    return f"{option}: {verb} {root} ({problem}). {storage_fix(problem)}".rstrip()
+
+
+def check_storage(option: str, root: str, write: bool = True,
+                  timeout_s: float | None = None) -> None:
+    """Fail fast, before any work, when `root` (the value of `option`) cannot be written (or,
+    without `write`, read): a UserError naming the path, the cause and the fix. The one check
+    the single-trial CLI, the sweep and the report run on every path they open."""
+    problem = storage_problem(root, write=write, timeout_s=timeout_s)
     if problem is not None:
-        raise UserError(f"cannot write results to {root!r}: {problem}. {STORAGE_FIX}")
+        raise UserError(storage_message(option, root, problem, write))
+
+
+def check_output_file(option: str, path: str) -> None:
+    """A local file to write must not be a folder nor lie under a file (a URI is checked by
+    writing it)."""
+    if "://" in path:
+        return
+    target = Path(os.path.abspath(path))
+    if target.is_dir():
+        raise UserError(f"{option} {path} is a folder. Fix: name the file to write, e.g. "
+                        f"{os.path.join(path, 'out' + (target.suffix or '.bin'))}")
+    above = next((p for p in target.parents if p.exists()), None)
+    if above is not None and not above.is_dir():
+        raise UserError(f"{option} {path}: {above} is a file, not a folder. Fix: name a file in "
+                        "a folder (missing folders are created)")
 
 
 DISK_FULL_TEXTS = ("No space left on device", "Disk quota exceeded")

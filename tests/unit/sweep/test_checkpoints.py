@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -12,6 +14,7 @@ from ray import tune
 
 from sweep.checkpoints import (
     STATE_FILE,
+    ResumePointers,
     checkpoint_due,
     checkpoint_payload,
     forget_finished,
@@ -19,6 +22,7 @@ from sweep.checkpoints import (
     load_state,
     pointer_ids,
     state_from_payload,
+    write_checkpoint,
 )
 from sweep.layout import Experiment
 from trainables.engine import FitState, frozen_state_keys
@@ -98,7 +102,7 @@ def test_a_partial_state_is_completed_from_the_model_and_must_match_it():
 
 def test_load_state_refuses_another_trial_or_other_weights(tmp_path):
     _, state = _state("resnet18", "feature_extract")
-    torch.save(checkpoint_payload(state, "t0", "resnet18-f37072fd.pth"), tmp_path / STATE_FILE)
+    write_checkpoint(tmp_path, checkpoint_payload(state, "t0", "resnet18-f37072fd.pth"))
     checkpoint = tune.Checkpoint.from_directory(str(tmp_path))
     assert load_state(checkpoint, "t0", "resnet18-f37072fd.pth").epoch == 2
     assert load_state(checkpoint, "t1", "resnet18-f37072fd.pth") is None
@@ -124,3 +128,53 @@ def test_finished_trials_lose_their_pointer_and_checkpoint_and_orphans_go(tmp_pa
     assert free_orphan_checkpoints(exp) == 1
     assert checkpoints["running"].exists() and not checkpoints["orphan"].exists()
     assert pointer_ids(Experiment(str(tmp_path / "elsewhere"))) == set()
+
+
+@pytest.fixture
+def written(tmp_path):
+    """A checkpoint folder as report_epoch writes it (before Ray uploads it)."""
+    _, state = _state("resnet18", "scratch")
+    folder = tmp_path / "checkpoint_000001"
+    folder.mkdir()
+    write_checkpoint(folder, checkpoint_payload(state, "t0", None))
+    return folder
+
+
+@pytest.mark.parametrize("damage", ["truncated", "changed", "no_check_file"])
+def test_an_incomplete_checkpoint_is_named_and_discarded_and_the_trial_says_it_restarts(
+        damage, written, caplog):
+    """An upload whose close() failed leaves a short file; a changed byte keeps the size (torch
+    would load it); a missing check file: the upload stopped before it."""
+    state_file = written / STATE_FILE
+    data = bytearray(state_file.read_bytes())
+    if damage == "truncated":
+        state_file.write_bytes(data[: len(data) // 2])
+    elif damage == "changed":
+        data[len(data) // 2] ^= 0xFF
+        state_file.write_bytes(bytes(data))
+    else:
+        (written / "fit_state.json").unlink()
+    with caplog.at_level(logging.WARNING, logger="sweep.checkpoints"):
+        assert load_state(tune.Checkpoint(str(written)), "t0", None) is None
+    message = caplog.text
+    assert str(written) in message and "incomplete" in message, message
+    assert "restarts from its first epoch" in message, message
+
+
+def test_the_driver_records_no_resume_pointer_for_an_incomplete_checkpoint(written, tmp_path,
+                                                                          caplog):
+    exp = Experiment(str(tmp_path / "exp"))
+    trial = SimpleNamespace(config={"point": {"trial_id": "t0"}})
+    pointers = ResumePointers(exp)
+    pointers.on_checkpoint(1, [], trial, tune.Checkpoint(str(written)))
+    assert json.loads((tmp_path / "exp" / "resume" / "t0.json").read_text())["path"] == str(written)
+    later = tmp_path / "checkpoint_000002"
+    later.mkdir()
+    for name in (STATE_FILE, "fit_state.json"):
+        (later / name).write_bytes((written / name).read_bytes())
+    (later / STATE_FILE).write_bytes((written / STATE_FILE).read_bytes()[:1000])  # close failed
+    with caplog.at_level(logging.WARNING, logger="sweep.checkpoints"):
+        pointers.on_checkpoint(2, [], trial, tune.Checkpoint(str(later)))
+    assert json.loads((tmp_path / "exp" / "resume" / "t0.json").read_text())["path"] == str(written)
+    assert written.exists() and not later.exists(), "the complete one stays, the incomplete goes"
+    assert str(later) in caplog.text and "incomplete" in caplog.text

@@ -5,6 +5,7 @@ tests/integration/test_faults.py."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import time
@@ -54,3 +55,18 @@ def test_an_unreadable_record_refuses_until_it_is_old(tmp_path):
     lock = ExperimentLock(Experiment(str(tmp_path / "exp")))
     assert "unreadable and untouched" in lock.acquire()
     lock.release()
+
+
+def test_a_sweep_on_an_object_store_warns_that_its_lock_is_a_lease(tmp_path, caplog):
+    """pyarrow offers no conditional write: the lease can race, and the user is told so; a
+    folder's lock is the operating system's and says nothing."""
+    with caplog.at_level(logging.WARNING, logger="sweep.experiment_lock"):
+        folder = ExperimentLock(Experiment(str(tmp_path / "local")))
+        folder.acquire()
+        folder.release()
+        assert "object store" not in caplog.text
+        lease = ExperimentLock(Experiment(f"file://{tmp_path}/exp"))
+        lease.acquire()
+        lease.release()
+    assert f"the experiment file://{tmp_path}/exp is on an object store" in caplog.text
+    assert "Two sweeps at once" in caplog.text

@@ -164,6 +164,40 @@ def test_a_file_rewritten_during_compaction_is_kept_and_wins(tmp_path):
     assert [r["val_acc"] for r in tables.read_table(str(tmp_path), "epochs").to_pylist()] == [0.7, 0.8, 0.9]
 
 
+class _WriterInTheWindow(pafs.LocalFileSystem):
+    """The local disk, where a trial rewrites its file at the worst moment: just before the
+    compaction's first delete (after every check it makes)."""
+
+    def __init__(self, write) -> None:
+        super().__init__()
+        self.write, self.fired = write, False
+
+    def delete_file(self, path: str) -> None:
+        if not self.fired:
+            self.fired = True
+            self.write()
+        super().delete_file(path)
+
+
+def test_a_file_rewritten_just_before_the_delete_is_never_lost(tmp_path):
+    """Only files whose names, sizes and times were read into the new part are deleted: a
+    concurrent writer's rows survive, even in the window between the check and the delete."""
+    from trainables.results import storage
+
+    write_synthetic_trial(tmp_path, "resnet18", "finetune", 0, val=[0.5, 0.6])
+    racing = _WriterInTheWindow(lambda: write_synthetic_trial(tmp_path, "resnet18", "finetune", 0,
+                                                              val=[0.7, 0.8, 0.9]))
+    storage.mount(str(tmp_path), racing)
+    try:
+        done = compaction.compact_folder(str(tmp_path / "epochs"), tables.EPOCHS_SCHEMA)
+    finally:
+        storage.mount(str(tmp_path), None)
+    assert racing.fired and done.part is not None
+    rows = tables.read_table(str(tmp_path), "epochs").to_pylist()
+    assert [r["val_acc"] for r in rows] == [0.7, 0.8, 0.9], "the newer write must win"
+    assert not [p for p in (tmp_path / "epochs").iterdir() if p.name.endswith(".tmp")]
+
+
 def test_hidden_and_foreign_files_are_not_read_as_parts(tmp_path):
     write_synthetic_trial(tmp_path, "resnet18", "finetune", 0)
     (tmp_path / "trials" / "_SUCCESS").write_text("")
