@@ -24,7 +24,7 @@ from sweep.resources import ClusterInfo
 from trainables.data.demo import prepare_data
 from trainables.data.manifest import DataRoots, Manifest, other_split, select_train
 from trainables.errors import UserError
-from trainables.presets import PresetMessage, deviations
+from trainables.presets import PresetMessage, deviations, run_words, schedule_notes
 from trainables.results import tables as results
 from trainables.results.storage import STORAGE_FIX, storage_problem, write_text_atomic
 
@@ -226,7 +226,9 @@ def report(plan: SweepPlan, ready: Ready) -> None:
                    .values())[::-1]
     message = PresetMessage(plan.preset, plan.spec.overrides, deviations(
         configs, data=plan.data.describe(), ood_kind=ready.manifest.ood_kind,
-        seeds=plan.spec.resolved_seeds, train_sizes=plan.spec.resolved_train_sizes))
+        seeds=plan.spec.resolved_seeds, train_sizes=plan.spec.resolved_train_sizes),
+        runs=run_words([p.config for p in ready.grid], plan.data.describe()),
+        notes=schedule_notes([p.config for p in ready.grid]))
     for line in message.lines():
         log.info("%s", line)
     log.info("grid: %d trials (%d finished earlier, %d to run) -> %s", len(ready.grid),
