@@ -28,6 +28,11 @@ SETTING_SYNONYMS = {"learning-rate": "lr", "batch": "batch_size", "step": "step_
 """Other tools' names of a trial setting -> the setting."""
 
 
+def command_prog(default: str) -> str:
+    """`feature-reuse X` when run as that subcommand (feature_reuse/cli.py), else `default`."""
+    return sys.argv[0] if sys.argv and sys.argv[0].startswith(COMMAND_PREFIX) else default
+
+
 class CommandParser(argparse.ArgumentParser):
     """argparse's parser as every CLI here uses it: its prog is `feature-reuse X` when run as
     that subcommand, and an unknown option that names a trial setting (`--epochs 5`, what timm and
@@ -38,8 +43,7 @@ class CommandParser(argparse.ArgumentParser):
 
     def __init__(self, *, prog: str, settings: Collection[str] = (),
                  renames: Mapping[str, str] | None = None, **kwargs: Any) -> None:
-        shown = sys.argv[0] if sys.argv and sys.argv[0].startswith(COMMAND_PREFIX) else prog
-        super().__init__(prog=shown, **kwargs)
+        super().__init__(prog=command_prog(prog), **kwargs)
         self.settings = tuple(settings)
         self.renames = dict(renames or {})
 

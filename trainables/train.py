@@ -204,8 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
                       formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_argument_group("data")
     g.add_argument("--data", default=None, help="pool folder (DATA/<class>/...) or pre-split "
-                   "folder (DATA/{train,val,test}/<class>/...; train/ + val/ alone: val/ is split "
-                   "into validation and test); default: the embedded demo set")
+                   "folder (DATA/{train,val,test}/<class>/...); default: the embedded demo set")
     g.add_argument("--ood", default=None, help="OOD folder with the same class subfolders")
     g.add_argument("--split-seed", type=int, default=0, help="seed of the 60/20/20 split")
     g.add_argument("--cap", action="append", metavar="CLASS=N",
