@@ -22,6 +22,7 @@ from sweep.layout import Experiment
 from sweep.plan import DataChoice, SweepPlan
 from sweep.resources import ClusterInfo
 from trainables.data.demo import prepare_data
+from trainables.data.folders import layout_words
 from trainables.data.manifest import DataRoots, Manifest, other_split, select_train
 from trainables.errors import UserError
 from trainables.presets import PresetMessage, deviations, run_words, schedule_notes
@@ -219,8 +220,9 @@ def report(plan: SweepPlan, ready: Ready) -> None:
     counts = ready.manifest.counts()
     images = ", ".join(f"{s} {sum(counts.get(s, {}).values())}"
                        for s in ("train", "val", "test", "ood"))
-    log.info("preflight ok in %.1f s: split %s %s images; OOD: %s", time.time() - plan.started,
-             ready.manifest.hash, images, ready.manifest.ood_kind)
+    made = layout_words(ready.manifest.layout, ready.manifest.split_seed)
+    log.info("preflight ok in %.1f s: split %s %s images%s; OOD: %s", time.time() - plan.started,
+             ready.manifest.hash, images, f" ({made})" if made else "", ready.manifest.ood_kind)
     # one config per architecture x regime says every difference (seeds and sizes apart)
     configs = list({(p.config.arch, p.config.regime): p.config for p in reversed(ready.grid)}
                    .values())[::-1]

@@ -90,7 +90,9 @@ def add_grid_options(g: argparse._ArgumentGroup) -> None:
 
 def add_data_options(g: argparse._ArgumentGroup) -> None:
     g.add_argument("--data", help="pool folder (DATA/<class>/...) or pre-split folder "
-                   "(DATA/{train,val,test}/<class>/...), or a URI of one (s3://bucket/pool); "
+                   "(DATA/{train,val,test}/<class>/...; train/ + val/ alone: each class's val/ "
+                   "split half validation, half test by --split-seed), or a URI of one "
+                   "(s3://bucket/pool); "
                    "default: the embedded demo set. Only the driver reads it: trials get the "
                    "images through Ray's object store")
     g.add_argument("--ood", help="OOD folder (or URI) with the same class subfolders")

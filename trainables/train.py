@@ -20,6 +20,7 @@ from trainables.archs import ARCHS, resolve, source_of
 from trainables.config import TrialConfig, trial_id
 from trainables.data.dataset import ImageSource, load_trial_data
 from trainables.data.demo import prepare_data
+from trainables.data.folders import layout_words
 from trainables.data.manifest import Manifest, other_split, select_train
 from trainables.device import (
     apply_determinism,
@@ -204,7 +205,9 @@ def build_parser() -> argparse.ArgumentParser:
                       formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_argument_group("data")
     g.add_argument("--data", default=None, help="pool folder (DATA/<class>/...) or pre-split "
-                   "folder (DATA/{train,val,test}/<class>/...); default: the embedded demo set")
+                   "folder (DATA/{train,val,test}/<class>/...; train/ + val/ alone: each class's val/ "
+                   "split half validation, half test by --split-seed); default: the embedded "
+                   "demo set")
     g.add_argument("--ood", default=None, help="OOD folder with the same class subfolders")
     g.add_argument("--split-seed", type=int, default=0, help="seed of the 60/20/20 split")
     g.add_argument("--cap", action="append", metavar="CLASS=N",
@@ -281,7 +284,8 @@ def main(argv: list[str] | None = None) -> int:
         config, source, manifest, message = prepare(args)
         for warning in manifest.warnings:
             print(f"warning: {warning}", file=sys.stderr)
-        for line in message.lines():
+        made = layout_words(manifest.layout, manifest.split_seed)
+        for line in message.lines() + ([f"split: {made}"] if made else []):
             print(line)
         if args.dry_run:
             print(json.dumps(config.to_dict(), indent=1, sort_keys=True))

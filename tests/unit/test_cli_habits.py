@@ -89,9 +89,9 @@ def test_train_help_is_grouped_and_has_no_development_notes():
     for group in ("data:", "trial (one point of the sweep's grid):", "training:", "resources:",
                   "output:", "examples:"):
         assert f"\n{group}\n" in text, group
-    for text in (text, sweep_parser().format_help()):
-        assert "sweep/schedule.py" not in text and "Ray trainable wraps" not in text
-        assert "Long because" not in text
+    for shown in (text, sweep_parser().format_help()):
+        assert "sweep/schedule.py" not in shown and "Ray trainable wraps" not in shown
+        assert "Long because" not in shown
 
 
 @pytest.mark.parametrize("command", ["sweep", "train", "report", "weights", "predict", "export"])
