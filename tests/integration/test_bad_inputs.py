@@ -380,6 +380,22 @@ def test_the_tutorials_layout_refuses_a_class_too_small_to_split(tmp_path):
         build_manifest(one)
 
 
+def test_both_clis_say_how_the_tutorials_layout_was_split(tmp_path, sweep_main, capsys, caplog):
+    from trainables.train import main as train_main
+
+    root = tmp_path / "d"
+    pool_of(root / "train", {"ants": 5, "bees": 5})
+    pool_of(root / "val", {"ants": 4, "bees": 4})
+    said = "val/ split per class into validation and test (half each, seeded by --split-seed 3)"
+    assert train_main(["--arch", "mobilenet_v2", "--regime", "scratch", "--data", str(root),
+                       "--split-seed", "3", "--dry-run"]) == 0
+    assert said in capsys.readouterr().out
+    caplog.set_level("INFO")
+    assert sweep_main(["--preset", "smoke", "--regimes", "scratch", "--data", str(root),
+                       "--split-seed", "3", "--storage", str(tmp_path / "runs"), "--dry-run"]) == 0
+    assert "train 10, val 4, test 4, ood 0 images (" + said in caplog.text
+
+
 def test_half_presplit_folder_names_the_missing_split(tmp_path):
     root = tmp_path / "d"
     for split in ("train", "test"):

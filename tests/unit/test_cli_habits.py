@@ -167,3 +167,21 @@ def test_a_measured_throughput_is_cached_and_then_used(tmp_path, monkeypatch):
     assert rates.gflops["cpu"] == pytest.approx(gflop / 8.0)
     assert "measured here" in rates.source["cpu"]
     assert "stated rate" in estimate.throughput("elsewhere").source["cpu"]
+
+
+def test_the_readme_states_the_paper_presets_estimate_the_model_gives():
+    """README's hours come from the same cost model and stated rates the dry run uses (a pool of
+    the study's shape: 100 + 130 images, 60/20/20; all trials CPU at 1 CPU, or 4 per GPU)."""
+    from tests.conftest import PROJECT_ROOT
+
+    points = with_ids(build_grid(GridSpec(PRESETS["paper"])), "h")
+    rates = estimate.Throughput(estimate.STATED_GFLOPS, {})
+    archs = PRESETS["paper"].archs
+    cpu = ResourcePlan({a: TrialResources(1.0) for a in archs}, "cpu")
+    gpu = ResourcePlan({a: TrialResources(1.0, 0.25) for a in archs}, "gpu")
+    cpu_h = estimate.expected_wall_s(points, COUNTS, cpu, 2, rates) / 3600
+    gpu_h = estimate.expected_wall_s(points, COUNTS, gpu, 4, rates) / 3600
+    text = " ".join((PROJECT_ROOT / "README.md").read_text().split())
+    assert f"about {round(cpu_h, -1):.0f} hours (nearly a week) on 2 CPU cores" in text
+    assert f"about {gpu_h:.1f} hours on one GPU" in text
+    assert f"stated rates {estimate.STATED_GFLOPS['cpu']:g} GFLOP/s per CPU core" in text
