@@ -43,6 +43,10 @@ class GridSpec:
     overrides: dict[str, Any] = field(default_factory=dict)
     """The user's --set/--config settings, applied to every trial on top of the preset."""
 
+    def __post_init__(self) -> None:
+        if isinstance(self.seeds, list):  # --seeds as parsed: a count or the seeds
+            object.__setattr__(self, "seeds", seeds_option(self.seeds))
+
     @property
     def resolved_archs(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(self.archs or self.preset.archs))
