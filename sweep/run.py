@@ -178,8 +178,8 @@ def run_grid(plan: SweepPlan, ready: Ready, verbose: bool = False) -> int:
                     break
             failures.after_tuner(ready.todo, ready.manifest)
             missing = [] if failures.stopped else cluster_nodes.missing_lines()  # Ray still up
-    timing = timings(state, t_run, time.time(), ready.todo) if ready.todo else []
-    return finish(plan, ready, failures, missing + timing[:1] + (timing[1:] if verbose else []))
+    timing = timings(state, t_run, time.time(), ready.todo, verbose) if ready.todo else []
+    return finish(plan, ready, failures, missing + timing)
 
 
 def main(argv: list[str] | None = None) -> int:
