@@ -40,6 +40,11 @@ over their whole trial time). GPU: not measured, an estimate (batch 6 keeps a GP
 peak); the first sweep on a machine replaces these with what its trials measured."""
 
 
+MIN_RECORDED_GFLOP = 50.0
+"""Trials computing less than this (the smoke preset's: seconds, mostly start-up) say nothing
+about throughput and are not recorded."""
+
+
 def cache_file() -> Path:
     root = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(root) / "feature-reuse" / "throughput.json"
@@ -122,8 +127,8 @@ def record_throughput(rows: Sequence[Mapping], points: Sequence[GridPoint],
                       counts: Mapping[str, Mapping[str, int]], cpus_per_trial: float,
                       gpus_per_trial: float | None, host: str | None = None) -> None:
     """Cache this machine's rates from the trials that ran here now (`rows`: their trials
-    rows; only ok ones count). A GPU rate needs the trials' GPU share: with `auto` shares
-    (`gpus_per_trial` None) only CPU trials are recorded."""
+    rows; only ok ones of at least MIN_RECORDED_GFLOP count). A GPU rate needs the trials' GPU
+    share: with `auto` shares (`gpus_per_trial` None) only CPU trials are recorded."""
     host = host or socket.gethostname()
     by_id = {p.trial_id: p for p in points}
     work: dict[str, list[float]] = {}
@@ -131,12 +136,15 @@ def record_throughput(rows: Sequence[Mapping], points: Sequence[GridPoint],
         p = by_id.get(row.get("trial_id"))
         if p is None or row.get("status") != "ok" or not row.get("total_seconds"):
             continue
+        gflop = expected_gflop(p.config, counts)
+        if gflop < MIN_RECORDED_GFLOP:
+            continue
         on_gpu = str(row.get("device") or "").startswith("cuda")
         share = gpus_per_trial if on_gpu else cpus_per_trial
         if not share:
             continue
         w = work.setdefault("gpu" if on_gpu else "cpu", [0.0, 0.0, 0])
-        w[0] += expected_gflop(p.config, counts)
+        w[0] += gflop
         w[1] += row["total_seconds"] * share
         w[2] += 1
     if not work:

@@ -155,8 +155,9 @@ def test_expected_wall_time_is_the_longest_slot_at_the_stated_rate(tmp_path, mon
 
 def test_a_measured_throughput_is_cached_and_then_used(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    points = with_ids(build_grid(GridSpec(PRESETS["smoke"], regimes=("scratch",))), "h")
+    points = with_ids(build_grid(GridSpec(PRESETS["demo"], regimes=("scratch",))), "h")
     gflop = estimate.expected_gflop(points[0].config, COUNTS)
+    assert gflop >= estimate.MIN_RECORDED_GFLOP
     rows = [{"trial_id": points[0].trial_id, "status": "ok", "total_seconds": 4.0,
              "device": "cpu:x86_64 (2 threads)"},
             {"trial_id": "other", "status": "ok", "total_seconds": 1.0, "device": "cpu"}]
@@ -185,3 +186,12 @@ def test_the_readme_states_the_paper_presets_estimate_the_model_gives():
     assert f"about {round(cpu_h, -1):.0f} hours (nearly a week) on 2 CPU cores" in text
     assert f"about {gpu_h:.1f} hours on one GPU" in text
     assert f"stated rates {estimate.STATED_GFLOPS['cpu']:g} GFLOP/s per CPU core" in text
+
+
+def test_smoke_trials_are_not_recorded_as_throughput(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    points = with_ids(build_grid(GridSpec(PRESETS["smoke"], regimes=("scratch",))), "h")
+    assert estimate.expected_gflop(points[0].config, COUNTS) < estimate.MIN_RECORDED_GFLOP
+    rows = [{"trial_id": points[0].trial_id, "status": "ok", "total_seconds": 4.0, "device": "cpu"}]
+    estimate.record_throughput(rows, points, COUNTS, 1.0, None, host="here")
+    assert not estimate.cache_file().exists()
