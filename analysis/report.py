@@ -40,7 +40,7 @@ from analysis.effects import Correctness
 from analysis.load import DEFAULT_RESULTS, Results, default_out_dir, load_results
 from analysis.params_figure import params_missing, params_plot
 from analysis.report_inputs import prepare_out_dir, read_manifest_json
-from trainables.errors import UserError
+from trainables.errors import CommandParser, UserError
 from trainables.results.storage import os_error_message
 
 
@@ -275,8 +275,8 @@ def _context(res: Results, report: Report, t2: tables.Table2, comparisons_tab: t
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m analysis.report", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = CommandParser(prog="python -m analysis.report", description=__doc__,
+                      formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--results", default=DEFAULT_RESULTS,
                    help=f"results folder or URI (default {DEFAULT_RESULTS})")
     p.add_argument("--out", default=None, help="output folder (default: <results>/../report)")

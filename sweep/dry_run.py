@@ -3,7 +3,8 @@
 The cluster it would run on (joined when --address names one), the warnings a real run stops
 at, the settings each architecture's trials use (for a model outside the table, how its entry
 was derived from torchvision or timm: `trainables.derived`), and the grid: every trial with its
-resources and expected cost, in the order Ray would start them.
+resources and expected cost, in the order Ray would start them, and the expected wall time
+(sweep/estimate.py).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import logging
 from collections.abc import Iterable
 
 from sweep import cluster_nodes
+from sweep.estimate import estimate_line
 from sweep.plan import SweepPlan
 from sweep.preflight import Ready, require_gpu_nodes
 from sweep.ray_session import joining, joins_cluster, ray_session
@@ -41,6 +43,7 @@ def show_dry_run(plan: SweepPlan, ready: Ready) -> int:
     resources = plan_resources(plan.spec.resolved_archs, cluster, r.gpus, r.cpus, r.gpu_memory_gb)
     for line in grid_lines(ready.done, ready.todo, ready.manifest.counts(), resources, plan.order):
         log.info("%s", line)
+    log.info("%s", estimate_line(ready.todo, ready.manifest.counts(), resources, cluster))
     return 0
 
 

@@ -7,6 +7,7 @@ import logging
 
 from sweep.checkpoints import forget_finished
 from sweep.compact import compact_after_sweep
+from sweep.estimate import record_throughput
 from sweep.failures import RunFailures
 from sweep.keep_models import prune_models
 from sweep.plan import SweepPlan
@@ -26,6 +27,8 @@ def finish(plan: SweepPlan, ready: Ready, failures: RunFailures, timing: list[st
     if ready.todo:  # a trial whose row is written but whose Ray callback never ran (the Tuner
         ran_now = {p.trial_id for p in ready.todo}  # stopped on an error) keeps no checkpoint
         forget_finished(plan.experiment, [t for t in summary.ok if t in ran_now])
+    record_throughput([rows[p.trial_id] for p in ready.todo if p.trial_id in rows], ready.todo,
+                      ready.manifest.counts(), plan.resources.cpus, plan.resources.gpus)
     lines = ["", *describe(summary, ready.grid)]
     if failures.recorded:
         lines.append(f"recorded {failures.recorded} failed trial row(s) from Ray's errors")

@@ -19,6 +19,16 @@ from trainables.errors import UserError
 from trainables.presets import Preset
 from trainables.regimes import REGIMES
 
+MAX_SEED = 2**32 - 1
+"""Seeds above this overflow NumPy's and torch's seeding."""
+
+
+def seeds_option(values: list[int] | None) -> int | tuple[int, ...] | None:
+    """--seeds as typed: one number is a count (--seeds 5: seeds 0..4), more are the seeds."""
+    if not values:
+        return None
+    return values[0] if len(values) == 1 else tuple(values)
+
 
 @dataclass(frozen=True)
 class GridSpec:
@@ -27,10 +37,15 @@ class GridSpec:
     preset: Preset
     archs: tuple[str, ...] | None = None
     regimes: tuple[str, ...] | None = None
-    seeds: int | None = None
+    seeds: int | tuple[int, ...] | None = None
+    """A count N (seeds 0..N-1) or the seeds themselves."""
     train_sizes: tuple[str, ...] | None = None
     overrides: dict[str, Any] = field(default_factory=dict)
     """The user's --set/--config settings, applied to every trial on top of the preset."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.seeds, list):  # --seeds as parsed: a count or the seeds
+            object.__setattr__(self, "seeds", seeds_option(self.seeds))
 
     @property
     def resolved_archs(self) -> tuple[str, ...]:
@@ -42,7 +57,16 @@ class GridSpec:
 
     @property
     def resolved_seeds(self) -> int:
-        return self.preset.seeds if self.seeds is None else self.seeds
+        """How many seeds each seeded configuration runs."""
+        seeds = self.preset.seeds if self.seeds is None else self.seeds
+        return len(set(seeds)) if isinstance(seeds, tuple) else seeds
+
+    @property
+    def seed_values(self) -> tuple[int, ...]:
+        """The seeds themselves: --seeds 0 1 2 as given (deduplicated), a count N as 0..N-1."""
+        if isinstance(self.seeds, tuple):
+            return tuple(dict.fromkeys(self.seeds))
+        return tuple(range(self.resolved_seeds))
 
     @property
     def resolved_train_sizes(self) -> tuple[str, ...]:
@@ -64,7 +88,10 @@ class GridSpec:
         unknown = [r for r in self.resolved_regimes if r not in REGIMES]
         if unknown:
             out.append(f"--regimes {' '.join(unknown)}: unknown; choose from {', '.join(REGIMES)}")
-        if self.resolved_seeds < 1:
+        if isinstance(self.seeds, tuple):
+            out += [f"--seeds {s}: a seed is a whole number from 0 to {MAX_SEED}"
+                    for s in self.seeds if not 0 <= s <= MAX_SEED]
+        elif self.resolved_seeds < 1:
             out.append(f"--seeds must be at least 1 (the number of seeds 0..N-1), "
                        f"got {self.resolved_seeds}")
         for size in self.resolved_train_sizes:
@@ -98,7 +125,7 @@ def build_grid(spec: GridSpec) -> list[TrialConfig]:
             for arch in spec.resolved_archs
             for regime in spec.resolved_regimes
             for size in spec.resolved_train_sizes
-            for seed in range(1 if REGIMES[regime].seedless else spec.resolved_seeds)]
+            for seed in ((0,) if REGIMES[regime].seedless else spec.seed_values)]
 
 
 @dataclass(frozen=True)

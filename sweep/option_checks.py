@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import argparse
 
-from sweep.grid import GridSpec
+from sweep.grid import MAX_SEED, GridSpec
 from trainables import presets as options
 from trainables.errors import UserError
 from trainables.regimes import REGIMES
 
-MAX_SEED = 2**32 - 1
 MAX_SEEDS = 1000
 MAX_GRID_TRIALS = 200_000
 """Twice the 100k-trial studies results compaction is built for. Beyond this a grid is a typo
@@ -49,8 +48,8 @@ def check_options(args: argparse.Namespace, spec: GridSpec) -> None:
     options.whole("--split-seed", args.split_seed, 0, MAX_SEED)
     options.whole("--max-failures", args.max_failures, 0)
     options.finite("--checkpoint-every", args.checkpoint_every, 0, example="5")
-    if args.seeds is not None and args.seeds > MAX_SEEDS:  # below 1: GridSpec.problems
-        options.whole("--seeds", args.seeds, 1, MAX_SEEDS)
+    if spec.resolved_seeds > MAX_SEEDS:  # below 1 and out-of-range seeds: GridSpec.problems
+        options.whole("--seeds", spec.resolved_seeds, 1, MAX_SEEDS)
     n = grid_size(spec)
     if n > MAX_GRID_TRIALS:
         raise UserError(f"the grid has {n} trials (archs x regimes x train sizes x seeds), more "

@@ -25,9 +25,10 @@ from sweep.plan import DataChoice, SweepPlan
 from sweep.resources import ClusterInfo
 from trainables.config import trial_id_of
 from trainables.data.demo import prepare_data
+from trainables.data.folders import layout_words
 from trainables.data.manifest import DataRoots, Manifest, other_split, select_train
 from trainables.errors import UserError
-from trainables.presets import PresetMessage, deviations
+from trainables.presets import PresetMessage, deviations, run_words, schedule_notes
 from trainables.results import tables as results
 from trainables.results.storage import (
     storage_message,
@@ -272,14 +273,17 @@ def report(plan: SweepPlan, ready: Ready) -> None:
     counts = ready.manifest.counts()
     images = ", ".join(f"{s} {sum(counts.get(s, {}).values())}"
                        for s in ("train", "val", "test", "ood"))
-    log.info("preflight ok in %.1f s: split %s %s images; OOD: %s", time.time() - plan.started,
-             ready.manifest.hash, images, ready.manifest.ood_kind)
+    made = layout_words(ready.manifest.layout, ready.manifest.split_seed)
+    log.info("preflight ok in %.1f s: split %s %s images%s; OOD: %s", time.time() - plan.started,
+             ready.manifest.hash, images, f" ({made})" if made else "", ready.manifest.ood_kind)
     # one config per architecture x regime says every difference (seeds and sizes apart)
     configs = list({(p.config.arch, p.config.regime): p.config for p in reversed(ready.grid)}
                    .values())[::-1]
     message = PresetMessage(plan.preset, plan.spec.overrides, deviations(
         configs, data=plan.data.describe(), ood_kind=ready.manifest.ood_kind,
-        seeds=plan.spec.resolved_seeds, train_sizes=plan.spec.resolved_train_sizes))
+        seeds=plan.spec.resolved_seeds, train_sizes=plan.spec.resolved_train_sizes),
+        runs=run_words([p.config for p in ready.grid], plan.data.describe()),
+        notes=schedule_notes([p.config for p in ready.grid]))
     for line in message.lines():
         log.info("%s", line)
     log.info("grid: %d trials (%d finished earlier, %d to run) -> %s", len(ready.grid),

@@ -26,6 +26,7 @@ from ray.tune.search import Searcher
 from sweep import cluster_nodes
 from sweep.checkpoints import ResumePointers
 from sweep.datastore import ship_images
+from sweep.estimate import estimate_line
 from sweep.failures import RunFailures
 from sweep.logs import ray_driver_log
 from sweep.memory_check import run_memory_check
@@ -63,6 +64,7 @@ def start_tuners(plan: SweepPlan, ready: Ready, state: SweepState, failures: Run
     require_gpu_nodes(cluster)  # each GPU node: CUDA usable, same code as here
     local_ray = started_here and not joins_cluster(address)
     resources = size_trials(plan, cluster, local_ray)
+    log.info("%s", estimate_line(ready.todo, ready.manifest.counts(), resources, cluster))
     images = ship_images(ready.manifest.entries, ready.roots)
     storage_fs = None if local_ray else storage_for_trials(exp)
     stack.enter_context(pending_trials(cluster))

@@ -1,8 +1,8 @@
 """Where a sweep's wall time went: trials computing, Ray's hand-overs, idle slots, start-up.
 
-The summary's last lines (`timings`) put the sweep's wall time against its floor, what the
-trials alone need, and name Ray's per-trial latency; the spans come from the progress view
-(sweep/progress.py, `Span`).
+The summary's last lines (`timings`; all but the first only with -v) put the sweep's wall time
+against its floor, what the trials alone need, and name Ray's per-trial latency; the spans
+come from the progress view (sweep/progress.py, `Span`).
 """
 
 from __future__ import annotations
@@ -84,8 +84,10 @@ def wall_time(spans: Sequence[Span], slots: int, tune_start: float, started: flo
                     startup=tune_start - started, shutdown=ended - last)
 
 
-def timings(state: SweepState, started: float, ended: float, ran: Sequence[GridPoint]) -> list[str]:
-    """The sweep's wall time against its floor, and Ray's per-trial latency (WallTime)."""
+def timings(state: SweepState, started: float, ended: float, ran: Sequence[GridPoint],
+            verbose: bool = False) -> list[str]:
+    """The sweep's wall time; with `verbose` (-v) also against its floor, and Ray's per-trial
+    latency (WallTime): internals a user does not need by default."""
     n = len(ran)
     w = wall_time(state.spans, state.max_running, state.start, started, ended)
     lines = [f"wall time {fmt_duration(ended - started)} ({ended - started:.0f} s) for {n} trial"
@@ -93,6 +95,8 @@ def timings(state: SweepState, started: float, ended: float, ran: Sequence[GridP
     if w is None:
         return lines
     lines[0] += f"; trials computed {w.busy:.0f} s on {w.slots} slot{'s' if w.slots != 1 else ''}"
+    if not verbose:
+        return lines
     lines.append(f"wall / floor = {w.ratio:.3f}: floor {w.floor:.0f} s = max({w.busy:.0f} s / {w.slots} "
                  f"slots, longest trial {w.longest:.0f} s)")
     warm = (f"median {statistics.median(w.handovers):.2f} s, max {max(w.handovers):.2f} s over "

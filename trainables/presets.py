@@ -70,15 +70,14 @@ PRESETS: dict[str, Preset] = {
     ),
     "demo": Preset(
         name="demo",
-        description="the embedded default: mobilenet_v2 x 3 regimes x 3 seeds x 2 train sizes "
-                    "on 2 CPU cores, plus the linear probe (one trial per train size)",
+        description="15 epochs, crops scaled to 160 px; by default mobilenet_v2 x the 3 regimes "
+                    "x 3 seeds x train sizes 10 and all, plus the linear probe",
         overrides={"epochs": 15, "crop_scale": 160 / 224},
         archs=("mobilenet_v2",),
         regimes=REGIMES,
         seeds=3,
         train_sizes=("10", "all"),
-        why="cut so that its 18 SGD trials fit in minutes on 2 CPU cores (StepLR step 7 kept: the "
-            "learning rate still drops at epochs 7 and 14)",
+        why="cut so that the demo fits in minutes on 2 CPU cores",
     ),
     "smoke": Preset(
         name="smoke",
@@ -161,16 +160,61 @@ def user_overrides(config: TrialConfig, preset: Preset) -> dict[str, Any]:
             if getattr(config, f.name) != getattr(base, f.name)}
 
 
+def _listed(values: list[Any], noun: str) -> str:
+    if len(values) == 1:
+        return f"{noun} {values[0]}" if noun in ("seed", "train size") else str(values[0])
+    return f"{len(values)} {noun}s ({', '.join(map(str, values))})"
+
+
+def run_words(configs: list[TrialConfig], data: str) -> str:
+    """What will really run, from the configs themselves: the grid's axes, the data, and the
+    epochs and learning-rate schedule of the regimes that train for epochs."""
+    def axis(name: str, noun: str, seeded: bool = False) -> str:
+        values = [getattr(c, name) for c in configs if not seeded or not REGIMES[c.regime].seedless]
+        return _listed(list(dict.fromkeys(values)), noun)
+
+    trials = f"{len(configs)} trials: " if len(configs) > 1 else ""
+    parts = [axis("arch", "architecture"), axis("regime", "regime")]
+    if any(not REGIMES[c.regime].seedless for c in configs):
+        parts.append(axis("seed", "seed", seeded=True))
+    parts.append(axis("train_size", "train size"))
+    words = f"{trials}{' x '.join(parts)} on {data}"
+    schedules = dict.fromkeys((c.epochs, c.step_size, c.gamma) for c in configs
+                              if REGIMES[c.regime].uses_epochs)
+    for epochs, step, gamma in schedules:
+        drops = range(step, epochs, step)  # the epochs after which StepLR lowers it
+        after = f"epoch{'s' if len(drops) > 1 else ''} {', '.join(map(str, drops))}"
+        when = (f"the learning rate drops x{gamma:g} after {after}"
+                if drops else "the learning rate never drops")
+        words += f"; {epochs} epochs, StepLR {step}/{gamma:g} ({when})"
+    return words
+
+
+def schedule_notes(configs: list[TrialConfig]) -> list[str]:
+    """A note per schedule under which StepLR never lowers the learning rate."""
+    out = []
+    for epochs, step in dict.fromkeys((c.epochs, c.step_size) for c in configs
+                                      if REGIMES[c.regime].uses_epochs):
+        if epochs <= step:
+            out.append(f"epochs={epochs} <= step_size={step}: the learning rate never drops "
+                       f"(StepLR lowers it after every {step} epochs). Fix, if you want it to "
+                       f"drop: --set step_size=N with N < {epochs}")
+    return out
+
+
 @dataclass
 class PresetMessage:
-    """What the CLIs print before training: the preset, the user's overrides, the deviations."""
+    """What the CLIs print before training: the preset and what will run (`runs`, from
+    `run_words`), the user's overrides, the deviations, notes on the schedule."""
 
     preset: Preset
     overrides: dict[str, Any] = field(default_factory=dict)
     deviations: list[str] = field(default_factory=list)
+    runs: str = ""
+    notes: list[str] = field(default_factory=list)
 
     def lines(self) -> list[str]:
-        head = f"preset {self.preset.name}: {self.preset.description}"
+        head = f"preset {self.preset.name}: {self.runs or self.preset.description}"
         out = [head]
         if self.overrides:
             out.append("overrides: " + ", ".join(f"{k}={v}" for k, v in self.overrides.items()))
@@ -180,7 +224,7 @@ class PresetMessage:
             out += [f"  - {d}" for d in self.deviations]
         else:
             out.append("no differences from the study's protocol")
-        return out
+        return out + [f"note: {n}" for n in self.notes]
 
 
 NAME_PATTERN = re.compile(r"^\w[\w.+=@,-]*$")

@@ -1,14 +1,5 @@
-"""One trial of the study, without Ray, and the function the Ray trainable wraps.
-
-    python -m trainables.train --arch mobilenet_v2 --regime finetune --seed 0 --out runs/one
-    python -m trainables.train --arch resnet18 --regime scratch --preset demo --set epochs=5
-    python -m trainables.train --arch mobilenet_v2 --regime linear_probe --out runs/probe
-
-Writes the trial's rows to OUT/{epochs,trials,predictions}/<trial_id>.parquet (the schema of
-trainables/results/tables.py, the same the sweep writes), the split manifest to OUT/manifest.json,
-and prints a one-line summary. One OUT holds one experiment: a run on a different split is
-refused. Exit status: 0 ok, 2 bad options or data (nothing trained), 130 interrupted.
-"""
+"""One trial of the study without Ray (`run_trial`, which the sweep's Ray trainable also
+calls), and the single-trial CLI (`DESCRIPTION`, `EXAMPLES`)."""
 
 from __future__ import annotations
 
@@ -29,6 +20,7 @@ from trainables.archs import ARCHS, resolve, source_of
 from trainables.config import TrialConfig, trial_id
 from trainables.data.dataset import ImageSource, load_trial_data
 from trainables.data.demo import prepare_data
+from trainables.data.folders import layout_words
 from trainables.data.manifest import Manifest, other_split, select_train
 from trainables.device import (
     apply_determinism,
@@ -41,7 +33,7 @@ from trainables.device import (
     set_memory_fraction,
 )
 from trainables.engine import EvalResult, FitFunction, FitState, confusion_matrix, per_class_recall
-from trainables.errors import UserError
+from trainables.errors import CommandParser, UserError
 from trainables.linear_probe import grid_edge_note
 from trainables.model_file import model_file_bytes
 from trainables.presets import PRESETS, PresetMessage, deviations, get_preset, user_overrides
@@ -49,6 +41,18 @@ from trainables.provenance import code_version, hostname, library_versions, ray_
 from trainables.regimes import REGIMES, get_regime
 from trainables.results import storage, tables
 
+DESCRIPTION = """\
+One trial of the study (one point of the sweep's grid), without Ray.
+
+Writes the trial's rows to OUT/{epochs,trials,predictions}/<trial_id>.parquet (the same tables
+the sweep writes, docs/results.md), the split manifest to OUT/manifest.json, and prints a
+one-line summary. One OUT holds one experiment: a run on a different split is refused. Exit
+status: 0 ok, 2 bad options or data (nothing trained), 130 interrupted."""
+EXAMPLES = """\
+examples:
+  python -m trainables.train --arch mobilenet_v2 --regime finetune --seed 0 --out runs/one
+  python -m trainables.train --arch resnet18 --regime scratch --set epochs=10 --out runs/one --dry-run
+  python -m trainables.train --arch mobilenet_v2 --regime linear_probe --out runs/probe --keep-models best"""
 MAX_SEED = 2**32 - 1
 """Seeds and split seeds above this overflow NumPy's and torch's seeding."""
 
@@ -201,34 +205,46 @@ def check_same_experiment(out: str, manifest: Manifest) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m trainables.train", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--arch", required=True,
-                   help=f"the study's {', '.join(ARCHS)}; any torchvision classifier "
-                        "(convnext_tiny); any timm model as timm/NAME (needs feature-reuse[timm])")
-    p.add_argument("--regime", required=True, help=f"one of: {', '.join(REGIMES)}")
-    p.add_argument("--seed", type=int, default=0, help="trial seed (default 0)")
-    p.add_argument("--preset", default="paper", help=f"one of: {', '.join(PRESETS)} "
-                   "(default paper: the study's protocol)")
-    presets.add_arguments(p)
-    p.add_argument("--data", default=None, help="pool folder (DATA/<class>/...) or pre-split "
-                   "folder (DATA/{train,val,test}/<class>/...); default: the embedded demo set")
-    p.add_argument("--ood", default=None, help="OOD folder with the same class subfolders")
-    p.add_argument("--out", required=True, help="results folder or URI (e.g. s3://bucket/run)")
-    p.add_argument("--train-size", default="all", help="images per class (e.g. 20), a fraction "
-                   "(e.g. 0.5) or 'all' (default)")
-    p.add_argument("--split-seed", type=int, default=0, help="seed of the 60/20/20 split")
-    p.add_argument("--cap", action="append", metavar="CLASS=N",
+    p = CommandParser(prog="python -m trainables.train", description=DESCRIPTION, epilog=EXAMPLES,
+                      settings=presets.FIELD_TYPES, renames={"model": "--arch"},
+                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    g = p.add_argument_group("data")
+    g.add_argument("--data", default=None, help="pool folder (DATA/<class>/...) or pre-split "
+                   "folder (DATA/{train,val,test}/<class>/...; train/ + val/ alone: each class's val/ "
+                   "split half validation, half test by --split-seed); default: the embedded "
+                   "demo set")
+    g.add_argument("--ood", default=None, help="OOD folder with the same class subfolders")
+    g.add_argument("--split-seed", type=int, default=0, help="seed of the 60/20/20 split")
+    g.add_argument("--cap", action="append", metavar="CLASS=N",
                    help="keep at most N images of CLASS in the pool (repeatable)")
-    p.add_argument("--skip-bad-images", action="store_true",
+    g.add_argument("--skip-bad-images", action="store_true",
                    help="skip unreadable files (recorded in the manifest) instead of failing")
-    p.add_argument("--allow-duplicates", action="store_true",
+    g.add_argument("--allow-duplicates", action="store_true",
                    help="run although byte-identical images are in train and in val/test/OOD "
                         "(they are recorded in the manifest); refused by default")
-    p.add_argument("--keep-model", action="store_true", help="save the kept model (the best epoch's "
-                   "weights; the linear probe's backbone and regression) for predict and export")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    p.add_argument("--dry-run", action="store_true",
+    g = p.add_argument_group("trial (one point of the sweep's grid)")
+    g.add_argument("--arch", required=True,
+                   help=f"the study's {', '.join(ARCHS)}; any torchvision classifier "
+                        "(convnext_tiny); any timm model as timm/NAME (needs feature-reuse[timm])")
+    g.add_argument("--regime", required=True, help=f"one of: {', '.join(REGIMES)}")
+    g.add_argument("--seed", type=int, default=0, help="trial seed (default 0)")
+    g.add_argument("--train-size", "--train-sizes", default="all", dest="train_size",
+                   help="images per class (e.g. 20), a fraction (e.g. 0.5) or 'all' (default)")
+    g.add_argument("--preset", default="demo", help=f"one of: {', '.join(PRESETS)} "
+                   "(default demo, as in the sweep; paper: the study's protocol)")
+    presets.add_arguments(p.add_argument_group("training"))
+    g = p.add_argument_group("resources")
+    g.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    g = p.add_argument_group("output")
+    g.add_argument("--out", help="results folder or URI (e.g. s3://bucket/run); needed unless "
+                   "--dry-run")
+    g.add_argument("--keep-models", default="none", choices=("none", "best", "all"),
+                   help="save the trial's kept model (the best epoch's weights; the linear "
+                        "probe's backbone and regression) for predict and export: best or all "
+                        "(one trial: the same), or none (default)")
+    g.add_argument("--keep-model", action="store_const", const="all", dest="keep_models",
+                   help="the same as --keep-models all")
+    g.add_argument("--dry-run", action="store_true",
                    help="print the trial's full config and differences from the study; train nothing")
     return p
 
@@ -243,6 +259,9 @@ def prepare(args: argparse.Namespace) -> tuple[TrialConfig, Any, Manifest, Prese
         raise UserError(f"--threads must be at least 1, got {args.threads}")
     if args.threads is not None:
         presets.whole("--threads", args.threads, 1, 4 * presets.cpu_count())
+    if args.out is None and not args.dry_run:
+        raise UserError("--out is required: the results folder (or URI) of this trial, e.g. "
+                        "--out runs/one; --dry-run needs none")
     for flag, value in (("--data", args.data), ("--ood", args.ood), ("--out", args.out)):
         presets.path_option(flag, value)
     preset = get_preset(args.preset)
@@ -258,7 +277,9 @@ def prepare(args: argparse.Namespace) -> tuple[TrialConfig, Any, Manifest, Prese
     data = "the embedded ants-vs-bees photos" if args.data is None else f"--data {args.data}"
     message = PresetMessage(preset, user_overrides(config, preset),
                             deviations([config], data=data, ood_kind=manifest.ood_kind, seeds=1,
-                                       train_sizes=(config.train_size,)))
+                                       train_sizes=(config.train_size,)),
+                            runs=presets.run_words([config], data),
+                            notes=presets.schedule_notes([config]))
     return config, roots, manifest, message
 
 
@@ -268,7 +289,8 @@ def main(argv: list[str] | None = None) -> int:
         config, source, manifest, message = prepare(args)
         for warning in manifest.warnings:
             print(f"warning: {warning}", file=sys.stderr)
-        for line in message.lines():
+        made = layout_words(manifest.layout, manifest.split_seed)
+        for line in message.lines() + ([f"split: {made}"] if made else []):
             print(line)
         if args.dry_run:
             print(json.dumps(config.to_dict(), indent=1, sort_keys=True))
@@ -282,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
 
             ensure_available(resolve(config.arch, config.weights))
         manifest.save(storage.join(args.out, "manifest.json"))
-        row = run_trial(config, manifest, source, args.out, keep_model=args.keep_model)
+        row = run_trial(config, manifest, source, args.out, keep_model=args.keep_models != "none")
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -31,7 +31,7 @@ from torchvision.models import WeightsEnum, get_weight
 from trainables.arch_record import TIMM_PREFIX, Arch
 from trainables.archs import ARCHS, resolve
 from trainables.derived import import_timm
-from trainables.errors import UserError, WeightsError
+from trainables.errors import UserError, WeightsError, command_prog
 from trainables.results.storage import copy_file_atomic
 
 _HASH_IN_NAME = re.compile(r"-([a-f0-9]+)\.")
@@ -281,7 +281,7 @@ def print_status(names: list[str]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m trainables.weights", description=__doc__,
+    parser = argparse.ArgumentParser(prog=command_prog("python -m trainables.weights"), description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     status = sub.add_parser("status", help="each model's weights file, library and whether it is "

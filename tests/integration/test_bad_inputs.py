@@ -348,13 +348,59 @@ def test_data_path_that_is_not_a_folder(what, tmp_path):
         build_manifest(path)
 
 
-def test_half_presplit_folder_names_the_missing_split(tmp_path):
-    """The tutorial's own layout has train/ and val/ but no test/."""
+def test_the_tutorials_layout_splits_val_into_validation_and_test(tmp_path):
+    """The PyTorch tutorial's own layout has train/ and val/ but no test/: val/ is split per
+    class, half validation, half test, by the split seed."""
     root = tmp_path / "d"
-    for split in ("train", "val"):
-        pool_of(root / split, {"ants": 5, "bees": 5})
+    pool_of(root / "train", {"ants": 5, "bees": 5})
+    pool_of(root / "val", {"ants": 4, "bees": 5})
     (root / "__MACOSX").mkdir()  # a stray folder must not turn train/ and val/ into classes
-    with pytest.raises(DataError, match=r"looks pre-split but lacks test/"):
+    manifest = build_manifest(root)
+    counts = manifest.counts()
+    assert counts["train"] == {"ants": 5, "bees": 5}
+    assert counts["val"] == {"ants": 2, "bees": 3} and counts["test"] == {"ants": 2, "bees": 2}
+    val_test = {e.path for e in manifest.entries if e.split in ("val", "test")}
+    assert all(p.startswith("val/") for p in val_test) and len(val_test) == 9
+    again, other = build_manifest(root), build_manifest(root, split_seed=1)
+    assert again.hash == manifest.hash
+    assert other.hash != manifest.hash  # another seed, another val/test split
+    assert manifest.layout == "train+val"
+
+
+def test_the_tutorials_layout_refuses_a_class_too_small_to_split(tmp_path):
+    root = tmp_path / "d"
+    pool_of(root / "train", {"ants": 5, "bees": 5})
+    pool_of(root / "val", {"ants": 1, "bees": 4})
+    with pytest.raises(DataError, match=r"val/ants has 1 image\(s\).*at least 2 per class"):
+        build_manifest(root)
+    one = tmp_path / "one"
+    pool_of(one / "train", {"ants": 5})
+    pool_of(one / "val", {"ants": 4})
+    with pytest.raises(DataError, match=r"only one class folder"):
+        build_manifest(one)
+
+
+def test_both_clis_say_how_the_tutorials_layout_was_split(tmp_path, sweep_main, capsys, caplog):
+    from trainables.train import main as train_main
+
+    root = tmp_path / "d"
+    pool_of(root / "train", {"ants": 5, "bees": 5})
+    pool_of(root / "val", {"ants": 4, "bees": 4})
+    said = "val/ split per class into validation and test (half each, seeded by --split-seed 3)"
+    assert train_main(["--arch", "mobilenet_v2", "--regime", "scratch", "--data", str(root),
+                       "--split-seed", "3", "--dry-run"]) == 0
+    assert said in capsys.readouterr().out
+    caplog.set_level("INFO")
+    assert sweep_main(["--preset", "smoke", "--regimes", "scratch", "--data", str(root),
+                       "--split-seed", "3", "--storage", str(tmp_path / "runs"), "--dry-run"]) == 0
+    assert "train 10, val 4, test 4, ood 0 images (" + said in caplog.text
+
+
+def test_half_presplit_folder_names_the_missing_split(tmp_path):
+    root = tmp_path / "d"
+    for split in ("train", "test"):
+        pool_of(root / split, {"ants": 5, "bees": 5})
+    with pytest.raises(DataError, match=r"looks pre-split but lacks val/"):
         build_manifest(root)
 
 

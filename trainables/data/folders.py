@@ -4,6 +4,8 @@ Input layouts
   pool:      ROOT/<class>/**/<image>                  split here, 60/20/20 stratified
   pre-split: ROOT/{train,val,test}/<class>/**/<image> used as given (also valid/, Train/,
              validation/, testing/ ...: trainables/data/scan.py)
+  train+val: ROOT/{train,val}/<class>/... (the PyTorch tutorial's): train/ as given; each
+             class's val/ images split by --split-seed, half validation, half test (`split_val`)
   OOD:       OOD/<class>/**/<image> (or OOD/test/<class>/...), the same class names
 
 Every file is decoded once here to validate it (one error lists every bad file) and hashed; the
@@ -30,6 +32,7 @@ from trainables.data.manifest import (
     leak_refusal,
 )
 from trainables.data.scan import (
+    TRAIN_VAL,
     Findings,
     class_dirs,
     class_links,
@@ -72,6 +75,23 @@ def stratified_split(files: list[Path], rng: random.Random) -> dict[str, list[Pa
     n_val = round(n * SPLIT_FRACTIONS[1])
     return {"train": order[:n_train], "val": order[n_train:n_train + n_val],
             "test": order[n_train + n_val:]}
+
+
+def split_val(files: list[Path], rng: random.Random) -> dict[str, list[Path]]:
+    """train/ + val/ without test/: one class's val/ images, shuffled with the split seed, half
+    to validation (the larger half when odd) and half to test."""
+    order = list(files)
+    rng.shuffle(order)
+    n_val = (len(order) + 1) // 2
+    return {"val": order[:n_val], "test": order[n_val:]}
+
+
+def layout_words(layout: str, split_seed: int) -> str:
+    """How the split was made, for the preflight line ("" when the folders said it all)."""
+    if layout == TRAIN_VAL:
+        return (f"val/ split per class into validation and test (half each, seeded by "
+                f"--split-seed {split_seed}), no test/ folder")
+    return ""
 
 
 def _min_split_message(counts: dict[str, int], copies: dict[str, int]) -> str | None:
@@ -151,19 +171,20 @@ def build_manifest(data: str | Path, ood: str | Path | None = None, split_seed: 
     caps = dict(caps or {})
     roots: dict[str, tuple[Path, list[Path]]] = {}
     links: list[str] = []
-    if layout.kind == "presplit":
+    given = tuple(s for s in SPLITS if s in layout.splits)  # TRAIN_VAL: train and val
+    if layout.kind in ("presplit", TRAIN_VAL):
         for extra in layout.extras:
             findings.add("beside_splits", extra)
         per_split = {s: scan_classes(layout.splits[s], f"--data {layout.splits[s].name}/", findings)
-                     for s in SPLITS}
+                     for s in given}
         classes = sorted(per_split["train"])
-        for s in SPLITS:
+        for s in given:
             if sorted(per_split[s]) != classes:
                 raise DataError(f"--data: class folders differ between {layout.splits['train'].name}/ "
                                 f"({classes}) and {layout.splits[s].name}/ ({sorted(per_split[s])}). "
                                 "Fix: use the same class names")
             links += [f"{layout.splits[s].name}/: {m}" for m in class_links(layout.splits[s])]
-        roots["data"] = (data, [p for s in SPLITS for c in classes for p in per_split[s][c]])
+        roots["data"] = (data, [p for s in given for c in classes for p in per_split[s][c]])
     else:
         by_class = scan_classes(data, "--data", findings)
         classes = sorted(by_class)
@@ -207,6 +228,19 @@ def build_manifest(data: str | Path, ood: str | Path | None = None, split_seed: 
         for s in SPLITS:
             for c in classes:
                 add(entries, "data", data, s, c, good(per_split[s][c]))
+        _require_every_class(entries, classes, SPLITS, f"--data {shown(data)}")
+    elif layout.kind == TRAIN_VAL:
+        val_name = layout.splits["val"].name
+        for c in classes:
+            add(entries, "data", data, "train", c, good(per_split["train"][c]))
+            files = good(per_split["val"][c])
+            if len(files) < 2:
+                raise DataError(f"--data {shown(data)}: {val_name}/{c} has {len(files)} image(s); "
+                                f"without a test/ folder {val_name}/ is split into validation "
+                                "and test, which needs at least 2 per class. Fix: add images, "
+                                "or add a test/ folder")
+            for s, paths in split_val(files, rng).items():
+                add(entries, "data", data, s, c, paths)
         _require_every_class(entries, classes, SPLITS, f"--data {shown(data)}")
     else:
         counts, copies = {}, {}

@@ -267,17 +267,23 @@ def class_links(root: Path) -> list[str]:
 
 @dataclass(frozen=True)
 class Layout:
-    kind: str  # "pool" | "presplit"
+    kind: str  # "pool" | "presplit" | TRAIN_VAL
     splits: dict[str, Path] = field(default_factory=dict)
     """presplit: split -> its folder as spelled on disk (train/, Valid/, testing/ ...)."""
     extras: tuple[Path, ...] = ()
     """presplit: other folders beside the splits (not used)."""
 
 
+TRAIN_VAL = "train+val"
+"""The PyTorch transfer-learning tutorial's layout: train/ and val/, no test/ (val/ is split
+into validation and test by trainables.data.folders.split_val)."""
+
+
 def detect_layout(root: Path) -> Layout:
     """Pre-split when ROOT has one folder for each of train, val and test (any common spelling);
-    a pool otherwise. A folder that half looks pre-split, or a pool whose classes are named like
-    splits, is refused: reading it as a pool would train on the split names as classes."""
+    TRAIN_VAL with train and val only; a pool otherwise. A folder that half looks pre-split (test/
+    alone, train/ + test/), or a pool whose classes are named like splits, is refused: reading
+    it as a pool would train on the split names as classes."""
     if not root.is_dir():
         raise DataError(f"--data folder {shown(root)} does not exist or is not a folder")
     dirs = class_dirs(root)
@@ -294,6 +300,8 @@ def detect_layout(root: Path) -> Layout:
         splits = {s: ds[0] for s, ds in by_split.items()}
         extras = tuple(d for d in dirs if d not in splits.values())
         return Layout("presplit", splits, extras)
+    if set(by_split) == {"train", "val"} and len(dirs) == 2:
+        return Layout(TRAIN_VAL, {s: ds[0] for s, ds in by_split.items()})
     if by_split:
         named = ", ".join(f"{d.name}/" for ds in by_split.values() for d in ds)
         missing = sorted({"train", "val", "test"} - set(by_split))

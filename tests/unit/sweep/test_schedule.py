@@ -78,10 +78,18 @@ def test_a_long_trial_sets_the_floor_and_retries_count_as_one_trial():
 
 def test_summary_lines_name_ratio_floor_and_latency():
     spans = [Span("a", 103, 120, "done"), Span("b", 104, 110, "done"), Span("c", 110.5, 118.5, "done")]
-    lines = timings(_state(spans), 95, 130, ["a", "b", "c"])
+    lines = timings(_state(spans), 95, 130, ["a", "b", "c"], verbose=True)
     text = "\n".join(lines)
     assert lines[0] == "wall time 0:35 (35 s) for 3 trials; trials computed 31 s on 2 slots"
     assert "wall / floor = 2.059: floor 17 s = max(31 s / 2 slots, longest trial 17 s)" in text
     assert "median 0.50 s, max 0.50 s over 1 handover;" in text
     assert "Ray overhead" not in text
     assert timings(_state([]), 0, 10, []) == ["wall time 0:10 (10 s) for 0 trials"]
+
+
+def test_the_summary_shows_timing_internals_only_when_verbose():
+    spans = [Span("a", 103, 120, "done"), Span("b", 104, 110, "done")]
+    plain = timings(_state(spans), 95, 130, ["a", "b"])
+    assert plain == ["wall time 0:35 (35 s) for 2 trials; trials computed 23 s on 2 slots"]
+    verbose = timings(_state(spans), 95, 130, ["a", "b"], verbose=True)
+    assert verbose[0] == plain[0] and any(line.startswith("wall / floor") for line in verbose)
