@@ -29,6 +29,7 @@ from trainables.data.folders import layout_words
 from trainables.data.manifest import DataRoots, Manifest, other_split, select_train
 from trainables.errors import UserError
 from trainables.presets import PresetMessage, deviations, run_words, schedule_notes
+from trainables.regimes import REGIMES
 from trainables.results import tables as results
 from trainables.results.storage import (
     storage_message,
@@ -255,9 +256,12 @@ def stored_ids(results_root: str, finished: dict[str, dict], grid: list[GridPoin
         if row["status"] != "ok" or not row["config_json"]:
             continue
         try:
-            tid = trial_id_of(json.loads(row["config_json"]), row["split_manifest_hash"] or "")
+            config = json.loads(row["config_json"])
+            tid = trial_id_of(config, row["split_manifest_hash"] or "")
         except (ValueError, TypeError, AttributeError):
             continue  # not a config this code reads: that trial runs again
+        if config.get("regime") in REGIMES and not REGIMES[config["regime"]].legacy_rows:
+            continue  # its computation changed since such rows were written: it runs again
         if tid in wanted:
             out.setdefault(tid, row["trial_id"])
     return out

@@ -82,6 +82,11 @@ class Regime:
     """The eval transform every split is seen through ("val": the linear probe, which has no
     augmentation and is scored through the lens it was fitted through); "" each split its own
     (the study's per-split transforms). `TrialConfig.eval_transform` reads it."""
+    legacy_rows: bool = True
+    """Its rows written before trial ids followed `reads` (their stored id hashes every field)
+    still count as finished (sweep.preflight.stored_ids). False when its computation changed in
+    that same release, so that such rows run again: the linear probe then moved to one eval
+    transform for every split."""
     in_study: bool = True
     """One of the study's three regimes."""
     transfer: bool = False
@@ -122,7 +127,8 @@ SCRATCH = register(Regime(
 LINEAR_PROBE = register(Regime(
     "linear_probe", "Linear probe", "LP", "^", "#7b3fa0", pretrained=True, trains="none",
     fit="trainables.linear_probe:fit_probe", reads=INPUT_FIELDS + PROBE_SIZES + PROBE_FIELDS,
-    seedless=True, passes_per_image=1.0, uses_epochs=False, eval_split="val", in_study=False,
+    seedless=True, passes_per_image=1.0, uses_epochs=False, eval_split="val", legacy_rows=False,
+    in_study=False,
     description="the pretrained backbone's features once per image, then an L2-regularised "
                 "logistic regression with C chosen on validation (docs/linear_probe.md)")).name
 
