@@ -76,9 +76,10 @@ def test_torchscript_reproduces_the_kept_models_logits_without_this_package(kept
                                      kept_experiment.rows[regime]["model_path"])).config
         meta = got["meta"]
         assert meta["classes"] == ["blue", "red"] and meta["regime"] == regime
-        assert meta["input"]["shape"] == ["N", 3, config.test_crop, config.test_crop]
+        resize, crop = config.eval_transform("test")  # the probe's: the validation transform
+        assert meta["input"]["shape"] == ["N", 3, crop, crop]
         assert meta["normalisation_inside"] == {"mean": list(config.mean), "std": list(config.std)}
-        assert meta["preprocess"]["resize_shorter_side"] == config.test_resize
+        assert meta["preprocess"]["resize_shorter_side"] == resize
 
 
 @pytest.mark.filterwarnings("ignore::FutureWarning")  # torch.jit's deprecation notice
