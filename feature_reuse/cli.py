@@ -42,8 +42,11 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     module = importlib.import_module(COMMANDS[name][0])
-    sys.argv = [f"feature-reuse {name}", *rest]
-    return int(module.main(rest) or 0)
+    argv, sys.argv = sys.argv, [f"feature-reuse {name}", *rest]  # the command's prog name
+    try:
+        return int(module.main(rest) or 0)
+    finally:
+        sys.argv = argv  # called in-process (tests, notebooks): later parsers keep their own
 
 
 if __name__ == "__main__":

@@ -75,7 +75,7 @@ from trainables.models import build_model, set_submodule
 from trainables.provenance import code_version
 from trainables.regimes import get_regime
 from trainables.results import tables as results
-from trainables.results.storage import join
+from trainables.results.storage import check_storage, join
 from trainables.results.storage import resolve as resolve_storage
 
 MODEL_FILE_FORMAT = 2
@@ -329,6 +329,8 @@ def choose(experiment: str | None, model: str = BEST) -> Choice:
     if experiment is None:
         raise UserError(f"--model {model} needs --experiment (the sweep's folder, e.g. runs/demo); "
                         "or pass a model file (.pt) as --model")
+    if "://" in experiment:  # an unreachable store: one error naming it, not the OSError
+        check_storage("--experiment", experiment, write=False)
     root = results_root(experiment)
     rows = kept_rows(root)
     if model == BEST:
