@@ -1,7 +1,7 @@
 # make demo : the embedded default sweep (mobilenet_v2 x 3 regimes x 2 train sizes x 3 seeds, plus
 #             the linear probe) and its report
 # make test : the whole test suite (what CI runs)
-# make check: the fast unit tests (about 75 s on 2 cores), for local work
+# make check: the unit tests (about 4 min on 2 cores), for local work
 # make browser: headless Chromium (Debian's package) for the report's browser test; CI runs it
 # make lock : regenerate requirements.lock and requirements-dev.lock from pyproject.toml
 #
