@@ -49,7 +49,7 @@ from tests.conftest import PROJECT_ROOT, write_image
 from tests.integration.netns import TMP, ray_ssh_control_dir
 from tests.integration.ray_launcher import SshNodes
 from tests.integration.ssh_machine import ray_processes, unavailable
-from trainables import results
+from trainables.results import tables as results
 
 REASON = unavailable()
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(REASON is not None, reason=str(REASON))]
